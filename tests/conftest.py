@@ -1,0 +1,148 @@
+"""Shared fixtures: two tiny random model families with tokenizers trained here (no download)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+LLAMA3_TEMPLATE = (
+    "{{ '<|begin_of_text|>' }}"
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+# Llama-3's split: punctuation keeps its trailing newlines, so ".\n\n" is one pre-token.
+LLAMA3_SPLIT = r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+
+NAMES = ["Ann", "Bob", "Cara", "Dev", "Eli", "Fay"]
+THINGS = ["apples", "pens", "books", "coins", "cards", "eggs"]
+
+
+def make_problem(rng: random.Random) -> dict:
+    """A small multi-step word problem as a chat whose assistant steps are blank-line separated."""
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    a, b, c = rng.randint(2, 40), rng.randint(2, 40), rng.randint(2, 5)
+    steps = [f"{name} starts with {a} {thing}.", f"After buying {b} more, {name} has {a} + {b} = {a + b} {thing}."]
+    if rng.random() < 0.7:
+        steps.append(f"Then the {thing} are shared by {c} people.\nEach gets {(a + b) // c} {thing}.")
+    steps.append(f"The answer is \\boxed{{{a + b}}}.")
+    question = f"{name} has {a} {thing} and buys {b} more. How many {thing} does {name} have?"
+    return {
+        "messages": [
+            {"role": "system", "content": "Solve step by step."},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "\n\n".join(steps)},
+        ]
+    }
+
+
+def corpus(n: int = 300) -> list[str]:
+    rng = random.Random(0)
+    lines = []
+    for _ in range(n):
+        chat = make_problem(rng)
+        lines.extend(m["content"] for m in chat["messages"])
+    return lines
+
+
+def train_tokenizer(style: str) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer of ~600 tokens, GPT-2 style or Llama-3 style (blank lines merge with punctuation)."""
+    tok = Tokenizer(models.BPE())
+    if style == "gpt2":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+        specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(corpus(), trainer=trainer)
+    if style == "gpt2":
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", bos_token="<|endoftext|>")
+        fast.chat_template = CHATML_TEMPLATE
+    else:
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eot_id|>", bos_token="<|begin_of_text|>")
+        fast.chat_template = LLAMA3_TEMPLATE
+    return fast
+
+
+def build_tiny_model(family: str, vocab_size: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if family == "llama":
+        config = LlamaConfig(
+            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False,
+        )
+        return LlamaForCausalLM(config)
+    config = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=1024)
+    return GPT2LMHeadModel(config)
+
+
+FAMILIES = {"llama": "llama3", "gpt2": "gpt2"}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """A saved tiny model + tokenizer per family: ``{"llama": dir, "gpt2": dir}``."""
+    dirs = {}
+    for family, style in FAMILIES.items():
+        path = tmp_path_factory.mktemp(f"tiny-{family}")
+        tokenizer = train_tokenizer(style)
+        model = build_tiny_model(family, len(tokenizer))
+        model.config.eos_token_id = tokenizer.eos_token_id
+        model.config.pad_token_id = tokenizer.eos_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.eos_token_id
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        dirs[family] = path
+    return dirs
+
+
+@pytest.fixture(params=sorted(FAMILIES))
+def tiny_model_dir(request, tiny_model_dirs) -> Path:
+    """Each tiny model family in turn."""
+    return tiny_model_dirs[request.param]
+
+
+@pytest.fixture(scope="session")
+def tiny_chats() -> list[dict]:
+    """Twenty chat rows with 3-4 blank-line separated steps each."""
+    rng = random.Random(1)
+    return [make_problem(rng) for _ in range(20)]
+
+
+@pytest.fixture
+def chat_file(tmp_path, tiny_chats) -> Path:
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in tiny_chats))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path_factory):
+    """No test may reach the network; the embedded-model cache lives in a per-session folder unless set."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
