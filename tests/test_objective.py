@@ -1,0 +1,141 @@
+"""The packed single pass against the oracle: one separate forward pass per view, as the definitions read."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from stepjepa.examples import pack_chat
+from stepjepa.layout import PackedCollator
+from stepjepa.losses import JEPA_LOSSES, jepa_loss
+from stepjepa.models import add_predictor_tokens, apply_lora, resize_for_tokenizer
+from stepjepa.objective import Objective, compute_objective
+from stepjepa.tokenization import IGNORE_INDEX, encode_chat, encode_view
+
+MAX_LENGTH = 256
+
+
+def hidden_and_logits(model, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A plain causal pass over ``ids`` alone (positions 0..n-1): last-layer hidden states and logits."""
+    out = model(torch.tensor([ids]), output_hidden_states=True)
+    return out.hidden_states[-1][0], out.logits[0]
+
+
+def oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind, lbd=0.7, gamma=1.3):
+    """Loss, LM loss, view embeddings, by separate passes; rows without two steps give LM only."""
+    token_losses, views_a, views_b = [], [], []
+    for messages in chats:
+        chat = encode_chat(tokenizer, messages, MAX_LENGTH)
+        hidden, logits = hidden_and_logits(model, chat.input_ids)
+        targets = torch.tensor(chat.labels[1:])
+        losses = F.cross_entropy(logits[:-1], targets, ignore_index=IGNORE_INDEX, reduction="none")
+        token_losses.append(losses[targets != IGNORE_INDEX])
+        if mode == "step_jepa" and len(chat.step_spans) >= 2:
+            (_, step1_end), (step2_start, step2_end) = chat.step_spans[:2]
+            if predictor_ids:
+                context_hidden, _ = hidden_and_logits(model, chat.input_ids[:step1_end] + predictor_ids)
+                views_a.append(context_hidden[-1])
+            else:
+                views_a.append(hidden[step1_end - 1])
+            step2_hidden, _ = hidden_and_logits(model, chat.input_ids[step2_start:step2_end])
+            views_b.append(step2_hidden[-1])
+        elif mode == "llm_jepa":
+            user = encode_view(tokenizer, messages[1], MAX_LENGTH)
+            assistant = encode_view(tokenizer, messages[2], MAX_LENGTH)
+            cut = user.last_content_index + 1
+            user_hidden, _ = hidden_and_logits(model, user.input_ids[:cut] + predictor_ids + user.input_ids[cut:])
+            views_a.append(user_hidden[cut + len(predictor_ids) - 1])
+            assistant_hidden, _ = hidden_and_logits(model, assistant.input_ids)
+            views_b.append(assistant_hidden[assistant.last_content_index])
+    lm = torch.cat(token_losses).mean()
+    if not views_a:
+        return gamma * lm, lm, None, None
+    view_a, view_b = torch.stack(views_a), torch.stack(views_b)
+    return gamma * lm + lbd * jepa_loss(view_a, view_b, loss_kind), lm, view_a, view_b
+
+
+def setup(model_dir, num_predictors, lora=False):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    predictor_ids = add_predictor_tokens(tokenizer, num_predictors) if num_predictors else []
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    torch.manual_seed(0)
+    resize_for_tokenizer(model, tokenizer)
+    if lora:
+        model = apply_lora(model, 4)
+        # Non-zero LoRA B so the adapter changes the function and its gradients are not trivially equal.
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(param, std=0.02)
+    return model, tokenizer, predictor_ids
+
+
+def batch_chats(tiny_chats):
+    """Four chats; the last one has a single step, so Step-JEPA trains it with LM only."""
+    single = copy.deepcopy(tiny_chats[3])
+    single["messages"][2]["content"] = single["messages"][2]["content"].replace("\n\n", " ")
+    return [row["messages"] for row in tiny_chats[:3]] + [single["messages"]]
+
+
+def grads(model) -> dict[str, torch.Tensor]:
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+    model.zero_grad()
+    return grads
+
+
+def check_against_oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind):
+    objective = Objective(mode=mode, loss=loss_kind, lbd=0.7, gamma=1.3)
+    rows = [pack_chat(tokenizer, m, mode, predictor_ids, None, MAX_LENGTH) for m in chats]
+    batch = PackedCollator(tokenizer.pad_token_id or 0)(rows)
+    packed = compute_objective(model, batch, objective)
+    packed.loss.backward()
+    packed_grads = grads(model)
+
+    loss, lm, view_a, view_b = oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind)
+    loss.backward()
+    oracle_grads = grads(model)
+
+    tol = dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(packed.lm_loss, lm, **tol)
+    torch.testing.assert_close(packed.loss, loss, **tol)
+    if mode == "regular":
+        assert packed.jepa_loss is None
+    else:
+        assert packed.view_a.shape[0] == (3 if mode == "step_jepa" else 4)
+        torch.testing.assert_close(packed.view_a, view_a, **tol)
+        torch.testing.assert_close(packed.view_b, view_b, **tol)
+    assert packed_grads.keys() == oracle_grads.keys() and packed_grads
+    for name in oracle_grads:
+        torch.testing.assert_close(packed_grads[name], oracle_grads[name], **tol, msg=lambda m: f"{name}: {m}")
+
+
+CASES = [("regular", 0, "cosine")] + [
+    (mode, k, loss) for mode in ("llm_jepa", "step_jepa") for k in (0, 1, 2) for loss in JEPA_LOSSES
+]
+
+
+@pytest.mark.parametrize("mode,num_predictors,loss_kind", CASES)
+def test_packed_pass_matches_oracle(tiny_model_dir, tiny_chats, mode, num_predictors, loss_kind):
+    model, tokenizer, predictor_ids = setup(tiny_model_dir, num_predictors)
+    check_against_oracle(model, tokenizer, batch_chats(tiny_chats), mode, predictor_ids, loss_kind)
+
+
+@pytest.mark.parametrize("mode", ["llm_jepa", "step_jepa"])
+def test_packed_pass_matches_oracle_with_lora(tiny_model_dir, tiny_chats, mode):
+    model, tokenizer, predictor_ids = setup(tiny_model_dir, 2, lora=True)
+    check_against_oracle(model, tokenizer, batch_chats(tiny_chats), mode, predictor_ids, "cosine")
+
+
+def test_lm_only_step_drops_view_blocks(tiny_model_dirs, tiny_chats):
+    """use_jepa=False gives the LM loss of the plain conversation, with no JEPA term."""
+    model, tokenizer, predictor_ids = setup(tiny_model_dirs["gpt2"], 2)
+    chats = batch_chats(tiny_chats)
+    rows = [pack_chat(tokenizer, m, "step_jepa", predictor_ids, None, MAX_LENGTH) for m in chats]
+    batch = PackedCollator(tokenizer.pad_token_id or 0)(rows)
+    out = compute_objective(model, batch, Objective(mode="step_jepa", lbd=0.7, gamma=1.3), use_jepa=False)
+    _, lm, _, _ = oracle(model, tokenizer, chats, "regular", [], "cosine")
+    assert out.jepa_loss is None
+    torch.testing.assert_close(out.lm_loss, lm, rtol=1e-4, atol=1e-5)
