@@ -1,0 +1,409 @@
+"""GSM8K-style evaluation: batched generation, answer extraction, resumable per-problem results."""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from stepjepa.answers import answers_match, extract_answer, extract_strict
+from stepjepa.data import DEFAULT_SYSTEM_PROMPT, append_jsonl, read_jsonl, write_json_atomic
+from stepjepa.errors import UsageError
+
+# Chat templates' end-of-turn tokens; generation stops at whichever the tokenizer has.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>")
+
+
+@dataclass
+class EvaluateConfig:
+    """Flags of ``stepjepa evaluate``."""
+
+    model_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Model to evaluate: a training output directory, a LoRA adapter directory, a hub id, "
+                  "or the embedded alias smollm2-135m-instruct."},
+    )
+    test_file: Optional[str] = field(
+        default=None,
+        metadata={"help": "GSM8K as published ({question, answer with '#### N'}) or chat JSONL ({messages}, "
+                  "optional 'answer')."},
+    )
+    output_file: str = field(
+        default="evaluation_results.jsonl",
+        metadata={"help": "One JSON line per problem; the summary goes to <stem>_summary.json beside it. "
+                  "Problems already in this file are skipped (resume)."},
+    )
+    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens generated per problem."})
+    temperature: float = field(default=0.0, metadata={"help": "0 decodes greedily; above 0 samples (see --seed)."})
+    seed: int = field(default=42, metadata={"help": "Random seed for sampling (temperature > 0)."})
+    max_examples: Optional[int] = field(
+        default=None, metadata={"help": "Evaluate only the first N problems of the test file."}
+    )
+    batch_size: int = field(default=16, metadata={"help": "Problems generated together (left padded)."})
+    use_test_prompts: bool = field(
+        default=False,
+        metadata={"help": "Use the test file's own system prompt (none for GSM8K as published) instead of the "
+                  "training prompt."},
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps."})
+    compare: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Evaluate these models (after --model_path, if given) on the same problems and print "
+                  "one table; each gets its own output file <stem>_<model><suffix>."},
+    )
+
+    def __post_init__(self) -> None:
+        if not self.model_path and not self.compare:
+            raise UsageError("--model_path (or --compare MODEL ...) is required")
+        if not self.test_file:
+            raise UsageError("--test_file is required")
+        if self.max_new_tokens < 1:
+            raise UsageError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise UsageError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise UsageError(f"--max_examples must be at least 1, got {self.max_examples}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch_size must be at least 1, got {self.batch_size}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+        if len(set(self.model_paths())) != len(self.model_paths()):
+            raise UsageError("a model is named twice in --model_path/--compare")
+
+    def model_paths(self) -> list[str]:
+        """The models to evaluate, in order: --model_path, then --compare."""
+        return ([self.model_path] if self.model_path else []) + list(self.compare)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One test problem: its prompt (system?, user) and the number it must come to."""
+
+    index: int
+    question: str
+    messages: list[dict[str, str]]
+    ground_truth: str
+    gt_answer: str
+
+
+def _prompt(system: str | None, question: str) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": question}]
+
+
+def _chat_problem(row: dict, use_test_prompts: bool) -> tuple[str, list[dict[str, str]], str | None]:
+    """``(question, prompt messages, ground truth text or None)`` of a chat row; raises ValueError if malformed."""
+    messages = row["messages"]
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+    ):
+        raise ValueError("'messages' must be a list of {role, content} with string content")
+    roles = [m["role"] for m in messages]
+    before_reply = messages[: roles.index("assistant")] if "assistant" in roles else messages
+    users = [m["content"] for m in before_reply if m["role"] == "user"]
+    if not users or not users[-1].strip():
+        raise ValueError("no user message before the assistant's")
+    systems = [m["content"] for m in before_reply if m["role"] == "system"]
+    system = (systems[0] if systems else None) if use_test_prompts else DEFAULT_SYSTEM_PROMPT
+    if "answer" in row:
+        truth = str(row["answer"])
+    else:
+        truth = next((m["content"] for m in messages if m["role"] == "assistant"), None)
+    return users[-1], _prompt(system, users[-1]), truth
+
+
+def load_problems(path: str, use_test_prompts: bool = False) -> list[Problem]:
+    """The problems of a GSM8K or chat JSONL file, indexed by their order in the file."""
+    problems = []
+    for index, (line, row) in enumerate(read_jsonl(path)):
+        try:
+            if not isinstance(row, dict):
+                raise ValueError("expected a JSON object")
+            if "messages" in row:
+                question, messages, truth = _chat_problem(row, use_test_prompts)
+            elif isinstance(row.get("question"), str) and "answer" in row:
+                question, truth = row["question"], str(row["answer"])
+                messages = _prompt(None if use_test_prompts else DEFAULT_SYSTEM_PROMPT, question)
+            else:
+                raise ValueError("expected {question, answer} (GSM8K) or {messages} (chat)")
+            gt_answer = extract_answer(truth) if truth is not None else None
+            if gt_answer is None:
+                raise ValueError("no numeric ground-truth answer ('answer' field, '#### N' or \\boxed{N})")
+        except ValueError as exc:
+            raise UsageError(f"{path}:{line}: {exc}") from None
+        problems.append(Problem(index, question, messages, truth, gt_answer))
+    return problems
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda, else mps, else cpu; anything else as given."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _load(model_path: str, device: str) -> tuple[Any, Any]:
+    """Model (eval mode, on ``device``) and tokenizer; half precision on CUDA, float32 elsewhere."""
+    from stepjepa.models import load_model, load_tokenizer
+
+    dtype = torch.float32
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    tokenizer = load_tokenizer(model_path)
+    model = load_model(model_path, dtype=dtype).to(device).eval()
+    return model, tokenizer
+
+
+def end_of_turn_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Token ids that end the assistant's turn: the tokenizer's and model's EOS plus known end-of-turn tokens."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    added = tokenizer.get_added_vocab()
+    ids.update(added[token] for token in END_OF_TURN_TOKENS if token in added)
+    return sorted(i for i in ids if i is not None)
+
+
+def render_prompts(tokenizer: Any, chats: list[list[dict[str, str]]]) -> list[list[int]]:
+    """Token ids of each chat, formatted by the chat template up to the assistant's turn."""
+    texts = [tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) for chat in chats]
+    # The template already holds any BOS token; adding special tokens again would double it.
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+@torch.inference_mode()
+def iter_generations(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    batch_size: int,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+) -> Iterator[list[tuple[int, str]]]:
+    """Per batch, ``(prompt position, response text)``; longest prompts first, so batches hold similar lengths."""
+    stop_ids = end_of_turn_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {
+        "do_sample": False
+    }
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        width = max(len(prompts[i]) for i in batch)
+        # Left padding: every prompt ends at the same column, where generation starts.
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            input_ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+            attention_mask[row, width - len(prompts[i]) :] = 1
+        output = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=max_new_tokens,
+            eos_token_id=stop_ids,
+            pad_token_id=pad_id,
+            use_cache=True,
+            **sampling,
+        )
+        results = []
+        for row, i in enumerate(batch):
+            new_tokens = output[row, width:].tolist()
+            # Finished rows are padded to the batch's length; keep what precedes the first stop token.
+            cut = next((k for k, t in enumerate(new_tokens) if t in stop_ids), len(new_tokens))
+            results.append((i, tokenizer.decode(new_tokens[:cut], skip_special_tokens=True).strip()))
+        yield results
+
+
+def generate_responses(
+    model: Any,
+    tokenizer: Any,
+    chats: list[list[dict[str, str]]],
+    batch_size: int = 16,
+    max_new_tokens: int = 512,
+    temperature: float = 0.0,
+) -> list[str]:
+    """The model's reply to each chat, in the chats' order."""
+    responses = [""] * len(chats)
+    prompts = render_prompts(tokenizer, chats)
+    for results in iter_generations(model, tokenizer, prompts, batch_size, max_new_tokens, temperature):
+        for i, text in results:
+            responses[i] = text
+    return responses
+
+
+def summary_path(output_file: str | Path) -> Path:
+    """``results.jsonl`` -> ``results_summary.json`` beside it."""
+    output_file = Path(output_file)
+    return output_file.with_name(f"{output_file.stem}_summary.json")
+
+
+def output_for(output_file: str, model_path: str, several: bool) -> Path:
+    """The results file of one model: ``output_file`` itself, or ``<stem>_<model><suffix>`` when comparing."""
+    path = Path(output_file)
+    if not several:
+        return path
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_path).strip("._") or "model"
+    return path.with_name(f"{path.stem}_{slug}{path.suffix}")
+
+
+def _finished(path: Path, problems: list[Problem], model_path: str) -> dict[int, dict]:
+    """Rows already in ``path`` for these problems; refuses a file of another model or another test file."""
+    if not path.is_file() or not path.read_text(encoding="utf-8").strip():
+        return {}
+    done: dict[int, dict] = {}
+    for line, row in read_jsonl(path):
+        if not isinstance(row, dict) or not isinstance(row.get("index"), int):
+            raise UsageError(f"{path}:{line}: not a result row of stepjepa evaluate; pass another --output_file")
+        if row.get("model_path") != model_path:
+            raise UsageError(
+                f"{path}: holds results of model '{row.get('model_path')}', not '{model_path}'; "
+                "pass another --output_file"
+            )
+        index = row["index"]
+        if index < len(problems) and row.get("question") != problems[index].question:
+            raise UsageError(
+                f"{path}:{line}: problem {index} differs from the test file's; pass another --output_file"
+            )
+        if index < len(problems):
+            done.setdefault(index, row)
+    return done
+
+
+def _score(rows: list[dict]) -> dict[str, float | int]:
+    correct = sum(bool(r["correct"]) for r in rows)
+    strict = sum(bool(r["strict_correct"]) for r in rows)
+    total = len(rows)
+    return {
+        "total_examples": total,
+        "correct": correct,
+        "strict_correct": strict,
+        "accuracy": correct / total if total else 0.0,
+        "strict_accuracy": strict / total if total else 0.0,
+        "flexible_accuracy": correct / total if total else 0.0,
+    }
+
+
+def evaluate_model(model_path: str, problems: list[Problem], output_file: Path, cfg: EvaluateConfig) -> dict:
+    """Generate and score the problems not yet in ``output_file``; append their rows; write and return the summary."""
+    done = _finished(output_file, problems, model_path)
+    todo = [p for p in problems if p.index not in done]
+    rows = list(done.values())
+    elapsed = 0.0
+    if todo:
+        device = resolve_device(cfg.device)
+        model, tokenizer = _load(model_path, device)
+        torch.manual_seed(cfg.seed)
+        output_file.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        prompts = render_prompts(tokenizer, [p.messages for p in todo])
+        batches = iter_generations(model, tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, cfg.temperature)
+        with tqdm(total=len(problems), initial=len(done), desc=model_path, unit="problem") as bar:
+            for results in batches:
+                for position, response in results:
+                    problem = todo[position]
+                    gen_answer = extract_answer(response)
+                    gen_strict = extract_strict(response)
+                    row = {
+                        "index": problem.index,
+                        "question": problem.question,
+                        "ground_truth": problem.ground_truth,
+                        "generated_response": response,
+                        "gt_answer": problem.gt_answer,
+                        "gen_answer": gen_answer,
+                        "gen_answer_strict": gen_strict,
+                        "correct": answers_match(gen_answer, problem.gt_answer),
+                        "strict_correct": answers_match(gen_strict, problem.gt_answer),
+                        "model_path": model_path,
+                    }
+                    rows.append(row)
+                    row["accuracy_so_far"] = sum(r["correct"] for r in rows) / len(rows)
+                    append_jsonl(output_file, row)
+                bar.update(len(results))
+                score = _score(rows)
+                bar.set_postfix(acc=f"{score['accuracy']:.3f}", strict=f"{score['strict_accuracy']:.3f}")
+        elapsed = time.perf_counter() - started
+        del model
+        gc.collect()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    summary_file = summary_path(output_file)
+    examples_per_s = len(todo) / elapsed if todo and elapsed > 0 else None
+    if examples_per_s is None:
+        # Nothing was generated this time: keep the speed measured by the run that did the work.
+        examples_per_s = _previous_speed(summary_file)
+    summary = {
+        "model_path": model_path,
+        "test_file": cfg.test_file,
+        **_score(rows),
+        "max_new_tokens": cfg.max_new_tokens,
+        "temperature": cfg.temperature,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "examples_per_s": examples_per_s,
+        "generated_this_run": len(todo),
+        "output_file": str(output_file),
+    }
+    write_json_atomic(summary_file, summary)
+    return summary
+
+
+def _previous_speed(summary_file: Path) -> float | None:
+    """``examples_per_s`` of an existing summary, or None when there is none or it is unreadable."""
+    try:
+        value = json.loads(summary_file.read_text(encoding="utf-8")).get("examples_per_s")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, (int, float)) else None
+
+
+def format_table(summaries: list[dict]) -> str:
+    """A plain-text table: one row per model with its examples, accuracies and speed."""
+    header = ("model", "examples", "accuracy", "strict", "examples/s")
+    lines = [
+        (
+            s["model_path"],
+            str(s["total_examples"]),
+            f"{100 * s['accuracy']:.1f}%",
+            f"{100 * s['strict_accuracy']:.1f}%",
+            "-" if s["examples_per_s"] is None else f"{s['examples_per_s']:.2f}",
+        )
+        for s in summaries
+    ]
+    widths = [max(len(row[k]) for row in [header, *lines]) for k in range(len(header))]
+
+    def render(row: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(row, widths)))
+
+    return "\n".join([render(header), render(tuple("-" * w for w in widths)), *map(render, lines)])
+
+
+def run_evaluate(cfg: EvaluateConfig) -> int:
+    """Evaluate every requested model on the test file's problems; print the results; exit status 0."""
+    problems = load_problems(cfg.test_file, cfg.use_test_prompts)[: cfg.max_examples]
+    models = cfg.model_paths()
+    summaries = []
+    for model_path in models:
+        output_file = output_for(cfg.output_file, model_path, several=len(models) > 1)
+        summary = evaluate_model(model_path, problems, output_file, cfg)
+        summaries.append(summary)
+        print(
+            f"{model_path}: accuracy {100 * summary['accuracy']:.1f}% "
+            f"(strict {100 * summary['strict_accuracy']:.1f}%) on {summary['total_examples']} problems; "
+            f"results in {output_file}, summary in {summary_path(output_file)}"
+        )
+    if len(models) > 1:
+        print(format_table(summaries))
+    return 0
