@@ -196,3 +196,13 @@ def conversation_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     sliced["view_a_index"] = torch.full_like(batch["view_a_index"], NO_VIEW)
     sliced["view_b_index"] = torch.full_like(batch["view_b_index"], NO_VIEW)
     return sliced
+
+
+def render_layout(tokens: list[str], row: dict[str, Any], allowed: torch.Tensor) -> str:
+    """A readable picture of one packed row: index, position, region, token, and its mask row (``#`` = may attend)."""
+    lines = [f"{'idx':>4} {'pos':>4} {'region':<14} {'token':<16} mask"]
+    for i, token in enumerate(tokens):
+        marks = "".join("#" if allowed[i, j] else "." for j in range(len(tokens)))
+        lines.append(f"{i:>4} {row['position_ids'][i]:>4} {row['regions'][i]:<14} {token!r:<16.16} {marks}")
+    lines.append(f"view_a index {row['view_a_index']}, view_b index {row['view_b_index']}")
+    return "\n".join(lines)

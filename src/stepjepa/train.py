@@ -1,0 +1,297 @@
+"""The `train` command: configuration, data, model, Trainer, and the saved outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from stepjepa.errors import UsageError
+from stepjepa.losses import INFONCE_TEMPERATURE
+from stepjepa.models import EMBEDDED_ALIAS
+
+
+def _help(text: str, **extra) -> dict:
+    return {"help": text, **extra}
+
+
+@dataclass
+class TrainConfig:
+    """Flags of `stepjepa train` and `finetune_step_jepa_adapted.py` (the options guide's names and defaults)."""
+
+    train_file: Optional[str] = field(default=None, metadata=_help("Chat JSONL training data (required)."))
+    eval_file: Optional[str] = field(default=None, metadata=_help("Chat JSONL evaluation data (loss only)."))
+    model_name: str = field(default=EMBEDDED_ALIAS, metadata=_help(
+        f"Hugging Face id, local directory, or the embedded '{EMBEDDED_ALIAS}' (no network needed)."))
+    output_dir: str = field(default="./checkpoints", metadata=_help("Where the model, metrics and checkpoints go."))
+    max_length: int = field(default=512, metadata=_help("Maximum conversation tokens; longer ones are truncated."))
+    batch_size: int = field(default=4, metadata=_help("Examples per device per micro-batch."))
+    grad_accum: int = field(default=1, metadata=_help("Gradient accumulation steps."))
+    learning_rate: Optional[float] = field(default=None, metadata=_help("Peak learning rate (default 2e-4 with --lora, else 2e-5)."))
+    num_epochs: float = field(default=1.0, metadata=_help("Training epochs."))
+    max_steps: int = field(default=-1, metadata=_help("Stop after this many optimizer steps (-1: run the epochs)."))
+    eval_steps: int = field(default=50, metadata=_help("Evaluate every N steps when --eval_file is given."))
+    save_steps: int = field(default=100, metadata=_help("Save a resumable checkpoint every N steps."))
+    logging_steps: int = field(default=10, metadata=_help("Log (console and metrics.jsonl) every N steps."))
+    warmup_ratio: float = field(default=0.0, metadata=_help("Fraction of steps of linear learning-rate warm-up."))
+    lora: bool = field(default=False, metadata=_help("LoRA fine-tuning (rank r, alpha 2r, every linear projection)."))
+    lora_rank: int = field(default=16, metadata=_help("LoRA rank."))
+    regular: bool = field(default=False, metadata=_help("Regular fine-tuning: LM loss only, no JEPA."))
+    step_jepa: bool = field(default=False, metadata=_help("Step-JEPA: predict step 2's embedding from the context up to step 1."))
+    predictors: int = field(default=0, metadata=_help("K predictor tokens <|predictor_1..K|> (0: identity predictor)."))
+    lbd: float = field(default=0.1, metadata=_help("JEPA loss weight (lambda)."))
+    gamma: float = field(default=1.0, metadata=_help("LM loss weight (gamma)."))
+    last_token: str = field(default="auto", metadata=_help(
+        "Embedding token counted from a view's end (e.g. -2), or 'auto': the view's last content token "
+        "(LLM-JEPA). Step-JEPA views have no template tokens: their embedding is always their last token."))
+    jepa_l2: bool = field(default=False, metadata=_help("JEPA loss ||a - b||_2."))
+    jepa_mse: bool = field(default=False, metadata=_help("JEPA loss mean((a - b)^2)."))
+    infonce: bool = field(default=False, metadata=_help(f"JEPA loss InfoNCE (temperature {INFONCE_TEMPERATURE}, in-batch negatives)."))
+    jepa_ratio: float = field(default=-1.0, metadata=_help("Random JEPA dropout: each batch gets the JEPA term with this probability (<= 0: always)."))
+    seed: int = field(default=42, metadata=_help("Random seed.", aliases=["--finetune_seed"]))
+    debug: int = field(default=5, metadata=_help("0 quiet, 1 basic info, 5 losses during training, 7 print the first batch's layout and exit."))
+    overwrite_output_dir: bool = field(default=False, metadata=_help("Allow a non-empty output directory (files this run writes are replaced)."))
+    resume_from_checkpoint: Optional[str] = field(default=None, metadata=_help("Checkpoint directory, or 'latest' in --output_dir."))
+    group_by_length: bool = field(default=False, metadata=_help("Batch examples of similar length together (less padding)."))
+    gradient_checkpointing: bool = field(default=False, metadata=_help("Recompute activations in backward (less memory, slower)."))
+    attn_implementation: str = field(default="sdpa", metadata=_help("Attention kernel: sdpa or eager."))
+
+    def __post_init__(self) -> None:
+        if self.regular and self.step_jepa:
+            raise UsageError("--regular and --step_jepa contradict each other; choose one mode")
+        losses = [flag for flag in ("jepa_l2", "jepa_mse", "infonce") if getattr(self, flag)]
+        if len(losses) > 1:
+            raise UsageError(f"choose one JEPA loss, got --{' and --'.join(losses)}")
+        if self.regular and (losses or self.predictors):
+            raise UsageError("--regular trains without JEPA; drop the JEPA options (" + ", ".join(
+                [f"--{flag}" for flag in losses] + (["--predictors"] if self.predictors else [])) + ")")
+        if self.predictors < 0:
+            raise UsageError(f"--predictors must be >= 0, got {self.predictors}")
+        if self.jepa_ratio > 1:
+            raise UsageError(f"--jepa_ratio is a probability, at most 1; got {self.jepa_ratio}")
+        for name in ("lbd", "gamma"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("max_length", "batch_size", "grad_accum", "lora_rank", "eval_steps", "save_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise UsageError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        if self.num_epochs <= 0:
+            raise UsageError(f"--num_epochs must be > 0, got {self.num_epochs}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UsageError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.last_token != "auto":
+            try:
+                offset = int(self.last_token)
+            except ValueError:
+                raise UsageError(f"--last_token must be 'auto' or a negative integer, got {self.last_token!r}") from None
+            if offset >= 0:
+                raise UsageError(f"--last_token counts from the end and must be negative, got {offset}")
+        if self.attn_implementation not in ("sdpa", "eager"):
+            raise UsageError(f"--attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
+        if not self.train_file:
+            raise UsageError("--train_file is required")
+
+    @property
+    def mode(self) -> str:
+        return "regular" if self.regular else "step_jepa" if self.step_jepa else "llm_jepa"
+
+    @property
+    def loss_kind(self) -> str:
+        return "l2" if self.jepa_l2 else "mse" if self.jepa_mse else "infonce" if self.infonce else "cosine"
+
+    @property
+    def last_token_offset(self) -> int | None:
+        """None for 'auto' (the view's last content token)."""
+        return None if self.last_token == "auto" or self.mode == "step_jepa" else int(self.last_token)
+
+    @property
+    def peak_learning_rate(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 2e-5)
+
+
+def check_output_dir(cfg: TrainConfig) -> None:
+    """Never delete or empty a directory; refuse a non-empty one unless told to overwrite or resume."""
+    path = Path(cfg.output_dir)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--output_dir {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not (cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
+        raise UsageError(
+            f"--output_dir {path} is not empty; pass --overwrite_output_dir, --resume_from_checkpoint, or another directory"
+        )
+
+
+def _say(cfg: TrainConfig, level: int, message: str) -> None:
+    if cfg.debug >= level and int(os.environ.get("RANK", "0")) == 0:
+        print(message, flush=True)
+
+
+def _resume_path(cfg: TrainConfig) -> str | None:
+    if cfg.resume_from_checkpoint != "latest":
+        if cfg.resume_from_checkpoint and not Path(cfg.resume_from_checkpoint).is_dir():
+            raise UsageError(f"--resume_from_checkpoint {cfg.resume_from_checkpoint}: no such checkpoint directory")
+        return cfg.resume_from_checkpoint
+    checkpoints = sorted(Path(cfg.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    if not checkpoints:
+        raise UsageError(f"--resume_from_checkpoint latest: no checkpoint-* in {cfg.output_dir}")
+    return str(checkpoints[-1])
+
+
+def print_first_batch(tokenizer, rows: list[dict], collator, count: int = 2) -> None:
+    """--debug 7: the layout of the first rows (regions, positions, mask)."""
+    from stepjepa.layout import allowed_attention, render_layout
+
+    batch = collator(rows[:count])
+    for b, row in enumerate(rows[:count]):
+        width, length = int(batch["conversation_width"]), row["conversation_length"]
+        keep = list(range(length)) + list(range(width, width + len(row["input_ids"]) - length))
+        allowed = allowed_attention(batch["block_start"][b : b + 1], batch["context_end"][b : b + 1])[0]
+        allowed = allowed[keep][:, keep]
+        tokens = tokenizer.convert_ids_to_tokens(row["input_ids"])
+        print(f"--- row {b} ({len(tokens)} tokens, conversation {length}) ---")
+        print(render_layout(tokens, row, allowed))
+
+
+def run_train(cfg: TrainConfig) -> int:
+    """Train, save the model (LoRA merged, adapter in ``adapter/``), tokenizer, metrics and summary."""
+    check_output_dir(cfg)
+    resume = _resume_path(cfg) if cfg.resume_from_checkpoint else None
+
+    import torch
+    from transformers import TrainingArguments, set_seed
+
+    from stepjepa.data import load_chats, write_json_atomic
+    from stepjepa.examples import build_rows
+    from stepjepa.layout import PackedCollator
+    from stepjepa.models import add_predictor_tokens, apply_lora, load_model, load_tokenizer, resize_for_tokenizer
+    from stepjepa.objective import Objective
+    from stepjepa.trainer import JepaTrainer, MetricsFileCallback, QuietProgressCallback, trainable_parameter_count
+
+    chats = load_chats(cfg.train_file)
+    eval_chats = load_chats(cfg.eval_file) if cfg.eval_file else None
+    tokenizer = load_tokenizer(cfg.model_name)
+    predictor_ids = add_predictor_tokens(tokenizer, cfg.predictors) if cfg.mode != "regular" and cfg.predictors else []
+    rows, counts = build_rows(tokenizer, chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length)
+    _say(cfg, 1, f"mode {cfg.mode}, loss {cfg.loss_kind}, K={len(predictor_ids)}: {counts['rows']} examples, "
+                 f"{counts['jepa']} with JEPA views, {counts['lm_only_few_steps']} LM-only (fewer than two steps), "
+                 f"{counts['lm_only_truncated']} LM-only (views cut by --max_length), {counts['truncated']} truncated, "
+                 f"{counts['dropped_no_labels']} dropped (no assistant token within --max_length)")
+    if cfg.mode == "step_jepa" and counts["lm_only_few_steps"]:
+        print(f"note: {counts['lm_only_few_steps']} examples have fewer than two steps and train with the LM loss only")
+    if cfg.step_jepa and cfg.last_token != "auto":
+        _say(cfg, 1, "note: --last_token is not used by Step-JEPA (its views end at their embedding token)")
+    collator = PackedCollator(tokenizer.pad_token_id)
+    if cfg.debug >= 7:
+        print_first_batch(tokenizer, rows, collator, min(cfg.batch_size, 2))
+        return 0
+    eval_rows = build_rows(tokenizer, eval_chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length)[0] if eval_chats else None
+
+    set_seed(cfg.seed)
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    model = load_model(cfg.model_name, attn_implementation=cfg.attn_implementation)
+    resize_for_tokenizer(model, tokenizer)
+    if cfg.lora:
+        model = apply_lora(model, cfg.lora_rank)
+    trainable, total = trainable_parameter_count(model)
+    _say(cfg, 1, f"model {cfg.model_name}: {trainable:,} trainable of {total:,} parameters, "
+                 f"{'cuda bf16' if bf16 else 'cuda fp32' if cuda else 'cpu fp32'}")
+
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    args = TrainingArguments(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.peak_learning_rate,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        eval_strategy="steps" if eval_rows else "no",
+        eval_steps=cfg.eval_steps,
+        seed=cfg.seed,
+        bf16=bf16,
+        use_cpu=not cuda,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        **({"activation_checkpointing": True} if cfg.gradient_checkpointing else {}),
+        remove_unused_columns=False,
+        label_names=["labels"],
+        report_to=[],
+        disable_tqdm=cfg.debug == 0,
+        dataloader_num_workers=0,
+    )
+    trainer = JepaTrainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        eval_dataset=eval_rows,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[MetricsFileCallback(cfg.output_dir)],
+        objective=Objective(mode=cfg.mode, loss=cfg.loss_kind, lbd=cfg.lbd, gamma=cfg.gamma),
+        jepa_ratio=cfg.jepa_ratio,
+    )
+    if cfg.debug < 5:
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        if cfg.debug > 0:
+            trainer.add_callback(QuietProgressCallback())
+
+    start = time.time()
+    interrupted = _install_interrupt_handler(trainer)
+    result = trainer.train(resume_from_checkpoint=resume)
+    if interrupted["signal"]:
+        trainer._save_checkpoint(trainer.model, trial=None)
+        print(f"interrupted by {interrupted['signal']}: checkpoint saved at step {trainer.state.global_step}; "
+              f"resume with --resume_from_checkpoint latest", file=sys.stderr)
+        return 130
+    if trainer.is_world_process_zero():
+        save_outputs(cfg, trainer.model, tokenizer)
+        summary = {
+            "mode": cfg.mode, "loss": cfg.loss_kind, "predictors": len(predictor_ids), "examples": dict(counts),
+            "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+            "runtime_s": round(time.time() - start, 1), "config": asdict(cfg),
+        }
+        write_json_atomic(Path(cfg.output_dir) / "train_summary.json", summary)
+        _say(cfg, 0, f"model saved to {cfg.output_dir}; metrics in {cfg.output_dir}/metrics.jsonl")
+    return 0
+
+
+def _install_interrupt_handler(trainer) -> dict:
+    """On SIGINT/SIGTERM, ask the Trainer to stop after the current step; the caller then saves a checkpoint."""
+    seen = {"signal": None}
+
+    def handler(signum, frame):
+        seen["signal"] = signal.Signals(signum).name
+        trainer.control.should_training_stop = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    return seen
+
+
+def save_outputs(cfg: TrainConfig, model, tokenizer) -> None:
+    """Save a model that ``from_pretrained`` loads (LoRA merged), its tokenizer, and the LoRA adapter alone."""
+    out = Path(cfg.output_dir)
+    if cfg.lora:
+        adapter = out / "adapter"
+        model.peft_config["default"].base_model_name_or_path = cfg.model_name
+        # Predictor tokens grew the vocabulary: the adapter carries the resized embeddings with it.
+        model.save_pretrained(adapter, save_embedding_layers=bool(cfg.predictors and cfg.mode != "regular"))
+        tokenizer.save_pretrained(adapter)
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")

@@ -1,0 +1,103 @@
+"""A thin transformers Trainer: the packed objective as ``compute_loss``, LM/JEPA metrics in ``log``."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+from stepjepa.data import append_jsonl
+from stepjepa.objective import Objective, compute_objective
+
+
+class JepaTrainer(Trainer):
+    """Trainer whose loss is ``gamma * LM + lbd * JEPA`` from one packed forward pass."""
+
+    def __init__(self, *args, objective: Objective, jepa_ratio: float = -1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+        self.jepa_ratio = jepa_ratio
+        # Our loss is a per-micro-batch mean: let the Trainer divide it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self._sums: dict[str, defaultdict] = {"train": defaultdict(float), "eval": defaultdict(float)}
+        self._micro = (-1, 0)  # (global step, micro-batch index within it)
+        self._last_log_time = time.perf_counter()
+
+    def _draw_jepa(self) -> bool:
+        """Random JEPA-loss dropout: with ``0 < jepa_ratio < 1`` a batch gets the JEPA term with that probability.
+
+        The draw depends on (seed, step, micro-batch) only, so a resumed run draws what the uninterrupted one did.
+        """
+        if not 0 < self.jepa_ratio < 1:
+            return True
+        step, micro = self._micro
+        self._micro = (self.state.global_step, micro + 1 if step == self.state.global_step else 0)
+        rng = random.Random(f"{self.args.seed}:{self._micro[0]}:{self._micro[1]}")
+        return rng.random() < self.jepa_ratio
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        split = "train" if model.training else "eval"
+        use_jepa = self._draw_jepa() if split == "train" else True
+        out = compute_objective(model, inputs, self.objective, use_jepa=use_jepa)
+        sums = self._sums[split]
+        sums["batches"] += 1
+        sums["lm_loss"] += out.lm_loss.item()
+        sums["tokens"] += int(inputs["num_tokens"])
+        if out.jepa_loss is not None:
+            sums["jepa_batches"] += 1
+            sums["jepa_loss"] += out.jepa_loss.item()
+        return (out.loss, {"loss": out.loss}) if return_outputs else out.loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        if split == "train" and "loss" not in logs:
+            return super().log(logs, start_time)
+        sums, prefix = self._sums[split], "eval_" if split == "eval" else ""
+        if sums["batches"]:
+            logs[f"{prefix}lm_loss"] = round(sums["lm_loss"] / sums["batches"], 6)
+            logs[f"{prefix}jepa_loss"] = (
+                round(sums["jepa_loss"] / sums["jepa_batches"], 6) if sums["jepa_batches"] else None
+            )
+        if split == "train":
+            now = time.perf_counter()
+            world = max(self.args.world_size, 1)
+            logs["tokens_per_s"] = round(sums["tokens"] * world / max(now - self._last_log_time, 1e-9), 1)
+            self._last_log_time = now
+        sums.clear()
+        super().log(logs, start_time)
+
+
+class QuietProgressCallback(ProgressCallback):
+    """The progress bar without the per-log dictionaries (debug levels 1-4)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return None
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Appends one whole JSON line per logged training step to ``metrics.jsonl`` (eval to ``eval_metrics.jsonl``)."""
+
+    TRAIN_KEYS = ("lm_loss", "jepa_loss", "loss", "learning_rate", "tokens_per_s")
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        if "loss" in logs and "lm_loss" in logs:
+            row = {"step": state.global_step, **{key: logs.get(key) for key in self.TRAIN_KEYS}}
+            append_jsonl(f"{self.output_dir}/metrics.jsonl", row)
+        elif "eval_loss" in logs:
+            row = {"step": state.global_step, **{k: v for k, v in logs.items() if k.startswith("eval_")}}
+            append_jsonl(f"{self.output_dir}/eval_metrics.jsonl", row)
+
+
+def trainable_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
