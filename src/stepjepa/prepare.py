@@ -359,20 +359,22 @@ def convert_records(records: list[tuple[int, Any, str | None]], fmt: str, cfg: P
     prompt = cfg.system_prompt or DEFAULT_SYSTEM_PROMPT
     result = Conversion()
     for number, value, error in records:
+        changes: Counter = Counter()  # counted only for rows that are kept
         try:
             if error:
                 raise Dropped("invalid JSON")
             if fmt == "chat":
-                row = chat_row(value, cfg.system_prompt, result.changed)
+                row = chat_row(value, cfg.system_prompt, changes)
             elif not isinstance(value, dict):
                 raise Dropped("not a JSON object")
             elif fmt == "gsm8k":
-                row = gsm8k_problem(value, cfg.keep_calculator, result.changed).to_row(prompt)
+                row = gsm8k_problem(value, cfg.keep_calculator, changes).to_row(prompt)
             else:
-                row = trace_problem(value, response_field, result.changed).to_row(prompt)
+                row = trace_problem(value, response_field, changes).to_row(prompt)
             if row["total_steps"] < min_steps:
                 raise Dropped(f"fewer than {min_steps} steps")
             result.rows.append(row)
+            result.changed.update(changes)
         except Dropped as reason:
             result.dropped.setdefault(str(reason), []).append(number)
     return result
