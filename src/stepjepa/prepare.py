@@ -51,18 +51,18 @@ class PrepareConfig:
         default=None, metadata={"help": "Input JSONL file, or a Hugging Face dataset id such as openai/gsm8k."}
     )
     format: str | None = field(
-        default=None, metadata={"help": "Input format: gsm8k, trace or chat (default: detected from the first row)."}
+        default=None, metadata={"help": "Input format: gsm8k, trace or chat; detected from the first row when omitted."}
     )
     response_field: str | None = field(
-        default=None, metadata={"help": "trace: the field holding the model's solution (default: deepseek_response or response)."}
+        default=None, metadata={"help": "trace: the field holding the model's solution; deepseek_response or response when omitted."}
     )
     system_prompt: str | None = field(
         default=None,
-        metadata={"help": "System prompt (default: the Step-JEPA prompt; chat rows keep their own unless this is given)."},
+        metadata={"help": "System prompt; when omitted the Step-JEPA prompt, and chat rows keep their own."},
     )
     keep_calculator: bool = field(default=False, metadata={"help": "gsm8k: keep the <<a*b=c>> calculator annotations."})
     min_steps: int | None = field(
-        default=None, metadata={"help": "Drop rows with fewer steps (default: 2 for gsm8k and trace, 1 for chat)."}
+        default=None, metadata={"help": "Drop rows with fewer steps; when omitted 2 for gsm8k and trace, 1 for chat."}
     )
     model_name: str | None = field(
         default=None, metadata={"help": "Tokenizer for token-length percentiles in the stats (optional)."}
@@ -374,7 +374,7 @@ def convert_records(records: list[tuple[int, Any, str | None]], fmt: str, cfg: P
             if row["total_steps"] < min_steps:
                 raise Dropped(f"fewer than {min_steps} steps")
             result.rows.append(row)
-            result.changed.update(changes)
+            result.changed.update(changes.keys())  # rows with each change, not occurrences
         except Dropped as reason:
             result.dropped.setdefault(str(reason), []).append(number)
     return result
@@ -441,7 +441,7 @@ def summary(stats: dict) -> str:
         f"  rows read {stats['rows_read']}, written {stats['rows_written']}, dropped {dropped}",
     ]
     lines += [f"  dropped, {reason}: {len(numbers)} (lines {_first(numbers)})" for reason, numbers in stats["dropped"].items()]
-    lines += [f"  changed, {what}: {count} rows" for what, count in stats["changed"].items()]
+    lines += [f"  changed, {what}: {count} of {stats['rows_written']} rows" for what, count in stats["changed"].items()]
     lines.append("  steps per example: " + ", ".join(f"{k}: {v}" for k, v in stats["steps_per_example"].items()))
     if "test_output" in stats:
         lines.append(f"  test split: {stats['test_rows']} rows in {stats['test_output']}")
