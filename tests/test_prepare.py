@@ -208,7 +208,7 @@ def test_strip_think_nested_lone_close_and_unclosed():
 def test_trace_rows(tmp_path):
     response = (
         "<think>\nHmm <think>nested</think> ok\n</think>\r\n\r\n"
-        "**Step 1:** Ann has 3.\r\n\r\n**Step 2:** Bob adds 4, so 3 + 4 = 7.\r\n\r\n\\boxed{7}"
+        "**Step 1:** Ann has 3.\r\n\r\n**Step 2:** Bob adds 4, so 3 + 4 = 7.\r\n\r\nThat is 7 in all.\r\n\r\n\\boxed{7}"
     )
     rows, stats = prepare(
         tmp_path,
@@ -220,13 +220,14 @@ def test_trace_rows(tmp_path):
         ],
     )
     assert [row["answer"] for row in rows] == ["7", "2"]
-    assert assistant(rows[0]) == "**Step 1:** Ann has 3.\n\n**Step 2:** Bob adds 4, so 3 + 4 = 7.\n\\boxed{7}"
+    assert assistant(rows[0]) == "**Step 1:** Ann has 3.\n\n**Step 2:** Bob adds 4, so 3 + 4 = 7.\nThat is 7 in all.\n\\boxed{7}"
     assert assistant(rows[1]) == "Step 1: a.\n\nStep 2: b is 2.\nThe answer is \\boxed{2}."
     assert stats["format"] == "trace"
     assert stats["dropped"] == {
         "boxed answer differs from the reference answer": [2],
         "no final answer (no \\boxed{} and no reference answer)": [4],
     }
+    # Rows with each change: row 1 merged two paragraphs, counted once.
     assert stats["changed"] == {
         "line endings normalised": 1,
         "think blocks removed": 1,
