@@ -105,6 +105,16 @@ def test_gsm8k_windows_line_endings_and_trailing_empty_lines(tmp_path):
     assert stats["changed"] == {"line endings normalised": 1, "empty lines removed": 1}
 
 
+def test_crlf_file_with_byte_order_mark_and_a_bad_byte(tmp_path):
+    good = json.dumps({"question": "q", "answer": "a = 1.\nb = 2.\n#### 2"}).encode()
+    (tmp_path / "in.jsonl").write_bytes(b"\xef\xbb\xbf" + good + b"\r\n" + b'{"question": "\xff"}\r\n' + good + b"\r\n")
+    output = tmp_path / "out.jsonl"
+    run_prepare(PrepareConfig(input=str(tmp_path / "in.jsonl"), output=str(output)))
+    stats = json.loads((tmp_path / "out.jsonl.stats.json").read_text())
+    assert (stats["rows_read"], stats["rows_written"], stats["dropped"]) == (3, 2, {"not UTF-8 text": [2]})
+    assert [row["answer"] for row in read_rows(output)] == ["2", "2"]
+
+
 def test_gsm8k_drops_are_counted_by_reason_with_line_numbers(tmp_path):
     good = {"question": "q", "answer": "a = 1.\nb = 2.\n#### 2"}
     rows, stats = prepare(
@@ -121,7 +131,7 @@ def test_gsm8k_drops_are_counted_by_reason_with_line_numbers(tmp_path):
     assert len(rows) == 1
     assert stats["rows_read"] == 6 and stats["rows_written"] == 1
     assert stats["dropped"] == {
-        "invalid JSON": [2],
+        "invalid JSON (Unterminated string starting at)": [2],
         "fewer than 2 steps": [3],
         "no final '#### N' line": [4],
         "no question": [5],
@@ -353,6 +363,7 @@ def test_hub_ids():
     assert not is_hub_id("data/train.jsonl")
     assert not is_hub_id("gsm8k")
     assert not is_hub_id("a/b/c")
+    assert not is_hub_id("../data")
 
 
 def test_hub_dataset_without_network_is_a_clear_error(monkeypatch):

@@ -35,7 +35,7 @@ STEP_MARKER = re.compile(r"[ \t]*(?:#+[ \t]*)?(?:\*\*|__)?[ \t]*step[ \t]*\d+\b"
 NUMBERED_MARKER = re.compile(r"[ \t]*(?:\*\*)?\d+[.)][ \t]")
 # A heading of at most three words ending with a colon, alone on its line ("**Solution:**").
 HEADING = re.compile(r"[#*_ \t]*[\w']+(?:[ \t]+[\w']+){0,2}[ \t]*:[*_ \t]*")
-HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+HUB_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")
 
 
 class Dropped(Exception):
@@ -123,14 +123,19 @@ def read_records(path: str | Path) -> list[tuple[int, Any, str | None]]:
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     records = []
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append((number, json.loads(line), None))
-            except json.JSONDecodeError as exc:
-                records.append((number, None, f"invalid JSON ({exc.msg})"))
+    # Split bytes on "\n" only: U+2028 inside a string is not a line end, and a bad byte costs one line.
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8-sig")  # -sig: a byte-order mark from Windows editors is not JSON
+        except UnicodeDecodeError:
+            records.append((number, None, "not UTF-8 text"))
+            continue
+        if not line.strip():
+            continue
+        try:
+            records.append((number, json.loads(line), None))
+        except json.JSONDecodeError as exc:
+            records.append((number, None, f"invalid JSON ({exc.msg})"))
     if not records:
         raise UsageError(f"{path}: file is empty")
     if all(error for _, _, error in records):
@@ -362,7 +367,7 @@ def convert_records(records: list[tuple[int, Any, str | None]], fmt: str, cfg: P
         changes: Counter = Counter()  # counted only for rows that are kept
         try:
             if error:
-                raise Dropped("invalid JSON")
+                raise Dropped(error)
             if fmt == "chat":
                 row = chat_row(value, cfg.system_prompt, changes)
             elif not isinstance(value, dict):
