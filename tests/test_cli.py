@@ -1,0 +1,68 @@
+"""Bad flags and unsafe output directories: one line, exit status 2, nothing touched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from stepjepa.cli import COMMANDS, main, run_command
+
+BAD_FLAGS = [
+    (["--regular", "--step_jepa"], "--regular and --step_jepa contradict"),
+    (["--jepa_l2", "--infonce"], "choose one JEPA loss"),
+    (["--predictors", "-1"], "--predictors must be >= 0"),
+    (["--jepa_ratio", "1.5"], "--jepa_ratio is a probability"),
+    (["--regular", "--predictors", "2"], "--regular trains without JEPA"),
+    (["--last_token", "3"], "--last_token counts from the end"),
+    (["--last_token", "x"], "--last_token must be 'auto' or a negative integer"),
+    (["--lora_rank", "0"], "--lora_rank must be >= 1"),
+    (["--no_such_flag"], "unrecognized arguments: --no_such_flag"),
+]
+
+
+@pytest.mark.parametrize("flags,message", BAD_FLAGS)
+def test_bad_flags_give_one_line_and_status_2(tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    status = run_command("train", ["--train_file", "x.jsonl", "--output_dir", str(out), *flags])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_non_empty_output_dir_is_refused_and_left_alone(tmp_path, chat_file, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("finished run")
+    status = run_command("train", ["--train_file", str(chat_file), "--output_dir", str(out), "--regular"])
+    assert status == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    assert (out / "precious.txt").read_text() == "finished run"
+
+
+def test_missing_train_file_is_one_line(tmp_path, capsys):
+    status = run_command("train", ["--train_file", str(tmp_path / "nope.jsonl"), "--output_dir", str(tmp_path / "o")])
+    assert status == 2
+    assert "nope.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_module_and_console_script_agree():
+    done = subprocess.run([sys.executable, "-m", "stepjepa", "train", "--regular", "--step_jepa", "--train_file", "x"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "contradict" in done.stderr
+
+
+def test_every_command_has_a_config_and_runner():
+    import importlib
+
+    for command, (module, cls_name, run_name, _) in COMMANDS.items():
+        loaded = importlib.import_module(module)
+        assert hasattr(loaded, cls_name) and callable(getattr(loaded, run_name)), command
+
+
+def test_unknown_command(capsys):
+    assert main(["fly"]) == 2
+    assert "unknown command 'fly'" in capsys.readouterr().err

@@ -1,0 +1,101 @@
+"""End to end: the guide's commands train a few steps on tiny models and leave loadable outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from stepjepa.cli import run_command
+from stepjepa.models import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--max_steps", "2", "--batch_size", "4", "--logging_steps", "1", "--debug", "1"]
+
+
+def metrics(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+GUIDE_MODES = {
+    "regular": ["--regular", "--lora"],
+    "llm_jepa": ["--predictors", "2", "--lbd", "0.5", "--lora"],
+    "step_jepa": ["--step_jepa", "--predictors", "2", "--lbd", "0.1", "--lora"],
+}
+
+
+@pytest.mark.parametrize("mode", sorted(GUIDE_MODES))
+def test_guide_modes_through_the_script(tiny_model_dirs, chat_file, tmp_path, mode):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "finetune_step_jepa_adapted.py"), "--train_file", str(chat_file),
+           *GUIDE_MODES[mode], "--model_name", str(tiny_model_dirs["llama"]), "--output_dir", str(out), *FAST]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = metrics(out)
+    assert [row["step"] for row in rows] == [1, 2]
+    assert set(rows[0]) == {"step", "lm_loss", "jepa_loss", "loss", "learning_rate", "tokens_per_s"}
+    if mode == "regular":
+        assert all(row["jepa_loss"] is None for row in rows)
+    else:
+        assert all(row["jepa_loss"] is not None and row["jepa_loss"] >= 0 for row in rows)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+    if mode != "regular":
+        assert tokenizer.convert_tokens_to_ids("<|predictor_2|>") != tokenizer.unk_token_id
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["mode"] == mode and summary["global_step"] == 2
+
+
+@pytest.mark.parametrize("loss_flag", ["--jepa_l2", "--jepa_mse", "--infonce"])
+def test_loss_flags_train_and_change_weights(tiny_model_dirs, chat_file, tmp_path, loss_flag):
+    out = tmp_path / "out"
+    argv = ["--train_file", str(chat_file), "--step_jepa", "--predictors", "1", loss_flag,
+            "--model_name", str(tiny_model_dirs["gpt2"]), "--output_dir", str(out), "--learning_rate", "1e-2", *FAST]
+    assert run_command("train", argv) == 0
+    rows = metrics(out)
+    assert all(row["jepa_loss"] is not None for row in rows)
+    before = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt2"]).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert not torch.equal(before["transformer.h.0.attn.c_attn.weight"], after["transformer.h.0.attn.c_attn.weight"])
+
+
+def test_lora_adapter_loads_onto_base_like_the_merged_model(tiny_model_dirs, chat_file, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--train_file", str(chat_file), "--step_jepa", "--predictors", "2", "--lora", "--lora_rank", "4",
+            "--learning_rate", "1e-2", "--model_name", str(tiny_model_dirs["llama"]), "--output_dir", str(out), *FAST]
+    assert run_command("train", argv) == 0
+    merged = load_model(str(out)).eval()
+    from_adapter = load_model(str(out / "adapter")).eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"]).eval()
+    ids = torch.tensor([[5, 40, 41, 42, 43]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, from_adapter(ids).logits, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(merged(ids).logits[..., : base.config.vocab_size], base(ids).logits, atol=1e-4)
+
+
+def test_same_seed_same_losses(tiny_model_dirs, chat_file, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        argv = ["--train_file", str(chat_file), "--predictors", "1", "--jepa_ratio", "0.5", "--seed", "7",
+                "--model_name", str(tiny_model_dirs["gpt2"]), "--output_dir", str(out), *FAST]
+        assert run_command("train", argv) == 0
+        runs.append([(r["lm_loss"], r["jepa_loss"], r["loss"]) for r in metrics(out)])
+    assert runs[0] == runs[1]
+
+
+def test_debug_7_prints_layout_and_trains_nothing(tiny_model_dirs, chat_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--train_file", str(chat_file), "--step_jepa", "--predictors", "2", "--debug", "7",
+            "--model_name", str(tiny_model_dirs["llama"]), "--output_dir", str(out)]
+    assert run_command("train", argv) == 0
+    printed = capsys.readouterr().out
+    assert "predictor" in printed and "step_2_copy" in printed and "step_1" in printed
+    assert not out.exists()
