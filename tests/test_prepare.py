@@ -247,9 +247,10 @@ def test_trace_rows(tmp_path):
 
 
 def test_trace_needs_a_response_field(tmp_path):
-    source = write_lines(tmp_path / "in.jsonl", [{"question": "q", "output": "x"}])
-    with pytest.raises(UsageError, match="--response_field"):
-        run_prepare(PrepareConfig(input=str(source), output=str(tmp_path / "o.jsonl"), format="trace"))
+    for first_row in ({"question": "q", "output": "x"}, 5):
+        source = write_lines(tmp_path / "in.jsonl", [first_row])
+        with pytest.raises(UsageError, match="--response_field"):
+            run_prepare(PrepareConfig(input=str(source), output=str(tmp_path / "o.jsonl"), format="trace"))
     rows, _ = prepare(tmp_path, [{"question": "q", "output": "A.\n\nB \\boxed{1}"}], response_field="output")
     assert assistant(rows[0]) == "A.\n\nB \\boxed{1}"
 

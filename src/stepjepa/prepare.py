@@ -357,7 +357,8 @@ class Conversion:
 def convert_records(records: list[tuple[int, Any, str | None]], fmt: str, cfg: PrepareConfig) -> Conversion:
     """Convert every record; rows that cannot be converted are dropped with their reason and line number."""
     first = next(value for _, value, error in records if error is None)
-    response_field = cfg.response_field or next((name for name in TRACE_FIELDS if name in first), None)
+    fields = first if isinstance(first, dict) else {}
+    response_field = cfg.response_field or next((name for name in TRACE_FIELDS if name in fields), None)
     if fmt == "trace" and response_field is None:
         raise UsageError(f"trace format: no {' or '.join(TRACE_FIELDS)} field; name it with --response_field")
     min_steps = cfg.min_steps or (1 if fmt == "chat" else 2)
@@ -400,7 +401,7 @@ def percentiles(values: list[int]) -> dict[str, int]:
 
 def token_counts(tokenizer: Any, messages: list[dict]) -> tuple[int, int | None]:
     """Tokens of the chat-formatted conversation, and the token end of step 2 (None below two steps)."""
-    from stepjepa.tokenization import encode_chat
+    from stepjepa.tokenization import encode_chat  # imports transformers (seconds); only token counts need it
 
     encoded = encode_chat(tokenizer, messages, max_length=sys.maxsize)
     step2_end = encoded.step_spans[1][1] if len(encoded.step_spans) >= 2 else None
