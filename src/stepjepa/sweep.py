@@ -1,0 +1,390 @@
+"""The `sweep` command: a resumable grid of train + evaluate runs, one directory and one ledger line per run."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from stepjepa.data import append_jsonl, read_jsonl
+from stepjepa.errors import UsageError
+from stepjepa.models import EMBEDDED_ALIAS
+
+MODES = ("regular", "llm_jepa", "step_jepa")
+LOSS_FLAGS = {"cosine": [], "l2": ["--jepa_l2"], "mse": ["--jepa_mse"], "infonce": ["--infonce"]}
+LEDGER = "ledger.jsonl"
+EVAL_OUTPUT = "eval.jsonl"
+EVAL_SUMMARY = "eval_summary.json"
+# Files a redone run must not inherit: the trainer appends to the metrics files and evaluate
+# resumes from eval.jsonl, so stale rows of the interrupted attempt would mix with the new ones.
+STALE_OUTPUTS = ("metrics.jsonl", "eval_metrics.jsonl", EVAL_OUTPUT, EVAL_SUMMARY, "train_summary.json")
+# Flags the sweep sets for every run; --train_args / --eval_args may not set them too.
+SWEEP_TRAIN_FLAGS = {
+    "--train_file", "--model_name", "--output_dir", "--seed", "--finetune_seed", "--regular", "--step_jepa",
+    "--lbd", "--predictors", "--jepa_l2", "--jepa_mse", "--infonce", "--overwrite_output_dir",
+    "--resume_from_checkpoint",
+}
+SWEEP_EVAL_FLAGS = {"--model_path", "--test_file", "--output_file", "--max_examples", "--compare"}
+# Exit statuses of a child stopped by Ctrl-C: the sweep stops too instead of starting the next run.
+INTERRUPTED = (130, -signal.SIGINT)
+
+# A runner executes one command line and returns its exit status.
+Runner = Callable[[list[str]], int]
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class SweepConfig:
+    """Flags of `stepjepa sweep`: the grid, the data and model, and what is passed through to each run."""
+
+    modes: list[str] = field(default_factory=lambda: list(MODES), metadata=_help(
+        "Training modes: regular, llm_jepa (Text <-> Code), step_jepa. Regular runs once per seed "
+        "(it ignores --lbd, --predictors and --losses)."))
+    seeds: list[int] = field(default_factory=lambda: [82, 23, 37, 84, 4], metadata=_help(
+        "Training seeds (default: the five of the original run.sh)."))
+    lbd: list[float] = field(default_factory=lambda: [0.1], metadata=_help("JEPA loss weights (lambda)."))
+    predictors: list[int] = field(default_factory=lambda: [0], metadata=_help("Numbers of predictor tokens K."))
+    losses: list[str] = field(default_factory=lambda: ["cosine"], metadata=_help(
+        "JEPA losses: cosine, l2, mse, infonce."))
+    train_file: Optional[str] = field(default=None, metadata=_help("Chat JSONL training data (required)."))
+    test_file: Optional[str] = field(default=None, metadata=_help(
+        "Evaluation problems, GSM8K or chat JSONL (required)."))
+    model_name: str = field(default=EMBEDDED_ALIAS, metadata=_help(
+        "Model every run starts from (as `stepjepa train --model_name`)."))
+    output_dir: str = field(default="./sweep", metadata=_help(
+        "Holds one directory per run and ledger.jsonl, the finished runs' settings and results."))
+    config: Optional[str] = field(default=None, metadata=_help(
+        "YAML file of these flags (keys are flag names without --); a flag given a non-default value wins."))
+    dry_run: bool = field(default=False, metadata=_help("List the runs and which are finished; run nothing."))
+    launcher: str = field(default="", metadata=_help(
+        "Command that starts training instead of `python`, e.g. 'torchrun --nproc_per_node 2' or "
+        "'accelerate launch' (it is given `-m stepjepa train ...`)."))
+    train_args: str = field(default="", metadata=_help(
+        "Further `stepjepa train` flags for every run, one quoted string, e.g. '--max_steps 200 --lora' "
+        "(write --train_args=--lora for a single flag)."))
+    eval_args: str = field(default="", metadata=_help(
+        "Further `stepjepa evaluate` flags for every run, e.g. '--max_new_tokens 256 --batch_size 32'."))
+    max_examples: Optional[int] = field(default=None, metadata=_help("Evaluate on the first N test problems only."))
+
+    def __post_init__(self) -> None:
+        if self.config:
+            self._apply_yaml(Path(self.config))
+        self.modes = _unique(_as_list(self.modes, str, "modes"))
+        self.seeds = _unique(_as_list(self.seeds, int, "seeds"))
+        self.lbd = _unique(_as_list(self.lbd, float, "lbd"))
+        self.predictors = _unique(_as_list(self.predictors, int, "predictors"))
+        self.losses = _unique(_as_list(self.losses, str, "losses"))
+        for name, allowed in (("modes", MODES), ("losses", tuple(LOSS_FLAGS))):
+            bad = [value for value in getattr(self, name) if value not in allowed]
+            if bad:
+                raise UsageError(f"--{name}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
+        for name in ("modes", "seeds", "lbd", "predictors", "losses"):
+            if not getattr(self, name):
+                raise UsageError(f"--{name} needs at least one value")
+        if any(value < 0 for value in self.lbd):
+            raise UsageError(f"--lbd values must be >= 0, got {self.lbd}")
+        if any(value < 0 for value in self.predictors):
+            raise UsageError(f"--predictors values must be >= 0, got {self.predictors}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise UsageError(f"--max_examples must be at least 1, got {self.max_examples}")
+        for name in ("train_file", "test_file"):
+            if not getattr(self, name):
+                raise UsageError(f"--{name} is required")
+        for name, reserved in (("train_args", SWEEP_TRAIN_FLAGS), ("eval_args", SWEEP_EVAL_FLAGS)):
+            taken = sorted({word.split("=")[0] for word in _split(getattr(self, name), name)} & reserved)
+            if taken:
+                raise UsageError(f"--{name} may not set {', '.join(taken)}: the sweep sets it for each run")
+        _split(self.launcher, "launcher")
+
+    def _apply_yaml(self, path: Path) -> None:
+        """Fill the fields still at their defaults from a YAML mapping of flag names to values."""
+        import yaml
+
+        if not path.is_file():
+            raise UsageError(f"--config {path}: no such file")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(f"--config {path}: not valid YAML ({exc})") from None
+        if not isinstance(values, dict):
+            raise UsageError(f"--config {path}: expected a mapping of flag names to values")
+        known = {f.name: f for f in fields(self) if f.name != "config"}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise UsageError(f"--config {path}: unknown keys {', '.join(map(str, unknown))}")
+        for name, value in values.items():
+            if getattr(self, name) == _default(known[name]):
+                setattr(self, name, value)
+
+    def fixed_settings(self) -> dict[str, Any]:
+        """What every run of this sweep shares; the ledger refuses runs made with other values."""
+        return {
+            "model_name": self.model_name,
+            "train_file": self.train_file,
+            "test_file": self.test_file,
+            "train_args": _split(self.train_args, "train_args"),
+            "eval_args": _split(self.eval_args, "eval_args"),
+            "max_examples": self.max_examples,
+        }
+
+
+def _default(f) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def _as_list(value: Any, kind: type, name: str) -> list:
+    """A list of ``kind`` from a flag's list or a YAML scalar or list; bad items raise."""
+    items = value if isinstance(value, list) else [value]
+    try:
+        return [kind(item) for item in items]
+    except (TypeError, ValueError):
+        raise UsageError(f"--{name}: expected {kind.__name__} values, got {value!r}") from None
+
+
+def _unique(values: list) -> list:
+    return list(dict.fromkeys(values))
+
+
+def _split(text: str, name: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"--{name}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One point of the grid; regular runs carry no lbd, predictors or loss."""
+
+    mode: str
+    seed: int
+    lbd: float | None = None
+    predictors: int | None = None
+    loss: str | None = None
+
+    @property
+    def config_name(self) -> str:
+        """The settings without the seed: runs of one configuration differ only in their seed."""
+        if self.mode == "regular":
+            return "regular"
+        return f"{self.mode}_lbd{self.lbd:g}_k{self.predictors}_{self.loss}"
+
+    @property
+    def name(self) -> str:
+        """The run's directory name, e.g. ``step_jepa_lbd0.1_k2_cosine_seed82``."""
+        return f"{self.config_name}_seed{self.seed}"
+
+    def mode_flags(self) -> list[str]:
+        """The `stepjepa train` flags that select this run's mode, lambda, K and loss."""
+        if self.mode == "regular":
+            return ["--regular"]
+        flags = ["--step_jepa"] if self.mode == "step_jepa" else []
+        return flags + ["--lbd", f"{self.lbd:g}", "--predictors", str(self.predictors), *LOSS_FLAGS[self.loss]]
+
+
+def plan_runs(cfg: SweepConfig) -> list[Run]:
+    """The grid in order: per mode, per loss, lambda and K, every seed; regular once per seed."""
+    runs = []
+    for mode in cfg.modes:
+        if mode == "regular":
+            runs += [Run("regular", seed) for seed in cfg.seeds]
+            continue
+        for loss in cfg.losses:
+            for lbd in cfg.lbd:
+                for k in cfg.predictors:
+                    runs += [Run(mode, seed, lbd, k, loss) for seed in cfg.seeds]
+    return runs
+
+
+def train_command(cfg: SweepConfig, run: Run, run_dir: Path, overwrite: bool) -> list[str]:
+    """The command line that trains one run (the launcher, or this Python, then `-m stepjepa train`)."""
+    start = _split(cfg.launcher, "launcher") or [sys.executable]
+    return [
+        *start, "-m", "stepjepa", "train",
+        "--train_file", str(cfg.train_file), "--model_name", cfg.model_name, "--output_dir", str(run_dir),
+        "--seed", str(run.seed), *run.mode_flags(), *_split(cfg.train_args, "train_args"),
+        *(["--overwrite_output_dir"] if overwrite else []),
+    ]
+
+
+def eval_command(cfg: SweepConfig, run_dir: Path) -> list[str]:
+    """The command line that evaluates one trained run into its own directory."""
+    limit = ["--max_examples", str(cfg.max_examples)] if cfg.max_examples else []
+    return [
+        sys.executable, "-m", "stepjepa", "evaluate",
+        "--model_path", str(run_dir), "--test_file", str(cfg.test_file), "--output_file", str(run_dir / EVAL_OUTPUT),
+        *limit, *_split(cfg.eval_args, "eval_args"),
+    ]
+
+
+def check_commands(cfg: SweepConfig, run: Run, run_dir: Path) -> None:
+    """Parse one run's train and evaluate flags now, so a bad pass-through flag fails before hours of runs."""
+    from stepjepa.cli import parse_config
+
+    for command, argv in (("train", train_command(cfg, run, run_dir, False)), ("evaluate", eval_command(cfg, run_dir))):
+        flags = argv[argv.index(command) + 1 :]
+        try:
+            parsed = parse_config(command, flags, prog=f"stepjepa sweep ({command} flags)")
+        except UsageError as exc:
+            raise UsageError(f"{command} flags of run {run.name}: {exc}") from None
+        if command == "train" and parsed.debug >= 7:
+            raise UsageError("--train_args sets --debug 7, which prints a batch and exits without training")
+
+
+def read_ledger(path: Path) -> dict[str, dict]:
+    """The last ledger entry of every run, by run name (a redone run's newer entry replaces the older)."""
+    if not path.is_file() or not path.read_text(encoding="utf-8").strip():
+        return {}
+    entries = {}
+    for line, entry in read_jsonl(path):
+        if not isinstance(entry, dict) or not isinstance(entry.get("run"), str):
+            raise UsageError(f"{path}:{line}: not a ledger entry of stepjepa sweep")
+        entries[entry["run"]] = entry
+    return entries
+
+
+def check_ledger(ledger: dict[str, dict], cfg: SweepConfig, path: Path) -> None:
+    """Refuse to add runs to a ledger whose runs were made with another model, data or pass-through flags."""
+    fixed = cfg.fixed_settings()
+    for name, entry in ledger.items():
+        old = entry.get("fixed", {})
+        for key, value in fixed.items():
+            if old.get(key) != value:
+                raise UsageError(
+                    f"{path}: run {name} was made with {key}={old.get(key)!r}, this sweep has {value!r}; "
+                    "pass another --output_dir"
+                )
+
+
+def run_status(output_dir: Path, run: Run, ledger: dict[str, dict]) -> str:
+    """``done`` (ledger entry and evaluation present), ``redo`` (a directory left half-finished) or ``new``."""
+    run_dir = output_dir / run.name
+    if run.name in ledger and (run_dir / EVAL_SUMMARY).is_file():
+        return "done"
+    return "redo" if run_dir.exists() else "new"
+
+
+def run_child(argv: list[str]) -> int:
+    """Run one command as a child process sharing this terminal; its exit status."""
+    process = subprocess.Popen(argv)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        # The child got the same Ctrl-C (one process group): let it save its checkpoint and exit.
+        return process.wait()
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def ledger_entry(cfg: SweepConfig, run: Run, train: dict, evaluation: dict, seconds: float) -> dict[str, Any]:
+    """One finished run: its settings, training outcome and accuracy, and the settings all runs share."""
+    return {
+        "run": run.name,
+        "config": run.config_name,
+        "mode": run.mode,
+        "seed": run.seed,
+        "lbd": run.lbd,
+        "predictors": run.predictors,
+        "loss": run.loss,
+        "accuracy": evaluation["accuracy"],
+        "strict_accuracy": evaluation["strict_accuracy"],
+        "correct": evaluation["correct"],
+        "total_examples": evaluation["total_examples"],
+        "train_loss": train.get("train_loss"),
+        "global_step": train.get("global_step"),
+        "train_runtime_s": train.get("runtime_s"),
+        "run_seconds": round(seconds, 1),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "fixed": cfg.fixed_settings(),
+    }
+
+
+def execute_run(cfg: SweepConfig, run: Run, run_dir: Path, redo: bool, runner: Runner) -> tuple[int, dict | None]:
+    """Train then evaluate one run: ``(0, ledger entry)``, or the failing step's exit status and None."""
+    started = time.perf_counter()
+    if redo:
+        for name in STALE_OUTPUTS:
+            (run_dir / name).unlink(missing_ok=True)
+    status = runner(train_command(cfg, run, run_dir, overwrite=redo))
+    if status:
+        return status, None
+    train = _read_json(run_dir / "train_summary.json")
+    if train is None:
+        print(f"stepjepa sweep: {run.name}: training wrote no {run_dir / 'train_summary.json'}", file=sys.stderr)
+        return 1, None
+    status = runner(eval_command(cfg, run_dir))
+    if status:
+        return status, None
+    evaluation = _read_json(run_dir / EVAL_SUMMARY)
+    if evaluation is None:
+        print(f"stepjepa sweep: {run.name}: evaluation wrote no {run_dir / EVAL_SUMMARY}", file=sys.stderr)
+        return 1, None
+    return 0, ledger_entry(cfg, run, train, evaluation, time.perf_counter() - started)
+
+
+def run_sweep(cfg: SweepConfig, runner: Runner = run_child) -> int:
+    """Run every unfinished run of the grid in turn; 0 when all are finished, 1 if any failed, 130 if interrupted."""
+    for name in ("train_file", "test_file"):
+        if not Path(getattr(cfg, name)).is_file():
+            raise UsageError(f"--{name} {getattr(cfg, name)}: no such file")
+    output_dir = Path(cfg.output_dir)
+    ledger_path = output_dir / LEDGER
+    ledger = read_ledger(ledger_path)
+    check_ledger(ledger, cfg, ledger_path)
+    runs = plan_runs(cfg)
+    for run in {run.config_name: run for run in runs}.values():
+        check_commands(cfg, run, output_dir / run.name)
+    status = {run.name: run_status(output_dir, run, ledger) for run in runs}
+    pending = [run for run in runs if status[run.name] != "done"]
+
+    if cfg.dry_run:
+        labels = {"done": "done", "redo": "redo (half-finished)", "new": "to run"}
+        for run in runs:
+            print(f"  {labels[status[run.name]]:<21} {run.name}")
+        redo = sum(status[run.name] == "redo" for run in runs)
+        print(f"{len(runs)} runs in {output_dir}: {len(runs) - len(pending)} done, {len(pending)} to run ({redo} redone)")
+        if pending:
+            first = pending[0]
+            print("first run's commands:\n  " + shlex.join(train_command(cfg, first, output_dir / first.name, False)))
+            print("  " + shlex.join(eval_command(cfg, output_dir / first.name)))
+        return 0
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for number, run in enumerate(pending, start=1):
+        run_dir = output_dir / run.name
+        print(f"[{number}/{len(pending)}] {run.name}{' (redone)' if status[run.name] == 'redo' else ''}", flush=True)
+        code, entry = execute_run(cfg, run, run_dir, status[run.name] == "redo", runner)
+        if code in INTERRUPTED:
+            print(f"stepjepa sweep: interrupted during {run.name}; run the same command again to go on", file=sys.stderr)
+            return 130
+        if entry is None:
+            print(f"stepjepa sweep: {run.name} failed (exit status {code}); the sweep goes on", file=sys.stderr)
+            failed.append(run.name)
+            continue
+        append_jsonl(ledger_path, entry)
+        print(f"[{number}/{len(pending)}] {run.name}: accuracy {100 * entry['accuracy']:.1f}% "
+              f"(strict {100 * entry['strict_accuracy']:.1f}%) on {entry['total_examples']} problems, "
+              f"{entry['run_seconds']:.0f}s", flush=True)
+    print(f"sweep {output_dir}: {len(runs)} runs, {len(runs) - len(pending)} were done, "
+          f"{len(pending) - len(failed)} ran now, {len(failed)} failed; ledger {ledger_path}; "
+          f"report: stepjepa report {output_dir}")
+    if failed:
+        print(f"failed runs (run the same command again to retry them): {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
