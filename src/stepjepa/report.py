@@ -192,6 +192,9 @@ def plot_accuracy(summaries: list[ConfigSummary], path: Path) -> None:
         axes.scatter([x] * len(values), values, color="black", s=14, zorder=3)
     axes.set_xticks(list(positions), [s.config for s in summaries], rotation=30, ha="right", fontsize="small")
     axes.set_ylabel("accuracy % (mean ± sample std; dots: seeds)")
+    # From 0, and never a zero-height axis when every run scored 0% (as tiny smoke-test models do).
+    top = max(max(100 * (s.mean + (s.std or 0.0)), 100 * max(s.accuracy_by_seed.values())) for s in summaries)
+    axes.set_ylim(0, max(5.0, 1.15 * top))
     axes.grid(axis="y", alpha=0.3)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
