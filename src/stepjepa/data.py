@@ -20,13 +20,19 @@ DEFAULT_SYSTEM_PROMPT = (
 ROLES = ("system", "user", "assistant")
 
 
+def json_line(value: Any) -> str:
+    """One JSON Lines row; U+2028/U+2029 escaped so that no reader splitting on Unicode line breaks cuts a row."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
+
+
 def read_jsonl(path: str | os.PathLike) -> list[tuple[int, Any]]:
     """``(line_number, value)`` for every non-blank line; bad JSON raises with its line number."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     rows = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -79,7 +85,7 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> int:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                handle.write(json_line(row))
                 count += 1
         os.replace(tmp, path)
     except BaseException:
@@ -105,7 +111,7 @@ def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
 
 def append_jsonl(path: str | os.PathLike, row: Any) -> None:
     """Append one whole line (a single write, flushed and synced) so a crash never leaves half a row."""
-    line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    line = json_line(row).encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)

@@ -38,8 +38,12 @@ def _build_embedded(alias: str, target: Path) -> None:
     gguf = _gguf_file(alias)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # A GGUF-loaded model is flagged as quantised and refuses save_pretrained; a fresh copy is a normal model.
-    model = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
+    # A GGUF-loaded model is flagged as quantised and refuses save_pretrained and training;
+    # a fresh model from its config without the quantisation entry is a normal one.
+    config = quantised.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantised.state_dict())
     model.generation_config = quantised.generation_config
     target.parent.mkdir(parents=True, exist_ok=True)
