@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from stepjepa.answers import answers_match, extract_answer, extract_strict
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT, append_jsonl, read_jsonl, write_json_atomic
 from stepjepa.errors import UsageError
+from stepjepa.models import load_model, load_tokenizer
 
 # Chat templates' end-of-turn tokens; generation stops at whichever the tokenizer has.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>")
@@ -156,8 +157,6 @@ def resolve_device(device: str) -> str:
 
 def _load(model_path: str, device: str) -> tuple[Any, Any]:
     """Model (eval mode, on ``device``) and tokenizer; half precision on CUDA, float32 elsewhere."""
-    from stepjepa.models import load_model, load_tokenizer
-
     dtype = torch.float32
     if device.startswith("cuda"):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
