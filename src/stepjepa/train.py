@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -249,14 +250,16 @@ def run_train(cfg: TrainConfig) -> int:
         if cfg.debug > 0:
             trainer.add_callback(QuietProgressCallback())
 
+    if resume:
+        _trim_metrics(cfg.output_dir, resume)
     start = time.time()
-    interrupted = _install_interrupt_handler(trainer)
-    result = trainer.train(resume_from_checkpoint=resume)
+    with stop_on_signal(trainer) as interrupted:
+        result = trainer.train(resume_from_checkpoint=resume)
     if interrupted["signal"]:
         trainer._save_checkpoint(trainer.model, trial=None)
         print(f"interrupted by {interrupted['signal']}: checkpoint saved at step {trainer.state.global_step}; "
               f"resume with --resume_from_checkpoint latest", file=sys.stderr)
-        return 130
+        return 128 + signal.Signals[interrupted["signal"]].value
     if trainer.is_world_process_zero():
         save_outputs(cfg, trainer.model, tokenizer)
         summary = {
@@ -269,17 +272,38 @@ def run_train(cfg: TrainConfig) -> int:
     return 0
 
 
-def _install_interrupt_handler(trainer) -> dict:
-    """On SIGINT/SIGTERM, ask the Trainer to stop after the current step; the caller then saves a checkpoint."""
+@contextmanager
+def stop_on_signal(trainer):
+    """First SIGINT/SIGTERM: stop after the current step (the caller saves a checkpoint); a second one aborts."""
     seen = {"signal": None}
 
     def handler(signum, frame):
+        if seen["signal"]:
+            raise KeyboardInterrupt
         seen["signal"] = signal.Signals(signum).name
         trainer.control.should_training_stop = True
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-    return seen
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield seen
+    finally:
+        for sig, old_handler in previous.items():
+            signal.signal(sig, old_handler)
+
+
+def _trim_metrics(output_dir: str, checkpoint: str) -> None:
+    """Drop metric rows logged after the checkpoint (a hard kill), so a resumed run logs each step once."""
+    from stepjepa.data import read_jsonl, write_jsonl_atomic
+
+    metrics = Path(output_dir) / "metrics.jsonl"
+    state = Path(checkpoint) / "trainer_state.json"
+    if not (metrics.is_file() and metrics.stat().st_size and state.is_file()):
+        return
+    step = json.loads(state.read_text())["global_step"]
+    rows = [row for _, row in read_jsonl(metrics)]
+    kept = [row for row in rows if row["step"] <= step]
+    if len(kept) < len(rows):
+        write_jsonl_atomic(metrics, kept)
 
 
 def save_outputs(cfg: TrainConfig, model, tokenizer) -> None:
