@@ -139,6 +139,9 @@ def test_yaml_fills_defaults_and_flags_win(data_files, tmp_path) -> None:
     preset.write_text("seeds: [1]\nlearning_rate: 0.1\n")
     with pytest.raises(UsageError, match="unknown keys learning_rate"):
         parse_config("sweep", ["--config", str(preset)])
+    preset.write_text("train_args: [--lora]\n")
+    with pytest.raises(UsageError, match="train_args must be a str"):
+        parse_config("sweep", ["--config", str(preset)])
     preset.write_text("seeds: [one]\n")
     with pytest.raises(UsageError, match="--seeds: expected int"):
         parse_config("sweep", ["--config", str(preset), "--train_file", "a", "--test_file", "b"])

@@ -31,6 +31,9 @@ SWEEP_TRAIN_FLAGS = {
     "--resume_from_checkpoint",
 }
 SWEEP_EVAL_FLAGS = {"--model_path", "--test_file", "--output_file", "--max_examples", "--compare"}
+# The YAML types of the fields that are not lists (list fields take a scalar or a list).
+YAML_SCALARS = {"train_file": str, "test_file": str, "model_name": str, "output_dir": str, "launcher": str,
+                "train_args": str, "eval_args": str, "dry_run": bool, "max_examples": int}
 # Exit statuses of a child stopped by Ctrl-C: the sweep stops too instead of starting the next run.
 INTERRUPTED = (130, -signal.SIGINT)
 
@@ -122,6 +125,9 @@ class SweepConfig:
         if unknown:
             raise UsageError(f"--config {path}: unknown keys {', '.join(map(str, unknown))}")
         for name, value in values.items():
+            kind = YAML_SCALARS.get(name)
+            if kind and not isinstance(value, kind):
+                raise UsageError(f"--config {path}: {name} must be a {kind.__name__}, got {value!r}")
             if getattr(self, name) == _default(known[name]):
                 setattr(self, name, value)
 
