@@ -230,6 +230,7 @@ def run_train(cfg: TrainConfig) -> int:
         report_to=[],
         disable_tqdm=cfg.debug == 0,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every parameter takes part in every step
     )
     trainer = JepaTrainer(
         model=model,
@@ -241,6 +242,7 @@ def run_train(cfg: TrainConfig) -> int:
         callbacks=[MetricsFileCallback(cfg.output_dir)],
         objective=Objective(mode=cfg.mode, loss=cfg.loss_kind, lbd=cfg.lbd, gamma=cfg.gamma),
         jepa_ratio=cfg.jepa_ratio,
+        debug=cfg.debug,
     )
     if cfg.debug < 5:
         from transformers.trainer_callback import PrinterCallback, ProgressCallback

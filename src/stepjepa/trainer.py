@@ -17,10 +17,11 @@ from stepjepa.objective import Objective, compute_objective
 class JepaTrainer(Trainer):
     """Trainer whose loss is ``gamma * LM + lbd * JEPA`` from one packed forward pass."""
 
-    def __init__(self, *args, objective: Objective, jepa_ratio: float = -1.0, **kwargs):
+    def __init__(self, *args, objective: Objective, jepa_ratio: float = -1.0, debug: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.jepa_ratio = jepa_ratio
+        self.debug = debug
         # Our loss is a per-micro-batch mean: let the Trainer divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self._sums: dict[str, defaultdict] = {"train": defaultdict(float), "eval": defaultdict(float)}
@@ -44,6 +45,8 @@ class JepaTrainer(Trainer):
         use_jepa = self._draw_jepa() if split == "train" else True
         out = compute_objective(model, inputs, self.objective, use_jepa=use_jepa)
         sums = self._sums[split]
+        if split == "train" and not self._sums["train"]["batches"] and self.state.global_step == 0:
+            self._announce_first_batch(inputs)
         sums["batches"] += 1
         sums["lm_loss"] += out.lm_loss.item()
         sums["tokens"] += int(inputs["num_tokens"])
@@ -52,11 +55,28 @@ class JepaTrainer(Trainer):
             sums["jepa_loss"] += out.jepa_loss.item()
         return (out.loss, {"loss": out.loss}) if return_outputs else out.loss
 
+    def _announce_first_batch(self, inputs) -> None:
+        """--debug >= 1 with several processes: each rank names its first batch (they must differ)."""
+        if self.debug >= 1 and self.args.world_size > 1:
+            ids = inputs["input_ids"]
+            print(f"rank {self.args.process_index}/{self.args.world_size}: first batch {tuple(ids.shape)}, "
+                  f"token-id sum {int(ids.sum())}", flush=True)
+
+    def _reduced_sums(self, split: str) -> dict[str, float]:
+        """This log period's sums, added over all processes (every rank calls ``log``)."""
+        keys = ("batches", "lm_loss", "jepa_batches", "jepa_loss", "tokens")
+        local = self._sums[split]
+        values = torch.tensor([float(local[key]) for key in keys], device=self.args.device)
+        if self.args.world_size > 1:
+            values = self.accelerator.reduce(values, reduction="sum")
+        local.clear()
+        return dict(zip(keys, values.tolist()))
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         if split == "train" and "loss" not in logs:
             return super().log(logs, start_time)
-        sums, prefix = self._sums[split], "eval_" if split == "eval" else ""
+        sums, prefix = self._reduced_sums(split), "eval_" if split == "eval" else ""
         if sums["batches"]:
             logs[f"{prefix}lm_loss"] = round(sums["lm_loss"] / sums["batches"], 6)
             logs[f"{prefix}jepa_loss"] = (
@@ -64,10 +84,8 @@ class JepaTrainer(Trainer):
             )
         if split == "train":
             now = time.perf_counter()
-            world = max(self.args.world_size, 1)
-            logs["tokens_per_s"] = round(sums["tokens"] * world / max(now - self._last_log_time, 1e-9), 1)
+            logs["tokens_per_s"] = round(sums["tokens"] / max(now - self._last_log_time, 1e-9), 1)
             self._last_log_time = now
-        sums.clear()
         super().log(logs, start_time)
 
 
