@@ -1,0 +1,677 @@
+"""``stepjepa bench``: the cost of one training step in each mode, on the same fixed batches.
+
+Modes, each timed as a full training step (forward, backward, AdamW step):
+
+- ``regular``: LM loss only, through the packed engine (no view blocks).
+- ``llm_jepa`` and ``step_jepa``: the packed single pass of :mod:`stepjepa.objective` with K predictors.
+- ``step_jepa_multipass``: the same Step-JEPA losses computed the straightforward way, one batched
+  forward pass per view: the conversations (LM loss), system..step 1 followed by the K predictors
+  (view_a), step 2 alone (view_b). Each pass is padded to its own longest row, uses the model's plain
+  causal mask, and runs the LM head on the labelled window only, as the packed pass does: the difference
+  measured is the packing, nothing else.
+
+Timing: every mode trains one model with one AdamW optimiser, interleaved: round i runs batch i in every
+mode (the order rotated each round), so load changes on a shared machine hit all modes alike. Median, min
+and max over ``--steps`` rounds after ``--warmup`` rounds; batch i holds the same chats in every mode.
+Throughput counts conversation tokens only (view blocks are the overhead being measured), so every mode is
+credited the same tokens for the same batch.
+
+Peak memory: with ``--isolate`` (the default) each mode runs again in a fresh Python process, so allocator
+state and lazily allocated optimiser state start alike: one warm-up step, a reset of the peak, then the
+mode's largest batches. On CPU the peak is the resident set (``VmHWM``, reset through
+``/proc/self/clear_refs``): weights, gradients, AdamW state and the largest footprint of a step. On CUDA it
+is ``torch.cuda.max_memory_allocated``. Without ``--isolate`` each step's peak is read in the shared timing
+process, where memory freed by one mode but kept by the allocator is seen by the next.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from stepjepa.data import DEFAULT_SYSTEM_PROMPT, read_jsonl, write_json_atomic
+from stepjepa.errors import UsageError
+from stepjepa.models import EMBEDDED_ALIAS
+
+MODES = ("regular", "llm_jepa", "step_jepa", "step_jepa_multipass")
+MIN_MEASURED_STEPS = 10
+# Issue 5's targets: (report key, description, limit, "max" or "min").
+TARGETS = (
+    ("step_jepa_time_vs_regular", "Step-JEPA step time / regular", 1.25, "max"),
+    ("llm_jepa_time_vs_regular", "LLM-JEPA step time / regular", 2.1, "max"),
+    ("step_jepa_speedup_vs_multipass", "multi-pass step time / packed Step-JEPA", 1.5, "min"),
+    ("step_jepa_mem_vs_regular", "Step-JEPA peak memory / regular", 1.3, "max"),
+    ("eval_batched_speedup", "batched generation examples/s / batch size 1", 4.0, "min"),
+)
+# A small random model of the same family for --tiny (keys the config does not have are skipped).
+TINY_SIZES = {
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 16, "n_inner": 128,
+}
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class BenchConfig:
+    """Flags of ``stepjepa bench``: step time, throughput and peak memory of each training mode."""
+
+    model_name: str = field(default=EMBEDDED_ALIAS, metadata=_help(
+        f"Hugging Face id, local directory, or the embedded '{EMBEDDED_ALIAS}'."))
+    tiny: bool = field(default=False, metadata=_help(
+        "Replace the model by a small random one of the same family (2 layers, width 64), same tokenizer."))
+    data_file: Optional[str] = field(default=None, metadata=_help(
+        "GSM8K ({question, answer}) or chat JSONL ({messages}); default: synthetic GSM8K-like problems."))
+    batch_size: int = field(default=4, metadata=_help("Examples per training step."))
+    steps: int = field(default=MIN_MEASURED_STEPS, metadata=_help(
+        f"Measured steps per mode (at least {MIN_MEASURED_STEPS}), each on its own fixed batch."))
+    warmup: int = field(default=2, metadata=_help("Unmeasured steps first (the first one allocates AdamW state)."))
+    max_length: int = field(default=512, metadata=_help("Maximum conversation tokens; longer ones are truncated."))
+    predictors: int = field(default=2, metadata=_help("K predictor tokens of llm_jepa and step_jepa."))
+    lora: bool = field(default=False, metadata=_help("Train LoRA adapters (rank --lora_rank) instead of all weights."))
+    lora_rank: int = field(default=16, metadata=_help("LoRA rank."))
+    learning_rate: float = field(default=1e-5, metadata=_help("AdamW learning rate."))
+    seed: int = field(default=0, metadata=_help("Seed of the row choice, new token embeddings and LoRA init."))
+    modes: str = field(default=",".join(MODES), metadata=_help(f"Comma-separated modes to run, of {', '.join(MODES)}."))
+    device: str = field(default="auto", metadata=_help("auto (cuda if available, else cpu), cpu, cuda or cuda:N."))
+    isolate: bool = field(default=True, metadata=_help(
+        "Measure each mode's peak memory in a fresh process (comparable between modes; slower)."))
+    json: bool = field(default=False, metadata=_help("Print one JSON object on stdout instead of the table."))
+    output: Optional[str] = field(default=None, metadata=_help("Also write the JSON report to this file."))
+    eval: bool = field(default=False, metadata=_help(
+        "Also time batched generation: examples/s at batch size 1 and at --eval_batch_size."))
+    eval_examples: int = field(default=8, metadata=_help("Prompts generated in each --eval run."))
+    eval_batch_size: int = field(default=8, metadata=_help("The larger generation batch of --eval."))
+    eval_max_new_tokens: int = field(default=128, metadata=_help("Most tokens generated per prompt in --eval."))
+
+    def __post_init__(self) -> None:
+        positive = {"batch_size": self.batch_size, "max_length": self.max_length, "warmup": self.warmup,
+                    "eval_examples": self.eval_examples, "eval_max_new_tokens": self.eval_max_new_tokens,
+                    "lora_rank": self.lora_rank}
+        for name, value in positive.items():
+            if value < 1:
+                raise UsageError(f"--{name} must be at least 1, got {value}")
+        if self.steps < MIN_MEASURED_STEPS:
+            raise UsageError(f"--steps must be at least {MIN_MEASURED_STEPS} (medians over fewer are noise), got {self.steps}")
+        if self.predictors < 0:
+            raise UsageError(f"--predictors must be 0 or more, got {self.predictors}")
+        if not self.learning_rate > 0:
+            raise UsageError(f"--learning_rate must be positive, got {self.learning_rate}")
+        if self.eval_batch_size < 2:
+            raise UsageError(f"--eval_batch_size must be at least 2 (it is compared with batch size 1), got {self.eval_batch_size}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        if self.data_file is not None and not Path(self.data_file).is_file():
+            raise UsageError(f"--data_file {self.data_file}: no such file")
+        modes = self.mode_list()
+        unknown = [m for m in modes if m not in MODES]
+        if unknown or not modes or len(set(modes)) != len(modes):
+            raise UsageError(f"--modes '{self.modes}': give distinct modes of {', '.join(MODES)}, comma-separated")
+
+    def mode_list(self) -> list[str]:
+        return [m.strip() for m in self.modes.split(",") if m.strip()]
+
+    def num_examples(self) -> int:
+        """Chats in the fixed batches: one batch per measured step."""
+        return self.batch_size * self.steps
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+def _file_chats(path: str) -> list[list[dict]]:
+    """Chats of a GSM8K or chat JSONL file, converted as ``stepjepa prepare`` does; rows it drops are skipped."""
+    from stepjepa.prepare import Dropped, chat_row, gsm8k_problem
+
+    chats, changes = [], Counter()
+    for _, row in read_jsonl(path):
+        try:
+            if isinstance(row, dict) and "messages" in row:
+                chats.append(chat_row(row, None, changes)["messages"])
+            elif isinstance(row, dict) and isinstance(row.get("answer"), str):
+                chats.append(gsm8k_problem(row, False, changes).to_row(DEFAULT_SYSTEM_PROMPT)["messages"])
+        except Dropped:
+            continue
+    if not chats:
+        raise UsageError(f"{path}: no GSM8K ({{question, answer}}) or chat ({{messages}}) row could be used")
+    return chats
+
+
+def _synthetic_chats(count: int, seed: int) -> list[list[dict]]:
+    """GSM8K-like multi-step word problems from the synthetic generator."""
+    from stepjepa.synthetic import synthetic_splits
+
+    train, _ = synthetic_splits(count, seed)
+    return [problem.to_row(DEFAULT_SYSTEM_PROMPT)["messages"] for problem in train]
+
+
+def bench_chats(cfg: BenchConfig, tokenizer: Any) -> list[list[dict]]:
+    """The chats of the fixed batches, ``cfg.num_examples()`` of them: a seeded sample of the file (cycled
+    when it is smaller), or synthetic problems. Chats with no assistant token within max_length are skipped.
+    """
+    import random
+
+    from stepjepa.tokenization import IGNORE_INDEX, encode_chat
+
+    pool = _file_chats(cfg.data_file) if cfg.data_file else _synthetic_chats(2 * cfg.num_examples(), cfg.seed)
+    random.Random(cfg.seed).shuffle(pool)
+    usable = [m for m in pool if any(x != IGNORE_INDEX for x in encode_chat(tokenizer, m, cfg.max_length).labels)]
+    if not usable:
+        raise UsageError(f"--max_length {cfg.max_length} leaves no assistant token in any example")
+    return [usable[i % len(usable)] for i in range(cfg.num_examples())]
+
+
+# ---- model -----------------------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available here")
+    return device
+
+
+def tiny_model(model_name: str) -> torch.nn.Module:
+    """A random model with ``model_name``'s architecture, shrunk to :data:`TINY_SIZES`."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from stepjepa.models import resolve_model_path
+
+    config = AutoConfig.from_pretrained(resolve_model_path(model_name))
+    for key, value in TINY_SIZES.items():
+        if hasattr(config, key):
+            setattr(config, key, value)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+
+
+def load_bench_model(cfg: BenchConfig, device: str) -> tuple[torch.nn.Module, Any, list[int]]:
+    """Model (train mode, on ``device``), tokenizer, predictor ids: identical in every mode for one seed."""
+    from stepjepa.models import add_predictor_tokens, apply_lora, load_model, load_tokenizer, resize_for_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model_name)
+    # Every mode gets the predictor tokens, so the embedding matrix (and its optimiser state) is the same size.
+    predictor_ids = add_predictor_tokens(tokenizer, cfg.predictors) if cfg.predictors else []
+    torch.manual_seed(cfg.seed)
+    model = tiny_model(cfg.model_name) if cfg.tiny else load_model(cfg.model_name)
+    resize_for_tokenizer(model, tokenizer)
+    if cfg.lora:
+        model = apply_lora(model, cfg.lora_rank)
+    return model.to(device).train(), tokenizer, predictor_ids
+
+
+# ---- the straightforward multi-pass Step-JEPA ------------------------------------------------
+
+
+def _right_pad(sequences: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, T)`` ids padded on the right to the longest, and the ``(B, T)`` 0/1 attention mask."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, : len(sequence)] = 1
+    return ids, mask
+
+
+def multipass_batch(tokenizer: Any, chats: list[list[dict]], predictor_ids: list[int], max_length: int) -> dict:
+    """Three separately padded batches: conversations, contexts (system..step 1 + K predictors), steps 2 alone.
+
+    ``view_rows`` are the rows with two whole steps; ``context_last``/``target_last`` index each view's
+    embedding in its own batch; with K = 0 the context embedding is step 1's last token of the conversation
+    pass (``step1_last``), and no context pass runs.
+    """
+    from stepjepa.layout import has_step_views
+    from stepjepa.tokenization import IGNORE_INDEX, encode_chat
+
+    pad = tokenizer.pad_token_id
+    encoded = [encode_chat(tokenizer, messages, max_length) for messages in chats]
+    input_ids, attention_mask = _right_pad([c.input_ids for c in encoded], pad)
+    labels, _ = _right_pad([c.labels for c in encoded], IGNORE_INDEX)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+             "num_tokens": torch.tensor(sum(len(c.input_ids) for c in encoded))}
+    rows = [b for b, c in enumerate(encoded) if has_step_views(c)]
+    batch["view_rows"] = torch.tensor(rows, dtype=torch.long)
+    if not rows:
+        return batch
+    steps = [encoded[b].step_spans[:2] for b in rows]
+    contexts = [encoded[b].input_ids[: step1[1]] + list(predictor_ids) for b, (step1, _) in zip(rows, steps)]
+    targets = [encoded[b].input_ids[step2[0] : step2[1]] for b, (_, step2) in zip(rows, steps)]
+    batch["step1_last"] = torch.tensor([step1[1] - 1 for step1, _ in steps])
+    if predictor_ids:
+        batch["context_ids"], batch["context_mask"] = _right_pad(contexts, pad)
+        batch["context_last"] = torch.tensor([len(c) - 1 for c in contexts])
+    batch["target_ids"], batch["target_mask"] = _right_pad(targets, pad)
+    batch["target_last"] = torch.tensor([len(t) - 1 for t in targets])
+    return batch
+
+
+def _labelled_window(labels: torch.Tensor) -> tuple[int, int]:
+    """``[lo, hi)``: positions whose next token is labelled in some row (where the LM head must run)."""
+    labelled = (labels != -100).any(dim=0).nonzero().flatten()
+    return int(labelled[0]) - 1, int(labelled[-1])
+
+
+def _last_hidden(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """``(N, D)``: the last-layer hidden state of each row at ``last`` in a plain causal pass."""
+    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False, logits_to_keep=1)
+    return out.hidden_states[-1][torch.arange(len(ids), device=ids.device), last]  # (N, D)
+
+
+def multipass_objective(model: torch.nn.Module, batch: dict, objective: Any) -> Any:
+    """Step-JEPA's ``gamma * LM + lbd * JEPA`` by one forward pass per view; the packed pass's
+    :class:`~stepjepa.objective.ObjectiveOutput`, equal to it up to float rounding.
+    """
+    from stepjepa.losses import jepa_loss, lm_loss
+    from stepjepa.objective import ObjectiveOutput
+
+    rows = batch["view_rows"]
+    identity = "context_ids" not in batch  # K = 0: view_a comes from the conversation pass
+    lo, hi = _labelled_window(batch["labels"])
+    out = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+        output_hidden_states=identity and len(rows) > 0,
+        logits_to_keep=torch.arange(lo, hi, device=batch["input_ids"].device),
+    )
+    lm = lm_loss(out.logits, batch["labels"][:, lo + 1 : hi + 1])  # logits (B, hi-lo, V)
+    if len(rows) == 0:
+        return ObjectiveOutput(objective.gamma * lm, lm, None, None, None)
+    if identity:
+        view_a = out.hidden_states[-1][rows, batch["step1_last"]]  # (N, D)
+    else:
+        view_a = _last_hidden(model, batch["context_ids"], batch["context_mask"], batch["context_last"])
+    view_b = _last_hidden(model, batch["target_ids"], batch["target_mask"], batch["target_last"])
+    jepa = jepa_loss(view_a, view_b, objective.loss, objective.temperature)
+    return ObjectiveOutput(objective.gamma * lm + objective.lbd * jepa, lm, jepa, view_a, view_b)
+
+
+# ---- batches and loss of a mode --------------------------------------------------------------
+
+
+def build_batches(cfg: BenchConfig, mode: str, tokenizer: Any, chats: list[list[dict]],
+                  predictor_ids: list[int]) -> tuple[list[dict], list[float]]:
+    """The fixed batches of ``mode`` (``cfg.steps`` of them) and the seconds each took to build on the host."""
+    from stepjepa.examples import pack_chat
+    from stepjepa.layout import PackedCollator
+
+    collator = PackedCollator(tokenizer.pad_token_id)
+    batches, build_s = [], []
+    for start in range(0, len(chats), cfg.batch_size):
+        group = chats[start : start + cfg.batch_size]
+        began = time.perf_counter()
+        if mode == "step_jepa_multipass":
+            batch = multipass_batch(tokenizer, group, predictor_ids, cfg.max_length)
+        else:
+            batch = collator([pack_chat(tokenizer, m, mode, predictor_ids, None, cfg.max_length) for m in group])
+        build_s.append(time.perf_counter() - began)
+        batches.append(batch)
+    return batches, build_s
+
+
+def loss_function(mode: str) -> Callable[[torch.nn.Module, dict], Any]:
+    """``(model, batch) -> ObjectiveOutput`` of a mode, with the default objective (cosine, lbd 0.1, gamma 1)."""
+    from stepjepa.objective import Objective, compute_objective
+
+    if mode == "step_jepa_multipass":
+        objective = Objective(mode="step_jepa")
+        return lambda model, batch: multipass_objective(model, batch, objective)
+    objective = Objective(mode=mode)
+    return lambda model, batch: compute_objective(model, batch, objective)
+
+
+def _token_counts(mode: str, batch: dict) -> tuple[int, int, int]:
+    """(conversation tokens, tokens run through the model incl. padding, rows with a JEPA pair)."""
+    if mode == "step_jepa_multipass":
+        processed = sum(batch[key].numel() for key in ("input_ids", "context_ids", "target_ids") if key in batch)
+        return int(batch["num_tokens"]), processed, len(batch["view_rows"])
+    return int(batch["num_tokens"]), batch["input_ids"].numel(), int((batch["view_a_index"] >= 0).sum())
+
+
+# ---- memory ----------------------------------------------------------------------------------
+
+
+class PeakMemory:
+    """Peak memory of this process since :meth:`reset`: the resident set on CPU, allocated memory on CUDA."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+        self.method = "torch.cuda.max_memory_allocated" if self.cuda else "VmHWM (peak resident set) after reset"
+
+    def reset(self) -> None:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM to the current resident set
+        except OSError:
+            self.method = "ru_maxrss (peak resident set of the whole process; not reset)"
+
+    @staticmethod
+    def _status_mb(key: str) -> float | None:
+        try:
+            match = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+        except OSError:
+            return None
+        return int(match.group(1)) / 1024 if match else None
+
+    def current_mb(self) -> float | None:
+        return torch.cuda.memory_allocated() / 2**20 if self.cuda else self._status_mb("VmRSS")
+
+    def peak_mb(self) -> float:
+        if self.cuda:
+            return torch.cuda.max_memory_allocated() / 2**20
+        if self.method.startswith("VmHWM"):
+            peak = self._status_mb("VmHWM")
+            if peak is not None:
+                return peak
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+# ---- measuring -------------------------------------------------------------------------------
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _to(batch: dict, device: str) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class StepRunner:
+    """One model and one AdamW optimiser; :meth:`step` times a full training step of any mode on a batch."""
+
+    def __init__(self, cfg: BenchConfig, device: str):
+        self.device = device
+        self.model, self.tokenizer, self.predictor_ids = load_bench_model(cfg, device)
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate)
+        self.losses = {mode: loss_function(mode) for mode in MODES}
+
+    def step(self, mode: str, batch: dict) -> float:
+        """Seconds of forward + backward + optimiser step (device synchronised at both ends)."""
+        _sync(self.device)
+        began = time.perf_counter()
+        out = self.losses[mode](self.model, batch)
+        out.loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        _sync(self.device)
+        return time.perf_counter() - began
+
+
+def _fixed_batches(cfg: BenchConfig, trainer: StepRunner, modes: list[str]) -> tuple[dict, dict]:
+    """Per mode: its batches on the device, and the host seconds each took to build."""
+    chats = bench_chats(cfg, trainer.tokenizer)
+    batches, build_s = {}, {}
+    for mode in modes:
+        built, build_s[mode] = build_batches(cfg, mode, trainer.tokenizer, chats, trainer.predictor_ids)
+        batches[mode] = [_to(b, trainer.device) for b in built]
+    return batches, build_s
+
+
+def measure_times(cfg: BenchConfig, with_memory: bool) -> dict[str, dict]:
+    """Every mode's step times on the same batches, interleaved: round i runs batch i in every mode
+    (the order rotated each round), so load changes on a shared machine hit all modes alike.
+
+    ``with_memory``: also the peak memory of each mode's steps in this shared process (reset before each step).
+    """
+    device = resolve_device(cfg.device)
+    modes = cfg.mode_list()
+    trainer = StepRunner(cfg, device)
+    batches, build_s = _fixed_batches(cfg, trainer, modes)
+    memory = PeakMemory(device)
+    for i in range(cfg.warmup):
+        for mode in modes:
+            trainer.step(mode, batches[mode][i % cfg.steps])
+    gc.collect()
+    times = {mode: [] for mode in modes}
+    peaks = {mode: 0.0 for mode in modes}
+    for i in range(cfg.steps):
+        for mode in modes[i % len(modes):] + modes[: i % len(modes)]:
+            memory.reset()
+            times[mode].append(trainer.step(mode, batches[mode][i]))
+            peaks[mode] = max(peaks[mode], memory.peak_mb())
+    results = {}
+    for mode in modes:
+        counts = [_token_counts(mode, batch) for batch in batches[mode]]
+        conversation = [c[0] for c in counts]
+        results[mode] = {
+            "median_step_s": statistics.median(times[mode]),
+            "min_step_s": min(times[mode]),
+            "max_step_s": max(times[mode]),
+            # Each step's conversation tokens over its time; the median of those.
+            "tokens_per_s": statistics.median(n / t for n, t in zip(conversation, times[mode])),
+            "peak_mem_mb": round(peaks[mode], 1) if with_memory else None,
+            "step_s": [round(t, 4) for t in times[mode]],
+            "conversation_tokens": sum(conversation),
+            "processed_tokens": sum(c[1] for c in counts),
+            "jepa_rows": sum(c[2] for c in counts),
+            "rows": sum(len(b["input_ids"]) for b in batches[mode]),
+            "median_batch_build_s": statistics.median(build_s[mode]),
+        }
+    del trainer, batches
+    gc.collect()
+    return results
+
+
+MEMORY_BATCHES = 3
+
+
+def measure_memory(cfg: BenchConfig, mode: str) -> dict:
+    """Peak memory of ``mode``'s training steps, in this (fresh) process: one warm-up step, a reset, then
+    the :data:`MEMORY_BATCHES` batches of this mode that run the most tokens.
+    """
+    device = resolve_device(cfg.device)
+    memory = PeakMemory(device)
+    trainer = StepRunner(cfg, device)
+    batches, _ = _fixed_batches(cfg, trainer, [mode])
+    largest = sorted(batches[mode], key=lambda b: -_token_counts(mode, b)[1])[:MEMORY_BATCHES]
+    loaded_mb = memory.current_mb()
+    trainer.step(mode, batches[mode][0])
+    gc.collect()
+    memory.reset()
+    before_mb = memory.current_mb()
+    for batch in largest:
+        trainer.step(mode, batch)
+    return {"peak_mem_mb": round(memory.peak_mb(), 1), "mem_after_load_mb": _round(loaded_mb),
+            "mem_before_steps_mb": _round(before_mb), "memory_method": memory.method}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def measure_eval(cfg: BenchConfig) -> dict:
+    """Examples/s of greedy generation with :func:`stepjepa.evaluate.generate_responses` at batch size 1
+    and at ``cfg.eval_batch_size``, on the same prompts (system + user of the bench's chats).
+    """
+    from stepjepa.evaluate import generate_responses
+
+    device = resolve_device(cfg.device)
+    model, tokenizer, _ = load_bench_model(cfg, device)
+    model.eval()
+    prompts = [m[:-1] for m in bench_chats(cfg, tokenizer)[: cfg.eval_examples]]
+    generate_responses(model, tokenizer, prompts[:1], batch_size=1, max_new_tokens=4)  # warm-up
+    runs = {}
+    for batch_size in (1, cfg.eval_batch_size):
+        _sync(device)
+        began = time.perf_counter()
+        responses = generate_responses(model, tokenizer, prompts, batch_size=batch_size,
+                                       max_new_tokens=cfg.eval_max_new_tokens)
+        _sync(device)
+        seconds = time.perf_counter() - began
+        generated = sum(len(ids) for ids in tokenizer(responses, add_special_tokens=False)["input_ids"])
+        runs[batch_size] = {"batch_size": batch_size, "seconds": seconds, "examples_per_s": len(prompts) / seconds,
+                            "generated_tokens": generated}
+    single, batched = runs[1], runs[cfg.eval_batch_size]
+    return {"examples": len(prompts), "max_new_tokens": cfg.eval_max_new_tokens, "batch_size_1": single,
+            "batched": batched, "speedup": batched["examples_per_s"] / single["examples_per_s"]}
+
+
+# ---- fresh processes for memory --------------------------------------------------------------
+
+
+def _run_isolated(cfg: BenchConfig, mode: str) -> dict:
+    """:func:`measure_memory` of one mode in a fresh Python process; its output is shown only if it fails."""
+    with tempfile.TemporaryDirectory(prefix="stepjepa-bench-") as tmp:
+        result = Path(tmp) / "result.json"
+        command = [sys.executable, "-m", "stepjepa.bench", "--memory-worker", mode, str(result)]
+        done = subprocess.run(command, input=json.dumps(asdict(cfg)), text=True, capture_output=True)
+        if done.returncode != 0 or not result.is_file():
+            tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
+            raise RuntimeError(f"bench memory worker for '{mode}' failed with exit status {done.returncode}:\n{tail}")
+        return json.loads(result.read_text())
+
+
+def _worker(mode: str, result_path: str) -> int:
+    cfg = BenchConfig(**json.loads(sys.stdin.read()))
+    Path(result_path).write_text(json.dumps(measure_memory(cfg, mode)))
+    return 0
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+
+def _cpu_name() -> str:
+    try:
+        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+    except OSError:
+        match = None
+    return match.group(1).strip() if match else (platform.processor() or platform.machine())
+
+
+def machine(device: str) -> dict:
+    import transformers
+
+    info = {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def add_ratios(report: dict) -> None:
+    """Ratios against regular per mode, the packed speed-up, and each target's verdict."""
+    modes = report["modes"]
+    regular = modes.get("regular")
+    for name, result in modes.items():
+        if regular:
+            result["step_time_vs_regular"] = _ratio(result["median_step_s"], regular["median_step_s"])
+            result["tokens_per_s_vs_regular"] = _ratio(result["tokens_per_s"], regular["tokens_per_s"])
+            result["peak_mem_vs_regular"] = _ratio(result["peak_mem_mb"], regular["peak_mem_mb"])
+    values = {
+        "step_jepa_time_vs_regular": modes.get("step_jepa", {}).get("step_time_vs_regular"),
+        "llm_jepa_time_vs_regular": modes.get("llm_jepa", {}).get("step_time_vs_regular"),
+        "step_jepa_mem_vs_regular": modes.get("step_jepa", {}).get("peak_mem_vs_regular"),
+        "eval_batched_speedup": (report.get("eval") or {}).get("speedup"),
+    }
+    if "step_jepa" in modes and "step_jepa_multipass" in modes:
+        values["step_jepa_speedup_vs_multipass"] = _ratio(
+            modes["step_jepa_multipass"]["median_step_s"], modes["step_jepa"]["median_step_s"])
+        modes["step_jepa"]["speedup_vs_multipass"] = values["step_jepa_speedup_vs_multipass"]
+    report["targets"] = {
+        key: {"what": what, "value": values[key], "limit": limit, "kind": kind,
+              "met": values[key] <= limit if kind == "max" else values[key] >= limit}
+        for key, what, limit, kind in TARGETS if values.get(key) is not None
+    }
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_report(report: dict) -> str:
+    """The report as a table for the terminal."""
+    cfg, info = report["config"], report["machine"]
+    lines = [
+        f"model {report['model']} on {report['device']} ({info['cpu']}, {info['torch_threads']} threads); "
+        f"batch {cfg['batch_size']}, {cfg['steps']} steps after {cfg['warmup']} warm-up, "
+        f"max_length {cfg['max_length']}, K={cfg['predictors']}; peak memory: {report['memory_method']}",
+        "",
+    ]
+    header = ("mode", "median s", "min s", "max s", "conv tok/s", "peak MB", "time x reg", "mem x reg", "tokens run")
+    rows = [header]
+    for name, r in report["modes"].items():
+        rows.append((name, _fmt(r["median_step_s"], ".3f"), _fmt(r["min_step_s"], ".3f"), _fmt(r["max_step_s"], ".3f"),
+                     _fmt(r["tokens_per_s"], ".0f"), _fmt(r["peak_mem_mb"], ".0f"),
+                     _fmt(r.get("step_time_vs_regular"), ".2f"), _fmt(r.get("peak_mem_vs_regular"), ".2f"),
+                     str(r["processed_tokens"])))
+    widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
+    lines += ["  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    if report.get("eval"):
+        e = report["eval"]
+        lines += ["", f"generation ({e['examples']} prompts, up to {e['max_new_tokens']} new tokens): "
+                  f"batch size 1 {e['batch_size_1']['examples_per_s']:.2f} examples/s, batch size "
+                  f"{e['batched']['batch_size']} {e['batched']['examples_per_s']:.2f} examples/s ({e['speedup']:.2f}x)"]
+    if report["targets"]:
+        lines += ["", "targets:"]
+        for t in report["targets"].values():
+            sign = "<=" if t["kind"] == "max" else ">="
+            lines.append(f"  {t['what']}: {t['value']:.2f} ({sign} {t['limit']}) {'met' if t['met'] else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def run_bench(cfg: BenchConfig) -> int:
+    """Measure every requested mode (and generation with --eval); print the table or the JSON; 0."""
+    device = resolve_device(cfg.device)
+    modes = cfg.mode_list()
+    memory = {}
+    if cfg.isolate:
+        for mode in modes:
+            print(f"bench: peak memory of {mode} (fresh process) ...", file=sys.stderr, flush=True)
+            memory[mode] = _run_isolated(cfg, mode)
+    print(f"bench: step times of {', '.join(modes)}, interleaved ...", file=sys.stderr, flush=True)
+    results = measure_times(cfg, with_memory=not cfg.isolate)
+    for mode in modes:
+        results[mode].update(memory.get(mode, {}))
+    method = next(iter(memory.values()))["memory_method"] if memory else PeakMemory(device).method + (
+        " of each step; modes share one process")
+    for result in results.values():
+        result.pop("memory_method", None)
+    report = {
+        "model": cfg.model_name + (" (tiny random)" if cfg.tiny else ""),
+        "device": device,
+        "machine": machine(device),
+        "memory_method": method,
+        "config": asdict(cfg),
+        "modes": results,
+        "eval": None,
+    }
+    if cfg.eval:
+        print("bench: generation at batch size 1 and batched ...", file=sys.stderr, flush=True)
+        report["eval"] = measure_eval(cfg)
+    add_ratios(report)
+    if cfg.output:
+        write_json_atomic(cfg.output, report)
+    print(json.dumps(report) if cfg.json else format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--memory-worker":
+        raise SystemExit(_worker(sys.argv[2], sys.argv[3]))
+    from stepjepa.cli import main
+
+    raise SystemExit(main(["bench", *sys.argv[1:]]))
