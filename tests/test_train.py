@@ -99,3 +99,14 @@ def test_debug_7_prints_layout_and_trains_nothing(tiny_model_dirs, chat_file, tm
     printed = capsys.readouterr().out
     assert "predictor" in printed and "step_2_copy" in printed and "step_1" in printed
     assert not out.exists()
+
+
+def test_overwrite_output_dir_replaces_own_files_only(tiny_model_dirs, chat_file, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--train_file", str(chat_file), "--regular", "--model_name", str(tiny_model_dirs["gpt2"]),
+            "--output_dir", str(out), *FAST]
+    assert run_command("train", argv) == 0
+    (out / "notes.txt").write_text("mine")
+    assert run_command("train", [*argv, "--overwrite_output_dir"]) == 0
+    assert [row["step"] for row in metrics(out)] == [1, 2]  # not appended to the first run's rows
+    assert (out / "notes.txt").read_text() == "mine"

@@ -17,6 +17,9 @@ from stepjepa.losses import INFONCE_TEMPERATURE
 from stepjepa.models import EMBEDDED_ALIAS
 
 
+METRIC_FILES = ("metrics.jsonl", "eval_metrics.jsonl")
+
+
 def _help(text: str, **extra) -> dict:
     return {"help": text, **extra}
 
@@ -254,6 +257,10 @@ def run_train(cfg: TrainConfig) -> int:
 
     if resume:
         _trim_metrics(cfg.output_dir, resume)
+    else:
+        # A fresh run into an overwritten directory starts its own metric files.
+        for name in METRIC_FILES:
+            Path(cfg.output_dir, name).unlink(missing_ok=True)
     start = time.time()
     with stop_on_signal(trainer) as interrupted:
         result = trainer.train(resume_from_checkpoint=resume)

@@ -1,0 +1,86 @@
+"""Property tests of the packed layout: who sees whom, for any conversation, step split and K."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stepjepa.layout import PackedCollator, allowed_attention, pack_llm_jepa, pack_step_jepa
+from stepjepa.tokenization import EncodedChat, EncodedView
+
+
+@st.composite
+def chats(draw) -> EncodedChat:
+    length = draw(st.integers(4, 40))
+    prompt = draw(st.integers(1, length - 2))
+    cuts = sorted(draw(st.sets(st.integers(prompt + 1, length - 1), max_size=5)))
+    bounds = [prompt, *cuts, length]
+    spans = list(zip(bounds[:-1], bounds[1:]))
+    ids = draw(st.lists(st.integers(3, 90), min_size=length, max_size=length))
+    labels = [-100] * prompt + ids[prompt:]
+    return EncodedChat(ids, labels, prompt, spans, False)
+
+
+def allowed_of(row) -> torch.Tensor:
+    return allowed_attention(torch.tensor([row["block_start"]]), torch.tensor([row["context_end"]]))[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(chats(), st.integers(0, 3))
+def test_step_jepa_visibility(chat, k):
+    row = pack_step_jepa(chat, list(range(100, 100 + k)))
+    allowed = allowed_of(row)
+    n, length = len(row["input_ids"]), len(chat.input_ids)
+    assert allowed.diagonal().all()
+    assert torch.equal(allowed[:length, :length], torch.ones(length, length, dtype=torch.bool).tril())
+    assert not allowed[:length, length:].any()  # the conversation never sees a view block
+    if len(chat.step_spans) < 2:
+        assert n == length and row["view_a_index"] == -1
+        return
+    (_, step1_end), (s2, e2) = chat.step_spans[:2]
+    for i in range(length, length + k):  # predictors: system..step 1, then the predictors before them
+        expected = [j < step1_end or length <= j <= i for j in range(n)]
+        assert allowed[i].tolist() == expected
+        assert row["position_ids"][i] == step1_end + (i - length)
+    copy = range(length + k, n)
+    assert [row["input_ids"][i] for i in copy] == chat.input_ids[s2:e2]
+    for i in copy:  # the step 2 copy sees only itself
+        assert allowed[i].tolist() == [length + k <= j <= i for j in range(n)]
+    assert [row["position_ids"][i] for i in copy] == list(range(e2 - s2))
+    assert row["view_b_index"] == n - 1
+    assert row["view_a_index"] == (length + k - 1 if k else step1_end - 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(chats(), st.integers(1, 8), st.integers(1, 8), st.integers(0, 2))
+def test_llm_jepa_views_see_only_themselves(chat, user_len, assistant_len, k):
+    user = EncodedView(list(range(200, 200 + user_len)), user_len - 1)
+    assistant = EncodedView(list(range(300, 300 + assistant_len)), assistant_len - 1)
+    row = pack_llm_jepa(chat, user, assistant, list(range(100, 100 + k)), None)
+    allowed = allowed_of(row)
+    length, user_block = len(chat.input_ids), user_len + k
+    for i in range(length, len(row["input_ids"])):
+        start = length if i < length + user_block else length + user_block
+        assert allowed[i].tolist() == [start <= j <= i for j in range(len(row["input_ids"]))]
+    assert row["view_a_index"] == length + user_block - 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(chats(), st.integers(0, 3)), min_size=1, max_size=4))
+def test_collated_mask_is_each_rows_mask_with_padding_apart(rows_and_k):
+    rows = [pack_step_jepa(chat, list(range(100, 100 + k))) for chat, k in rows_and_k]
+    batch = PackedCollator(pad_token_id=0)(rows)
+    allowed = batch["attention_mask"][:, 0] == 0
+    width = int(batch["conversation_width"])
+    assert allowed.diagonal(dim1=1, dim2=2).all()  # no fully masked row
+    for b, row in enumerate(rows):
+        length, size = row["conversation_length"], len(row["input_ids"])
+        keep = list(range(length)) + list(range(width, width + size - length))
+        assert torch.equal(allowed[b][keep][:, keep], allowed_of(row))
+        assert batch["input_ids"][b, keep].tolist() == row["input_ids"]
+        padding = [i for i in range(allowed.shape[-1]) if i not in keep]
+        assert not allowed[b][keep][:, padding].any()  # real tokens never see padding
+        for key in ("view_a_index", "view_b_index"):
+            if row[key] >= 0:
+                assert keep[row[key]] == int(batch[key][b])
