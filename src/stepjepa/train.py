@@ -162,13 +162,55 @@ def print_first_batch(tokenizer, rows: list[dict], collator, count: int = 2) -> 
         print(render_layout(tokens, row, allowed))
 
 
+def describe_counts(cfg: TrainConfig, counts, num_predictors: int) -> str:
+    """One line saying what each example of the training file will train."""
+    return (f"mode {cfg.mode}, loss {cfg.loss_kind}, K={num_predictors}: {counts['rows']} examples, "
+            f"{counts['jepa']} with JEPA views, {counts['lm_only_few_steps']} LM-only (fewer than two steps), "
+            f"{counts['lm_only_truncated']} LM-only (views cut by --max_length), {counts['truncated']} truncated, "
+            f"{counts['dropped_no_labels']} dropped (no assistant token within --max_length)")
+
+
+def training_arguments(cfg: TrainConfig, has_eval: bool):
+    """The Trainer's arguments for this run: CPU float32, or bf16 on CUDA where supported."""
+    import torch
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.peak_learning_rate,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=cfg.eval_steps,
+        seed=cfg.seed,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        use_cpu=not cuda,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        **({"activation_checkpointing": True} if cfg.gradient_checkpointing else {}),
+        remove_unused_columns=False,
+        label_names=["labels"],
+        report_to=[],
+        disable_tqdm=cfg.debug == 0,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every parameter takes part in every step
+    )
+
+
 def run_train(cfg: TrainConfig) -> int:
     """Train, save the model (LoRA merged, adapter in ``adapter/``), tokenizer, metrics and summary."""
     check_output_dir(cfg)
     resume = _resume_path(cfg) if cfg.resume_from_checkpoint else None
 
-    import torch
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
 
     from stepjepa.data import load_chats, write_json_atomic
     from stepjepa.examples import build_rows
@@ -182,10 +224,7 @@ def run_train(cfg: TrainConfig) -> int:
     tokenizer = load_tokenizer(cfg.model_name)
     predictor_ids = add_predictor_tokens(tokenizer, cfg.predictors) if cfg.mode != "regular" and cfg.predictors else []
     rows, counts = build_rows(tokenizer, chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length)
-    _say(cfg, 1, f"mode {cfg.mode}, loss {cfg.loss_kind}, K={len(predictor_ids)}: {counts['rows']} examples, "
-                 f"{counts['jepa']} with JEPA views, {counts['lm_only_few_steps']} LM-only (fewer than two steps), "
-                 f"{counts['lm_only_truncated']} LM-only (views cut by --max_length), {counts['truncated']} truncated, "
-                 f"{counts['dropped_no_labels']} dropped (no assistant token within --max_length)")
+    _say(cfg, 1, describe_counts(cfg, counts, len(predictor_ids)))
     if cfg.mode == "step_jepa" and counts["lm_only_few_steps"]:
         print(f"note: {counts['lm_only_few_steps']} examples have fewer than two steps and train with the LM loss only")
     if cfg.step_jepa and cfg.last_token != "auto":
@@ -194,47 +233,21 @@ def run_train(cfg: TrainConfig) -> int:
     if cfg.debug >= 7:
         print_first_batch(tokenizer, rows, collator, min(cfg.batch_size, 2))
         return 0
-    eval_rows = build_rows(tokenizer, eval_chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length)[0] if eval_chats else None
+    eval_rows = None
+    if eval_chats:
+        eval_rows, _ = build_rows(tokenizer, eval_chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length)
 
     set_seed(cfg.seed)
-    cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
     model = load_model(cfg.model_name, attn_implementation=cfg.attn_implementation)
     resize_for_tokenizer(model, tokenizer)
     if cfg.lora:
         model = apply_lora(model, cfg.lora_rank)
+    args = training_arguments(cfg, has_eval=bool(eval_rows))
     trainable, total = trainable_parameter_count(model)
     _say(cfg, 1, f"model {cfg.model_name}: {trainable:,} trainable of {total:,} parameters, "
-                 f"{'cuda bf16' if bf16 else 'cuda fp32' if cuda else 'cpu fp32'}")
+                 f"{args.device.type} {'bf16' if args.bf16 else 'fp32'}")
 
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    args = TrainingArguments(
-        output_dir=cfg.output_dir,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.peak_learning_rate,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        eval_strategy="steps" if eval_rows else "no",
-        eval_steps=cfg.eval_steps,
-        seed=cfg.seed,
-        bf16=bf16,
-        use_cpu=not cuda,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        **({"activation_checkpointing": True} if cfg.gradient_checkpointing else {}),
-        remove_unused_columns=False,
-        label_names=["labels"],
-        report_to=[],
-        disable_tqdm=cfg.debug == 0,
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,  # every parameter takes part in every step
-    )
     trainer = JepaTrainer(
         model=model,
         args=args,
