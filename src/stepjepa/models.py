@@ -52,6 +52,11 @@ def _build_embedded(alias: str, target: Path) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         os.replace(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        # Another process built the same cache first: use its copy.
+        if not (target / "config.json").is_file():
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
