@@ -49,7 +49,7 @@ def test_json_report_has_the_documented_keys_and_sane_values(tiny_model_dirs, ch
     assert processed["regular"] < processed["llm_jepa"]
     assert modes["regular"]["jepa_rows"] == 0
     assert modes["step_jepa"]["jepa_rows"] == modes["step_jepa_multipass"]["jepa_rows"] > 0
-    assert modes["regular"]["step_time_vs_regular"] == 1.0
+    assert modes["regular"]["step_time_vs_regular"] == modes["regular"]["paired_step_time_vs_regular"] == 1.0
     assert modes["step_jepa"]["speedup_vs_multipass"] > 0
     assert {"step_jepa_time_vs_regular", "llm_jepa_time_vs_regular", "step_jepa_speedup_vs_multipass",
             "step_jepa_mem_vs_regular"} == report["targets"].keys()
@@ -57,11 +57,11 @@ def test_json_report_has_the_documented_keys_and_sane_values(tiny_model_dirs, ch
 
 def test_table_output_and_synthetic_data(tiny_model_dirs, capsys):
     cfg = BenchConfig(model_name=str(tiny_model_dirs["gpt2"]), batch_size=1, steps=10, warmup=1, max_length=256,
-                      isolate=False, modes="regular,step_jepa")
+                      isolate=False, modes="regular,step_jepa,llm_jepa,llm_jepa_multipass")
     assert run_bench(cfg) == 0
     table = capsys.readouterr().out
-    assert "median s" in table and "step_jepa" in table and "Step-JEPA step time / regular" in table
-    assert "multi-pass" not in table  # that target needs both step_jepa modes
+    assert "median s" in table and "llm_jepa_multipass" in table and "Step-JEPA step time / regular" in table
+    assert "multi-pass step time" not in table  # that target needs both step_jepa modes
 
 
 def test_isolated_memory_runs_in_a_fresh_process(tiny_model_dirs, chat_file, capsys):
@@ -71,17 +71,18 @@ def test_isolated_memory_runs_in_a_fresh_process(tiny_model_dirs, chat_file, cap
     assert result["peak_mem_mb"] >= result["mem_before_steps_mb"] > 0
 
 
+@pytest.mark.parametrize("mode", ["step_jepa", "llm_jepa"])
 @pytest.mark.parametrize("num_predictors", [0, 2])
-def test_multipass_computes_the_packed_losses(tiny_model_dir, chat_file, num_predictors):
+def test_multipass_computes_the_packed_losses(tiny_model_dir, chat_file, mode, num_predictors):
     tokenizer = load_tokenizer(str(tiny_model_dir))
     predictor_ids = add_predictor_tokens(tokenizer, num_predictors) if num_predictors else []
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     resize_for_tokenizer(model, tokenizer)
     chats = _file_chats(str(chat_file))[:4]
     cfg = tiny_config(tiny_model_dir, chat_file, batch_size=4, predictors=num_predictors)
-    (multipass,), _ = build_batches(cfg, "step_jepa_multipass", tokenizer, chats, predictor_ids)
-    objective = Objective(mode="step_jepa", lbd=0.7, gamma=1.3)
-    rows = [pack_chat(tokenizer, m, "step_jepa", predictor_ids, None, cfg.max_length) for m in chats]
+    (multipass,), _ = build_batches(cfg, f"{mode}_multipass", tokenizer, chats, predictor_ids)
+    objective = Objective(mode=mode, lbd=0.7, gamma=1.3)
+    rows = [pack_chat(tokenizer, m, mode, predictor_ids, None, cfg.max_length) for m in chats]
     packed = compute_objective(model, PackedCollator(tokenizer.pad_token_id)(rows), objective)
     straightforward = multipass_objective(model, multipass, objective)
     tol = dict(rtol=1e-4, atol=1e-5)

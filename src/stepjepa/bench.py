@@ -9,6 +9,8 @@ Modes, each timed as a full training step (forward, backward, AdamW step):
   (view_a), step 2 alone (view_b). Each pass is padded to its own longest row, uses the model's plain
   causal mask, and runs the LM head on the labelled window only, as the packed pass does: the difference
   measured is the packing, nothing else.
+- ``llm_jepa_multipass`` (only with ``--modes``): LLM-JEPA's losses the same way, the conversations, the
+  user messages alone (with the K predictors) and the assistant messages alone as three batches.
 
 Timing: every mode trains one model with one AdamW optimiser, interleaved: round i runs batch i in every
 mode (the order rotated each round), so load changes on a shared machine hit all modes alike. Median, min
@@ -48,7 +50,10 @@ from stepjepa.data import DEFAULT_SYSTEM_PROMPT, read_jsonl, write_json_atomic
 from stepjepa.errors import UsageError
 from stepjepa.models import EMBEDDED_ALIAS
 
-MODES = ("regular", "llm_jepa", "step_jepa", "step_jepa_multipass")
+MODES = ("regular", "llm_jepa", "step_jepa", "step_jepa_multipass")  # the default run
+# Multi-pass modes and the packed mode whose losses they compute; llm_jepa_multipass runs only when asked.
+MULTIPASS = {"step_jepa_multipass": "step_jepa", "llm_jepa_multipass": "llm_jepa"}
+ALL_MODES = MODES + ("llm_jepa_multipass",)
 MIN_MEASURED_STEPS = 10
 # Issue 5's targets: (report key, description, limit, "max" or "min").
 TARGETS = (
@@ -89,7 +94,8 @@ class BenchConfig:
     lora_rank: int = field(default=16, metadata=_help("LoRA rank."))
     learning_rate: float = field(default=1e-5, metadata=_help("AdamW learning rate."))
     seed: int = field(default=0, metadata=_help("Seed of the row choice, new token embeddings and LoRA init."))
-    modes: str = field(default=",".join(MODES), metadata=_help(f"Comma-separated modes to run, of {', '.join(MODES)}."))
+    modes: str = field(default=",".join(MODES), metadata=_help(
+        f"Comma-separated modes to run, of {', '.join(ALL_MODES)}."))
     device: str = field(default="auto", metadata=_help("auto (cuda if available, else cpu), cpu, cuda or cuda:N."))
     isolate: bool = field(default=True, metadata=_help(
         "Measure each mode's peak memory in a fresh process (comparable between modes; slower)."))
@@ -121,9 +127,9 @@ class BenchConfig:
         if self.data_file is not None and not Path(self.data_file).is_file():
             raise UsageError(f"--data_file {self.data_file}: no such file")
         modes = self.mode_list()
-        unknown = [m for m in modes if m not in MODES]
+        unknown = [m for m in modes if m not in ALL_MODES]
         if unknown or not modes or len(set(modes)) != len(modes):
-            raise UsageError(f"--modes '{self.modes}': give distinct modes of {', '.join(MODES)}, comma-separated")
+            raise UsageError(f"--modes '{self.modes}': give distinct modes of {', '.join(ALL_MODES)}, comma-separated")
 
     def mode_list(self) -> list[str]:
         return [m.strip() for m in self.modes.split(",") if m.strip()]
@@ -231,14 +237,43 @@ def _right_pad(sequences: list[list[int]], pad: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
-def multipass_batch(tokenizer: Any, chats: list[list[dict]], predictor_ids: list[int], max_length: int) -> dict:
-    """Three separately padded batches: conversations, contexts (system..step 1 + K predictors), steps 2 alone.
-
-    ``view_rows`` are the rows with two whole steps; ``context_last``/``target_last`` index each view's
-    embedding in its own batch; with K = 0 the context embedding is step 1's last token of the conversation
-    pass (``step1_last``), and no context pass runs.
+def _view_pair(tokenizer: Any, messages: list[dict], chat: Any, mode: str, predictor_ids: list[int],
+               max_length: int) -> tuple[list[int] | None, int, list[int], int] | None:
+    """``(view_a ids, view_a index, view_b ids, view_b index)`` of one chat, each view as its own sequence, or
+    None when the chat has no JEPA pair (the packed layout trains it with LM only). view_a ids None: the
+    Step-JEPA identity predictor (K = 0), whose view_a is step 1's last token in the conversation pass.
     """
     from stepjepa.layout import has_step_views
+    from stepjepa.tokenization import encode_view
+
+    k = len(predictor_ids)
+    if mode == "step_jepa":
+        if not has_step_views(chat):
+            return None
+        (_, step1_end), (step2_start, step2_end) = chat.step_spans[:2]
+        step2 = chat.input_ids[step2_start:step2_end]
+        if not k:
+            return None, step1_end - 1, step2, len(step2) - 1
+        return chat.input_ids[:step1_end] + list(predictor_ids), step1_end + k - 1, step2, len(step2) - 1
+    # LLM-JEPA: the user message alone with the predictors after its content; the assistant message alone.
+    user = encode_view(tokenizer, next(m for m in messages if m["role"] == "user"), max_length)
+    assistant = encode_view(tokenizer, messages[-1], max_length)
+    if user.last_content_index < 0 or assistant.last_content_index < 0:
+        return None
+    cut = user.last_content_index + 1
+    user_ids = user.input_ids[:cut] + list(predictor_ids) + user.input_ids[cut:]
+    return user_ids, user.last_content_index + k, assistant.input_ids, assistant.last_content_index
+
+
+def multipass_batch(tokenizer: Any, chats: list[list[dict]], mode: str, predictor_ids: list[int],
+                    max_length: int) -> dict:
+    """Separately padded batches for the straightforward computation of ``mode`` (step_jepa or llm_jepa):
+    the conversations (LM loss), the view_a sequences, the view_b sequences.
+
+    ``view_rows`` are the conversations with a JEPA pair; ``view_a_index``/``view_b_index`` locate each
+    embedding in its own sequence; without ``view_a_ids`` (Step-JEPA, K = 0) view_a is read from the
+    conversation pass at ``view_a_index``.
+    """
     from stepjepa.tokenization import IGNORE_INDEX, encode_chat
 
     pad = tokenizer.pad_token_id
@@ -247,19 +282,17 @@ def multipass_batch(tokenizer: Any, chats: list[list[dict]], predictor_ids: list
     labels, _ = _right_pad([c.labels for c in encoded], IGNORE_INDEX)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
              "num_tokens": torch.tensor(sum(len(c.input_ids) for c in encoded))}
-    rows = [b for b, c in enumerate(encoded) if has_step_views(c)]
+    pairs = [_view_pair(tokenizer, m, c, mode, predictor_ids, max_length) for m, c in zip(chats, encoded)]
+    rows = [b for b, pair in enumerate(pairs) if pair is not None]
     batch["view_rows"] = torch.tensor(rows, dtype=torch.long)
     if not rows:
         return batch
-    steps = [encoded[b].step_spans[:2] for b in rows]
-    contexts = [encoded[b].input_ids[: step1[1]] + list(predictor_ids) for b, (step1, _) in zip(rows, steps)]
-    targets = [encoded[b].input_ids[step2[0] : step2[1]] for b, (_, step2) in zip(rows, steps)]
-    batch["step1_last"] = torch.tensor([step1[1] - 1 for step1, _ in steps])
-    if predictor_ids:
-        batch["context_ids"], batch["context_mask"] = _right_pad(contexts, pad)
-        batch["context_last"] = torch.tensor([len(c) - 1 for c in contexts])
-    batch["target_ids"], batch["target_mask"] = _right_pad(targets, pad)
-    batch["target_last"] = torch.tensor([len(t) - 1 for t in targets])
+    a_ids, a_index, b_ids, b_index = zip(*(pairs[b] for b in rows))
+    if a_ids[0] is not None:
+        batch["view_a_ids"], batch["view_a_mask"] = _right_pad(list(a_ids), pad)
+    batch["view_a_index"] = torch.tensor(a_index)
+    batch["view_b_ids"], batch["view_b_mask"] = _right_pad(list(b_ids), pad)
+    batch["view_b_index"] = torch.tensor(b_index)
     return batch
 
 
@@ -269,35 +302,34 @@ def _labelled_window(labels: torch.Tensor) -> tuple[int, int]:
     return int(labelled[0]) - 1, int(labelled[-1])
 
 
-def _last_hidden(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """``(N, D)``: the last-layer hidden state of each row at ``last`` in a plain causal pass."""
+def _view_hidden(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``(N, D)``: the last-layer hidden state of each row at ``index`` in a plain causal pass over the views."""
     out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False, logits_to_keep=1)
-    return out.hidden_states[-1][torch.arange(len(ids), device=ids.device), last]  # (N, D)
+    return out.hidden_states[-1][torch.arange(len(ids), device=ids.device), index]  # (N, D)
 
 
 def multipass_objective(model: torch.nn.Module, batch: dict, objective: Any) -> Any:
-    """Step-JEPA's ``gamma * LM + lbd * JEPA`` by one forward pass per view; the packed pass's
-    :class:`~stepjepa.objective.ObjectiveOutput`, equal to it up to float rounding.
+    """``gamma * LM + lbd * JEPA`` by one forward pass per view (see :func:`multipass_batch`); the packed
+    pass's :class:`~stepjepa.objective.ObjectiveOutput`, equal to it up to float rounding.
     """
     from stepjepa.losses import jepa_loss, lm_loss
     from stepjepa.objective import ObjectiveOutput
 
     rows = batch["view_rows"]
-    identity = "context_ids" not in batch  # K = 0: view_a comes from the conversation pass
+    identity = len(rows) > 0 and "view_a_ids" not in batch  # Step-JEPA K = 0: view_a from the conversation pass
     lo, hi = _labelled_window(batch["labels"])
     out = model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
-        output_hidden_states=identity and len(rows) > 0,
-        logits_to_keep=torch.arange(lo, hi, device=batch["input_ids"].device),
+        output_hidden_states=identity, logits_to_keep=torch.arange(lo, hi, device=batch["input_ids"].device),
     )
     lm = lm_loss(out.logits, batch["labels"][:, lo + 1 : hi + 1])  # logits (B, hi-lo, V)
     if len(rows) == 0:
         return ObjectiveOutput(objective.gamma * lm, lm, None, None, None)
     if identity:
-        view_a = out.hidden_states[-1][rows, batch["step1_last"]]  # (N, D)
+        view_a = out.hidden_states[-1][rows, batch["view_a_index"]]  # (N, D)
     else:
-        view_a = _last_hidden(model, batch["context_ids"], batch["context_mask"], batch["context_last"])
-    view_b = _last_hidden(model, batch["target_ids"], batch["target_mask"], batch["target_last"])
+        view_a = _view_hidden(model, batch["view_a_ids"], batch["view_a_mask"], batch["view_a_index"])
+    view_b = _view_hidden(model, batch["view_b_ids"], batch["view_b_mask"], batch["view_b_index"])
     jepa = jepa_loss(view_a, view_b, objective.loss, objective.temperature)
     return ObjectiveOutput(objective.gamma * lm + objective.lbd * jepa, lm, jepa, view_a, view_b)
 
@@ -316,8 +348,8 @@ def build_batches(cfg: BenchConfig, mode: str, tokenizer: Any, chats: list[list[
     for start in range(0, len(chats), cfg.batch_size):
         group = chats[start : start + cfg.batch_size]
         began = time.perf_counter()
-        if mode == "step_jepa_multipass":
-            batch = multipass_batch(tokenizer, group, predictor_ids, cfg.max_length)
+        if mode in MULTIPASS:
+            batch = multipass_batch(tokenizer, group, MULTIPASS[mode], predictor_ids, cfg.max_length)
         else:
             batch = collator([pack_chat(tokenizer, m, mode, predictor_ids, None, cfg.max_length) for m in group])
         build_s.append(time.perf_counter() - began)
@@ -329,8 +361,8 @@ def loss_function(mode: str) -> Callable[[torch.nn.Module, dict], Any]:
     """``(model, batch) -> ObjectiveOutput`` of a mode, with the default objective (cosine, lbd 0.1, gamma 1)."""
     from stepjepa.objective import Objective, compute_objective
 
-    if mode == "step_jepa_multipass":
-        objective = Objective(mode="step_jepa")
+    if mode in MULTIPASS:
+        objective = Objective(mode=MULTIPASS[mode])
         return lambda model, batch: multipass_objective(model, batch, objective)
     objective = Objective(mode=mode)
     return lambda model, batch: compute_objective(model, batch, objective)
@@ -338,8 +370,8 @@ def loss_function(mode: str) -> Callable[[torch.nn.Module, dict], Any]:
 
 def _token_counts(mode: str, batch: dict) -> tuple[int, int, int]:
     """(conversation tokens, tokens run through the model incl. padding, rows with a JEPA pair)."""
-    if mode == "step_jepa_multipass":
-        processed = sum(batch[key].numel() for key in ("input_ids", "context_ids", "target_ids") if key in batch)
+    if mode in MULTIPASS:
+        processed = sum(batch[key].numel() for key in ("input_ids", "view_a_ids", "view_b_ids") if key in batch)
         return int(batch["num_tokens"]), processed, len(batch["view_rows"])
     return int(batch["num_tokens"]), batch["input_ids"].numel(), int((batch["view_a_index"] >= 0).sum())
 
@@ -402,8 +434,10 @@ class StepRunner:
     def __init__(self, cfg: BenchConfig, device: str):
         self.device = device
         self.model, self.tokenizer, self.predictor_ids = load_bench_model(cfg, device)
-        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate)
-        self.losses = {mode: loss_function(mode) for mode in MODES}
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        # Fused AdamW, as the Trainer's default optimiser (adamw_torch_fused) is.
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, fused=True)
+        self.losses = {mode: loss_function(mode) for mode in ALL_MODES}
 
     def step(self, mode: str, batch: dict) -> float:
         """Seconds of forward + backward + optimiser step (device synchronised at both ends)."""
@@ -460,7 +494,7 @@ def measure_times(cfg: BenchConfig, with_memory: bool) -> dict[str, dict]:
             # Each step's conversation tokens over its time; the median of those.
             "tokens_per_s": statistics.median(n / t for n, t in zip(conversation, times[mode])),
             "peak_mem_mb": round(peaks[mode], 1) if with_memory else None,
-            "step_s": [round(t, 4) for t in times[mode]],
+            "step_s": times[mode],
             "conversation_tokens": sum(conversation),
             "processed_tokens": sum(c[1] for c in counts),
             "jepa_rows": sum(c[2] for c in counts),
@@ -579,18 +613,23 @@ def add_ratios(report: dict) -> None:
     for name, result in modes.items():
         if regular:
             result["step_time_vs_regular"] = _ratio(result["median_step_s"], regular["median_step_s"])
+            # Robustness checks on a noisy machine: the ratio of the fastest steps, and the median of the
+            # per-round ratios (each pair ran the same batch, moments apart).
+            result["min_step_time_vs_regular"] = _ratio(result["min_step_s"], regular["min_step_s"])
+            result["paired_step_time_vs_regular"] = statistics.median(
+                a / b for a, b in zip(result["step_s"], regular["step_s"]))
             result["tokens_per_s_vs_regular"] = _ratio(result["tokens_per_s"], regular["tokens_per_s"])
             result["peak_mem_vs_regular"] = _ratio(result["peak_mem_mb"], regular["peak_mem_mb"])
+    for multipass, packed in MULTIPASS.items():
+        if multipass in modes and packed in modes:
+            modes[packed]["speedup_vs_multipass"] = _ratio(modes[multipass]["median_step_s"], modes[packed]["median_step_s"])
     values = {
         "step_jepa_time_vs_regular": modes.get("step_jepa", {}).get("step_time_vs_regular"),
         "llm_jepa_time_vs_regular": modes.get("llm_jepa", {}).get("step_time_vs_regular"),
         "step_jepa_mem_vs_regular": modes.get("step_jepa", {}).get("peak_mem_vs_regular"),
         "eval_batched_speedup": (report.get("eval") or {}).get("speedup"),
     }
-    if "step_jepa" in modes and "step_jepa_multipass" in modes:
-        values["step_jepa_speedup_vs_multipass"] = _ratio(
-            modes["step_jepa_multipass"]["median_step_s"], modes["step_jepa"]["median_step_s"])
-        modes["step_jepa"]["speedup_vs_multipass"] = values["step_jepa_speedup_vs_multipass"]
+    values["step_jepa_speedup_vs_multipass"] = modes.get("step_jepa", {}).get("speedup_vs_multipass")
     report["targets"] = {
         key: {"what": what, "value": values[key], "limit": limit, "kind": kind,
               "met": values[key] <= limit if kind == "max" else values[key] >= limit}
@@ -611,13 +650,14 @@ def format_report(report: dict) -> str:
         f"max_length {cfg['max_length']}, K={cfg['predictors']}; peak memory: {report['memory_method']}",
         "",
     ]
-    header = ("mode", "median s", "min s", "max s", "conv tok/s", "peak MB", "time x reg", "mem x reg", "tokens run")
+    header = ("mode", "median s", "min s", "max s", "conv tok/s", "peak MB", "time x reg", "paired x reg",
+              "mem x reg", "tokens run")
     rows = [header]
     for name, r in report["modes"].items():
         rows.append((name, _fmt(r["median_step_s"], ".3f"), _fmt(r["min_step_s"], ".3f"), _fmt(r["max_step_s"], ".3f"),
                      _fmt(r["tokens_per_s"], ".0f"), _fmt(r["peak_mem_mb"], ".0f"),
-                     _fmt(r.get("step_time_vs_regular"), ".2f"), _fmt(r.get("peak_mem_vs_regular"), ".2f"),
-                     str(r["processed_tokens"])))
+                     _fmt(r.get("step_time_vs_regular"), ".2f"), _fmt(r.get("paired_step_time_vs_regular"), ".2f"),
+                     _fmt(r.get("peak_mem_vs_regular"), ".2f"), str(r["processed_tokens"])))
     widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
     lines += ["  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(row, widths))) for row in rows]
     if report.get("eval"):
