@@ -164,7 +164,8 @@ def print_first_batch(tokenizer, rows: list[dict], collator, count: int = 2) -> 
 
 def describe_counts(cfg: TrainConfig, counts, num_predictors: int) -> str:
     """One line saying what each example of the training file will train."""
-    return (f"mode {cfg.mode}, loss {cfg.loss_kind}, K={num_predictors}: {counts['rows']} examples, "
+    objective = "LM only" if cfg.mode == "regular" else f"loss {cfg.loss_kind}, K={num_predictors}"
+    return (f"mode {cfg.mode}, {objective}: {counts['rows']} examples, "
             f"{counts['jepa']} with JEPA views, {counts['lm_only_few_steps']} LM-only (fewer than two steps), "
             f"{counts['lm_only_truncated']} LM-only (views cut by --max_length), {counts['truncated']} truncated, "
             f"{counts['dropped_no_labels']} dropped (no assistant token within --max_length)")
