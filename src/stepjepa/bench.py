@@ -103,8 +103,9 @@ class BenchConfig:
     output: Optional[str] = field(default=None, metadata=_help("Also write the JSON report to this file."))
     eval: bool = field(default=False, metadata=_help(
         "Also time batched generation: examples/s at batch size 1 and at --eval_batch_size."))
-    eval_examples: int = field(default=8, metadata=_help("Prompts generated in each --eval run."))
-    eval_batch_size: int = field(default=8, metadata=_help("The larger generation batch of --eval."))
+    eval_examples: int = field(default=16, metadata=_help("Prompts generated in each --eval run."))
+    eval_batch_size: int = field(default=16, metadata=_help(
+        "The larger generation batch of --eval (stepjepa evaluate's default batch size)."))
     eval_max_new_tokens: int = field(default=128, metadata=_help("Most tokens generated per prompt in --eval."))
 
     def __post_init__(self) -> None:
@@ -536,6 +537,9 @@ def _round(value: float | None) -> float | None:
 def measure_eval(cfg: BenchConfig) -> dict:
     """Examples/s of greedy generation with :func:`stepjepa.evaluate.generate_responses` at batch size 1
     and at ``cfg.eval_batch_size``, on the same prompts (system + user of the bench's chats).
+
+    Each batch size runs twice, in the order 1, N, N, 1, and its two times are averaged: a load that
+    drifts steadily on a shared machine then weighs on both alike.
     """
     from stepjepa.evaluate import generate_responses
 
@@ -544,17 +548,20 @@ def measure_eval(cfg: BenchConfig) -> dict:
     model.eval()
     prompts = [m[:-1] for m in bench_chats(cfg, tokenizer)[: cfg.eval_examples]]
     generate_responses(model, tokenizer, prompts[:1], batch_size=1, max_new_tokens=4)  # warm-up
-    runs = {}
-    for batch_size in (1, cfg.eval_batch_size):
+    seconds, generated = {1: [], cfg.eval_batch_size: []}, {}
+    for batch_size in (1, cfg.eval_batch_size, cfg.eval_batch_size, 1):
         _sync(device)
         began = time.perf_counter()
         responses = generate_responses(model, tokenizer, prompts, batch_size=batch_size,
                                        max_new_tokens=cfg.eval_max_new_tokens)
         _sync(device)
-        seconds = time.perf_counter() - began
-        generated = sum(len(ids) for ids in tokenizer(responses, add_special_tokens=False)["input_ids"])
-        runs[batch_size] = {"batch_size": batch_size, "seconds": seconds, "examples_per_s": len(prompts) / seconds,
-                            "generated_tokens": generated}
+        seconds[batch_size].append(time.perf_counter() - began)
+        generated[batch_size] = sum(len(ids) for ids in tokenizer(responses, add_special_tokens=False)["input_ids"])
+    runs = {
+        size: {"batch_size": size, "seconds": statistics.mean(times), "seconds_runs": times,
+               "examples_per_s": len(prompts) / statistics.mean(times), "generated_tokens": generated[size]}
+        for size, times in seconds.items()
+    }
     single, batched = runs[1], runs[cfg.eval_batch_size]
     return {"examples": len(prompts), "max_new_tokens": cfg.eval_max_new_tokens, "batch_size_1": single,
             "batched": batched, "speedup": batched["examples_per_s"] / single["examples_per_s"]}
