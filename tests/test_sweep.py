@@ -29,8 +29,10 @@ def data_files(tmp_path) -> tuple[Path, Path]:
 
 
 def config(data_files, output_dir: Path, **overrides) -> SweepConfig:
+    """A sweep of the grid alone (no base row, no probe) unless the overrides ask for them."""
     train_file, test_file = data_files
-    values = dict(train_file=str(train_file), test_file=str(test_file), output_dir=str(output_dir), model_name="m")
+    values = dict(train_file=str(train_file), test_file=str(test_file), output_dir=str(output_dir), model_name="m",
+                  no_base=True, no_probe=True)
     return SweepConfig(**{**values, **overrides})
 
 
