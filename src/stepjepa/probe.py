@@ -10,7 +10,6 @@ has) and the model's K.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from stepjepa.examples import pack_chat
 from stepjepa.layout import NO_VIEW, PackedCollator
 from stepjepa.models import PREDICTOR_TOKEN, load_model, load_tokenizer
 from stepjepa.objective import Objective, compute_objective
+from stepjepa.tokenization import IGNORE_INDEX
 from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, inference_dtype, resolve_device
 
 PROBE_MODES = ("step_jepa", "llm_jepa")
@@ -133,31 +133,35 @@ def model_predictor_count(tokenizer: Any) -> int:
     return k
 
 
-@torch.inference_mode()
-def view_embeddings(model: Any, tokenizer: Any, chats: list[list[dict]], mode: str, predictor_ids: list[int],
-                    max_length: int, batch_size: int, progress: Any = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """``view_a (N, D)``, ``view_b (N, D)`` of the chats that have views, and their mean held-out LM loss."""
+def view_rows(tokenizer: Any, chats: list[list[dict]], mode: str, predictor_ids: list[int],
+              max_length: int) -> list[dict[str, Any]]:
+    """The packed training rows of the chats that have ``mode``'s views (the others are left out)."""
     rows = [pack_chat(tokenizer, chat, mode, predictor_ids, None, max_length) for chat in chats]
-    rows = [row for row in rows if row["view_a_index"] != NO_VIEW]
+    return [row for row in rows if row["view_a_index"] != NO_VIEW]
+
+
+@torch.inference_mode()
+def view_embeddings(model: Any, tokenizer: Any, rows: list[dict[str, Any]], mode: str, batch_size: int,
+                    progress: Any = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``view_a (N, D)``, ``view_b (N, D)`` of N packed rows with views, and their token-weighted LM loss."""
     collator = PackedCollator(tokenizer.pad_token_id)
     device = next(model.parameters()).device
     view_a, view_b, lm_sum, lm_tokens = [], [], 0.0, 0
     for start in range(0, len(rows), batch_size):
-        batch = {k: v.to(device) for k, v in collator(rows[start : start + batch_size]).items()}
+        chunk = rows[start : start + batch_size]
+        batch = {key: value.to(device) for key, value in collator(chunk).items()}
         out = compute_objective(model, batch, Objective(mode=mode))
         view_a.append(out.view_a.float().cpu())
         view_b.append(out.view_b.float().cpu())
-        labelled = int((batch["labels"] != -100).sum())
+        labelled = int((batch["labels"] != IGNORE_INDEX).sum())
         lm_sum, lm_tokens = lm_sum + float(out.lm_loss) * labelled, lm_tokens + labelled
         if progress is not None:
-            progress.update(len(rows[start : start + batch_size]))
-    if not rows:
-        return torch.empty(0), torch.empty(0), math.nan
+            progress.update(len(chunk))
     return torch.cat(view_a), torch.cat(view_b), lm_sum / lm_tokens
 
 
 def probe_model(cfg: ProbeConfig) -> dict[str, Any]:
-    """Load the model, compute each view's embeddings on the test chats, return the summary."""
+    """Build each view's rows (checked before the model loads), embed them, return the summary."""
     from tqdm.auto import tqdm
 
     chats = load_chats(cfg.test_file)[: cfg.max_examples]
@@ -167,22 +171,21 @@ def probe_model(cfg: ProbeConfig) -> dict[str, Any]:
     if k > available:
         raise UsageError(f"model '{cfg.model_path}' has {available} predictor tokens; --predictors {k} asks for "
                          f"{PREDICTOR_TOKEN.format(available + 1)}")
+    predictor_ids = tokenizer.convert_tokens_to_ids([PREDICTOR_TOKEN.format(i) for i in range(1, k + 1)])
+    rows = {kind: view_rows(tokenizer, chats, cfg.mode, predictor_ids[:kind], cfg.max_length)
+            for kind in [0] + ([k] if k else [])}
+    if len(rows[0]) < 2:
+        raise UsageError(f"{cfg.test_file}: {len(rows[0])} of {len(chats)} chats have {cfg.mode} views "
+                         f"(Step-JEPA needs two whole steps within --max_length); the probe needs 2 or more")
     device = resolve_device(cfg.device)
     dtype = inference_dtype(device, cfg.bf16, cfg.no_bf16)
     model = load_model(cfg.model_path, dtype=dtype).to(device).eval()
-    kinds = [0] + ([k] if k else [])
-    predictor_ids = tokenizer.convert_tokens_to_ids([PREDICTOR_TOKEN.format(i) for i in range(1, k + 1)])
     views, lm_loss = {}, None
-    with tqdm(total=len(chats) * len(kinds), desc=f"probe {cfg.model_path}", unit="chat",
+    with tqdm(total=sum(map(len, rows.values())), desc=f"probe {cfg.model_path}", unit="view",
               disable=cfg.debug == 0) as bar:
-        for kind in kinds:
-            view_a, view_b, loss = view_embeddings(model, tokenizer, chats, cfg.mode, predictor_ids[:kind],
-                                                   cfg.max_length, cfg.batch_size, bar)
-            if len(view_a) < 2:
-                raise UsageError(f"{cfg.test_file}: {len(view_a)} of {len(chats)} chats have {cfg.mode} views "
-                                 f"(Step-JEPA needs two whole steps within --max_length); the probe needs 2 or more")
+        for kind, kind_rows in rows.items():
+            view_a, view_b, lm_loss = view_embeddings(model, tokenizer, kind_rows, cfg.mode, cfg.batch_size, bar)
             views[f"k{kind}"] = alignment_metrics(view_a, view_b)
-            lm_loss = loss
     return {
         "model_path": cfg.model_path,
         "test_file": cfg.test_file,
