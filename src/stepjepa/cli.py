@@ -55,6 +55,10 @@ def run_command(command: str, argv: list[str], prog: str | None = None) -> int:
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # A second Ctrl-C during training, or one in a command without its own handler.
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 from stepjepa.data import append_jsonl, read_jsonl
 from stepjepa.errors import UsageError
+from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.models import EMBEDDED_ALIAS
 
 MODES = ("regular", "llm_jepa", "step_jepa")
@@ -34,8 +35,8 @@ SWEEP_EVAL_FLAGS = {"--model_path", "--test_file", "--output_file", "--max_examp
 # The YAML types of the fields that are not lists (list fields take a scalar or a list).
 YAML_SCALARS = {"train_file": str, "test_file": str, "model_name": str, "output_dir": str, "launcher": str,
                 "train_args": str, "eval_args": str, "dry_run": bool, "max_examples": int}
-# Exit statuses of a child stopped by Ctrl-C: the sweep stops too instead of starting the next run.
-INTERRUPTED = (130, -signal.SIGINT)
+# Exit statuses of a child stopped by Ctrl-C or SIGTERM -> the signal: the sweep stops too instead of going on.
+INTERRUPTED = {130: signal.SIGINT, -signal.SIGINT: signal.SIGINT, 143: signal.SIGTERM, -signal.SIGTERM: signal.SIGTERM}
 
 # A runner executes one command line and returns its exit status.
 Runner = Callable[[list[str]], int]
@@ -86,6 +87,9 @@ class SweepConfig:
         self.lbd = _unique(_as_list(self.lbd, float, "lbd"))
         self.predictors = _unique(_as_list(self.predictors, int, "predictors"))
         self.losses = _unique(_as_list(self.losses, str, "losses"))
+        check_finite_floats(self)
+        for seed in self.seeds:
+            check_seed("seeds", seed)
         for name, allowed in (("modes", MODES), ("losses", tuple(LOSS_FLAGS))):
             bad = [value for value in getattr(self, name) if value not in allowed]
             if bad:
@@ -211,14 +215,15 @@ def plan_runs(cfg: SweepConfig) -> list[Run]:
     return runs
 
 
-def train_command(cfg: SweepConfig, run: Run, run_dir: Path, overwrite: bool) -> list[str]:
+def train_command(cfg: SweepConfig, run: Run, run_dir: Path, overwrite: bool, resume: bool = False) -> list[str]:
     """The command line that trains one run (the launcher, or this Python, then `-m stepjepa train`)."""
     start = _split(cfg.launcher, "launcher") or [sys.executable]
     return [
         *start, "-m", "stepjepa", "train",
         "--train_file", str(cfg.train_file), "--model_name", cfg.model_name, "--output_dir", str(run_dir),
         "--seed", str(run.seed), *run.mode_flags(), *_split(cfg.train_args, "train_args"),
-        *(["--overwrite_output_dir"] if overwrite else []),
+        *(["--overwrite_output_dir"] if overwrite and not resume else []),
+        *(["--resume_from_checkpoint", "latest"] if resume else []),
     ]
 
 
@@ -279,14 +284,39 @@ def run_status(output_dir: Path, run: Run, ledger: dict[str, dict]) -> str:
     return "redo" if run_dir.exists() else "new"
 
 
-def run_child(argv: list[str]) -> int:
-    """Run one command as a child process sharing this terminal; its exit status."""
-    process = subprocess.Popen(argv)
+class ChildRunner:
+    """Runs each command as a child in its own process group, so a terminal's Ctrl-C reaches the sweep alone;
+    ``forward`` (the sweep's SIGINT/SIGTERM handler) passes each signal on to the running child, which
+    checkpoints and exits. After a signal no further child starts."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.signal: int | None = None
+
+    def __call__(self, argv: list[str]) -> int:
+        if self.signal:
+            return 128 + self.signal
+        self.process = subprocess.Popen(argv, process_group=0)
+        try:
+            return self.process.wait()
+        finally:
+            self.process = None
+
+    def forward(self, signum: int, frame) -> None:
+        self.signal = signum
+        if self.process is not None:
+            self.process.send_signal(signum)
+
+
+def has_whole_checkpoint(run_dir: Path) -> bool:
+    """Whether training in ``run_dir`` can resume (a whole checkpoint is there)."""
+    from stepjepa.checkpoints import latest_complete
+
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        # The child got the same Ctrl-C (one process group): let it save its checkpoint and exit.
-        return process.wait()
+        latest_complete(run_dir)
+    except UsageError:
+        return False
+    return True
 
 
 def _read_json(path: Path) -> dict | None:
@@ -323,10 +353,15 @@ def ledger_entry(cfg: SweepConfig, run: Run, train: dict, evaluation: dict, seco
 def execute_run(cfg: SweepConfig, run: Run, run_dir: Path, redo: bool, runner: Runner) -> tuple[int, dict | None]:
     """Train then evaluate one run: ``(0, ledger entry)``, or the failing step's exit status and None."""
     started = time.perf_counter()
+    resume = redo and has_whole_checkpoint(run_dir)
     if redo:
-        for name in STALE_OUTPUTS:
+        # A resumed run keeps its metrics (train trims them to the checkpoint) and, when its training had
+        # finished, the evaluation of that same model.
+        finished = (run_dir / "train_summary.json").is_file()
+        stale = (EVAL_OUTPUT, EVAL_SUMMARY) if resume and not finished else () if resume else STALE_OUTPUTS
+        for name in stale:
             (run_dir / name).unlink(missing_ok=True)
-    status = runner(train_command(cfg, run, run_dir, overwrite=redo))
+    status = runner(train_command(cfg, run, run_dir, overwrite=redo, resume=resume))
     if status:
         return status, None
     train = _read_json(run_dir / "train_summary.json")
@@ -343,8 +378,20 @@ def execute_run(cfg: SweepConfig, run: Run, run_dir: Path, redo: bool, runner: R
     return 0, ledger_entry(cfg, run, train, evaluation, time.perf_counter() - started)
 
 
-def run_sweep(cfg: SweepConfig, runner: Runner = run_child) -> int:
-    """Run every unfinished run of the grid in turn; 0 when all are finished, 1 if any failed, 130 if interrupted."""
+def run_sweep(cfg: SweepConfig, runner: Runner | None = None) -> int:
+    """Run every unfinished run of the grid in turn; 0 when all are finished, 1 if any failed, 130 / 143 if
+    interrupted by SIGINT / SIGTERM (passed on to the running child, which checkpoints; a rerun resumes it)."""
+    runner = runner or ChildRunner()
+    forward = getattr(runner, "forward", None)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)} if forward else {}
+    try:
+        return _run_grid(cfg, runner)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_grid(cfg: SweepConfig, runner: Runner) -> int:
     for name in ("train_file", "test_file"):
         if not Path(getattr(cfg, name)).is_file():
             raise UsageError(f"--{name} {getattr(cfg, name)}: no such file")
@@ -376,9 +423,14 @@ def run_sweep(cfg: SweepConfig, runner: Runner = run_child) -> int:
         run_dir = output_dir / run.name
         print(f"[{number}/{len(pending)}] {run.name}{' (redone)' if status[run.name] == 'redo' else ''}", flush=True)
         code, entry = execute_run(cfg, run, run_dir, status[run.name] == "redo", runner)
-        if code in INTERRUPTED:
-            print(f"stepjepa sweep: interrupted during {run.name}; run the same command again to go on", file=sys.stderr)
-            return 130
+        received = getattr(runner, "signal", None) or INTERRUPTED.get(code)
+        if received and entry is not None:
+            append_jsonl(ledger_path, entry)  # it finished just as the signal came
+        if received:
+            state = "finished" if entry else "unfinished (not in the ledger)"
+            print(f"stepjepa sweep: interrupted by {signal.Signals(received).name} during {run.name}, which is "
+                  f"{state}; run the same command again to go on", file=sys.stderr)
+            return 128 + received
         if entry is None:
             print(f"stepjepa sweep: {run.name} failed (exit status {code}); the sweep goes on", file=sys.stderr)
             failed.append(run.name)
