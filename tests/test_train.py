@@ -38,7 +38,7 @@ def test_guide_modes_through_the_script(tiny_model_dirs, chat_file, tmp_path, mo
     assert done.returncode == 0, done.stderr[-2000:]
     rows = metrics(out)
     assert [row["step"] for row in rows] == [1, 2]
-    assert set(rows[0]) == {"step", "lm_loss", "jepa_loss", "loss", "learning_rate", "tokens_per_s"}
+    assert set(rows[0]) == {"step", "lm_loss", "jepa_loss", "loss", "grad_norm", "learning_rate", "tokens_per_s"}
     if mode == "regular":
         assert all(row["jepa_loss"] is None for row in rows)
     else:
