@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from stepjepa.cli import parse_config, run_command
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT
 from stepjepa.errors import UsageError
+from stepjepa.runlock import LOCK_NAME
 from stepjepa.sweep import Run, SweepConfig, plan_runs, run_sweep
 from stepjepa.synthetic import synthetic_splits
 
@@ -271,3 +275,37 @@ def test_interrupted_child_stops_the_sweep(data_files, tmp_path, capsys) -> None
     assert run_sweep(cfg) == 130
     assert len(launched(tmp_path)) == 1
     assert "interrupted during regular_seed1" in capsys.readouterr().err
+
+
+def test_sigterm_reaches_the_training_child_and_a_rerun_resumes(data_files, tmp_path, tiny_model_dirs) -> None:
+    out = tmp_path / "s"
+    run_dir = out / "regular_seed1"
+    train_file, test_file = data_files
+    sweep = [sys.executable, "-m", "stepjepa", "sweep", "--modes", "regular", "--seeds", "1",
+             "--train_file", str(train_file), "--test_file", str(test_file), "--output_dir", str(out),
+             "--model_name", str(tiny_model_dirs["llama"]), "--max_examples", "1", "--eval_args", "--max_new_tokens 4"]
+    flags = "--batch_size 2 --logging_steps 1 --save_steps 1000 --num_epochs 100 --debug 1"
+    proc = subprocess.Popen([*sweep, "--train_args", f"--max_steps 400 {flags}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    child = int((run_dir / LOCK_NAME).read_text())  # the training child holds the run directory's lock
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143, err[-2000:]
+    assert "checkpoint saved at step" in err  # the child's own line: it got the signal and checkpointed
+    assert "interrupted by SIGTERM during regular_seed1, which is unfinished (not in the ledger)" in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # no orphan left training
+    stopped = int(next(run_dir.glob("checkpoint-*")).name.split("-")[1])
+    assert 3 <= stopped < 400
+    assert not (out / "ledger.jsonl").exists()
+
+    # The rerun resumes from the checkpoint (here told to stop two steps later) instead of starting over.
+    done = subprocess.run([*sweep, "--train_args", f"--max_steps {stopped + 2} {flags}"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == list(range(1, stopped + 3))
+    assert [e["global_step"] for e in ledger(out)] == [stopped + 2]
