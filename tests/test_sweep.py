@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -207,25 +208,31 @@ def test_sweep_resumes_and_redoes_only_unfinished_runs(data_files, tmp_path, tin
     assert run_sweep(cfg, never) == 0
     assert len(ledger(out)) == 4
 
-    # One ledger line lost (the sweep died between evaluation and the ledger): only that run is redone,
-    # and its directory is retrained with --overwrite_output_dir, not appended to.
+    # One ledger line lost (the sweep died between evaluation and the ledger): only that run is redone; its
+    # training had finished, so it resumes (nothing retrained) and so does the evaluation of that same model.
     (out / "ledger.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries if e["run"] != names[3]))
     runner = InProcess()
     assert run_sweep(cfg, runner) == 0
     assert runner.trained() == [names[3]]
-    assert "--overwrite_output_dir" in runner.calls[0]
+    assert "--resume_from_checkpoint" in runner.calls[0] and "--overwrite_output_dir" not in runner.calls[0]
     metrics = (out / names[3] / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in metrics] == [1, 2]
-    # The retrained model is evaluated afresh, not resumed from the stale model's answers.
-    assert json.loads((out / names[3] / "eval_summary.json").read_text())["generated_this_run"] == 2
+    assert json.loads((out / names[3] / "eval_summary.json").read_text())["generated_this_run"] == 0
     assert len((out / names[3] / "eval.jsonl").read_text().splitlines()) == 2
     assert sorted(e["run"] for e in ledger(out)) == sorted(names)
 
-    # One run's result deleted: only that run is redone; the ledger's newer entry is the one that counts.
+    # A run stopped before any checkpoint (nothing to resume): retrained from the start with
+    # --overwrite_output_dir, not appended to, and evaluated afresh, not from the stale model's answers.
+    for path in (out / names[0]).glob("checkpoint-*"):
+        shutil.rmtree(path)
     (out / names[0] / "eval_summary.json").unlink()
     runner = InProcess()
     assert run_sweep(cfg, runner) == 0
     assert runner.trained() == [names[0]]
+    assert "--overwrite_output_dir" in runner.calls[0]
+    metrics = (out / names[0] / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in metrics] == [1, 2]
+    assert json.loads((out / names[0] / "eval_summary.json").read_text())["generated_this_run"] == 2
     assert [e["run"] for e in ledger(out)].count(names[0]) == 2
 
 
@@ -274,7 +281,7 @@ def test_interrupted_child_stops_the_sweep(data_files, tmp_path, capsys) -> None
     cfg = config(data_files, tmp_path / "s", modes=["regular"], seeds=[1, 2], launcher=fake_launcher(tmp_path, 130))
     assert run_sweep(cfg) == 130
     assert len(launched(tmp_path)) == 1
-    assert "interrupted during regular_seed1" in capsys.readouterr().err
+    assert "interrupted by SIGINT during regular_seed1, which is unfinished" in capsys.readouterr().err
 
 
 def test_sigterm_reaches_the_training_child_and_a_rerun_resumes(data_files, tmp_path, tiny_model_dirs) -> None:
