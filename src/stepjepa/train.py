@@ -16,6 +16,7 @@ from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.losses import INFONCE_TEMPERATURE
 from stepjepa.models import EMBEDDED_ALIAS
+from stepjepa.runlock import LOCK_NAME, output_dir_lock
 
 
 METRIC_FILES = ("metrics.jsonl", "eval_metrics.jsonl")
@@ -136,7 +137,9 @@ def check_output_dir(cfg: TrainConfig) -> None:
     path = Path(cfg.output_dir)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--output_dir {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not (cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
+    # The lock file alone (rank 0 of this very run, or a dead run's) does not make a directory "not empty".
+    if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()) and not (
+            cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
         raise UsageError(
             f"--output_dir {path} is not empty; pass --overwrite_output_dir, --resume_from_checkpoint, or another directory"
         )
@@ -232,8 +235,6 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
 
 def run_train(cfg: TrainConfig) -> int:
     """Train in an output directory no other run uses meanwhile (rank 0 holds its lock)."""
-    from stepjepa.runlock import output_dir_lock
-
     check_output_dir(cfg)
     with output_dir_lock(cfg.output_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
         return _train(cfg)
