@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +174,18 @@ def test_adapter_loads_from_another_working_directory(tiny_model_dirs, chat_file
     ids = torch.tensor([[5, 40, 41, 42, 43]])
     with torch.no_grad():
         torch.testing.assert_close(adapter(ids).logits, merged(ids).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_saved_files_get_the_mode_of_a_plain_open_under_umask_022(tiny_model_dirs, chat_file, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--train_file", str(chat_file), "--regular", "--lora", "--model_name", str(tiny_model_dirs["gpt2"]),
+            "--output_dir", str(out), *FAST]
+    old = os.umask(0o022)
+    try:
+        assert run_command("train", argv) == 0
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert {"model.safetensors", "adapter/adapter_model.safetensors", "checkpoint-2/adapter_model.safetensors",
+            "metrics.jsonl", "train_summary.json"} <= set(modes)
+    assert {name: mode for name, mode in modes.items() if mode != 0o644} == {}

@@ -89,6 +89,12 @@ def plain_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def give_plain_modes(directory: str | os.PathLike, pattern: str = "*.safetensors") -> None:
+    """Weights that safetensors wrote with mode 0600 get ``plain_file_mode()``, like every other output."""
+    for path in Path(directory).glob(pattern):
+        os.chmod(path, plain_file_mode())
+
+
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> int:
     """Write rows to a temporary file beside ``path`` and rename it into place; returns the row count."""
     path = Path(path)

@@ -401,6 +401,7 @@ def _trim_metrics(output_dir: str, checkpoint: str) -> None:
 def save_outputs(cfg: TrainConfig, model, tokenizer) -> None:
     """Save a model that ``from_pretrained`` loads (LoRA merged), its tokenizer, and the LoRA adapter alone."""
     from stepjepa.checkpoints import model_identity
+    from stepjepa.data import give_plain_modes
     from stepjepa.models import resolve_model_path
 
     out = Path(cfg.output_dir)
@@ -411,7 +412,9 @@ def save_outputs(cfg: TrainConfig, model, tokenizer) -> None:
         # Predictor tokens grew the vocabulary: the adapter carries the resized embeddings with it.
         model.save_pretrained(adapter, save_embedding_layers=bool(cfg.predictors and cfg.mode != "regular"))
         tokenizer.save_pretrained(adapter)
+        give_plain_modes(adapter)
         model = model.merge_and_unload()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    give_plain_modes(out)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")

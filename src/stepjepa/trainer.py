@@ -13,7 +13,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from stepjepa.checkpoints import mark_complete, rotate
-from stepjepa.data import append_jsonl
+from stepjepa.data import append_jsonl, give_plain_modes
 from stepjepa.objective import Objective, compute_objective
 
 
@@ -85,6 +85,7 @@ class JepaTrainer(Trainer):
         if self.run_record is None or not self.args.should_save:
             return
         checkpoint = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        give_plain_modes(checkpoint)
         mark_complete(checkpoint, self.run_record)
         rotate(self.args.output_dir, self.run_record, self.save_total_limit, checkpoint)
 
