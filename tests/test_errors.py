@@ -204,3 +204,11 @@ def test_output_paths_naming_directories(tmp_path, capsys):
     # Refused before the plots are drawn: nothing new beside the directory.
     run_and_check(capsys, tmp_path, ["report", str(runs), "--output", str(taken)],
                   f"{taken} is a directory; --output names the Markdown file to write")
+
+
+def test_system_errors_are_one_line(tmp_path, capsys):
+    # An output beneath a plain file: the system refuses to make the directory (as it would on a full disk).
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory")
+    run_and_check(capsys, tmp_path, ["prepare", "--synthetic", "5", "--output", str(blocker / "train.jsonl")],
+                  f"error: {blocker}: File exists")

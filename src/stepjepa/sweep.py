@@ -119,7 +119,9 @@ class SweepConfig:
         if not path.is_file():
             raise UsageError(f"--config {path}: no such file")
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            values = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"--config {path}: not UTF-8 text (byte at offset {exc.start})") from None
         except yaml.YAMLError as exc:
             raise UsageError(f"--config {path}: not valid YAML ({exc})") from None
         if not isinstance(values, dict):
@@ -253,7 +255,7 @@ def check_commands(cfg: SweepConfig, run: Run, run_dir: Path) -> None:
 
 def read_ledger(path: Path) -> dict[str, dict]:
     """The last ledger entry of every run, by run name (a redone run's newer entry replaces the older)."""
-    if not path.is_file() or not path.read_text(encoding="utf-8").strip():
+    if not path.is_file() or not path.read_bytes().strip():
         return {}
     entries = {}
     for line, entry in read_jsonl(path):
