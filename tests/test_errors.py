@@ -187,6 +187,8 @@ def test_evaluate_on_cuda_without_cuda(tmp_path, capsys):
     path = write_rows(tmp_path / "test.jsonl", [json.dumps(GOOD)])
     argv = ["evaluate", "--model_path", "m", "--test_file", str(path), "--device", "cuda"]
     run_and_check(capsys, tmp_path, argv, "--device cuda: this machine has no CUDA; use --device cpu or auto")
+    argv = ["probe", "--model_path", "m", "--test_file", str(path), "--device", "cuda:1"]
+    run_and_check(capsys, tmp_path, argv, "--device cuda:1: this machine has no CUDA; use --device cpu or auto")
 
 
 def test_output_paths_naming_directories(tmp_path, capsys):

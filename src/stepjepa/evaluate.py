@@ -21,7 +21,7 @@ from stepjepa.data import DEFAULT_SYSTEM_PROMPT, append_jsonl, read_jsonl, write
 from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.models import load_model, load_tokenizer
-from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, inference_dtype, resolve_device
+from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, check_device, inference_dtype, resolve_device
 
 # Chat templates' end-of-turn tokens; generation stops at whichever the tokenizer has.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>")
@@ -153,17 +153,6 @@ def load_problems(path: str, use_test_prompts: bool = False) -> list[Problem]:
             raise UsageError(f"{path}:{line}: {exc}") from None
         problems.append(Problem(index, question, messages, truth, gt_answer))
     return problems
-
-
-def check_device(device: str) -> None:
-    """Refuse a device this machine does not have, before any model loads."""
-    if device.startswith("cuda"):
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            available = f"{torch.cuda.device_count()} CUDA devices" if torch.cuda.is_available() else "no CUDA"
-            raise UsageError(f"--device {device}: this machine has {available}; use --device cpu or auto")
-    elif device == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps: MPS is not available on this machine; use --device cpu or auto")
 
 
 def _load(model_path: str, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
