@@ -331,9 +331,9 @@ def check_probe_file(cfg: SweepConfig) -> None:
 
 
 class ChildRunner:
-    """Runs each command as a child in its own process group, so a terminal's Ctrl-C reaches the sweep alone;
-    ``forward`` (the sweep's SIGINT/SIGTERM handler) passes each signal on to the running child, which
-    checkpoints and exits. After a signal no further child starts."""
+    """Runs each command as a child in its own session (and process group), so a terminal's Ctrl-C reaches
+    the sweep alone; ``forward`` (the sweep's SIGINT/SIGTERM handler) passes each signal on to the running
+    child, which checkpoints and exits. After a signal no further child starts."""
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
@@ -342,7 +342,7 @@ class ChildRunner:
     def __call__(self, argv: list[str]) -> int:
         if self.signal:
             return 128 + self.signal
-        self.process = subprocess.Popen(argv, process_group=0)
+        self.process = subprocess.Popen(argv, start_new_session=True)  # process_group= needs Python 3.11
         try:
             return self.process.wait()
         finally:
