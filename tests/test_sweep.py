@@ -170,11 +170,16 @@ def test_dry_run_lists_runs_and_runs_nothing(data_files, tmp_path, capsys) -> No
     out = tmp_path / "s"
     cfg = config(data_files, out, modes=["regular", "step_jepa"], seeds=[1, 2], dry_run=True, train_args="--lora")
     (out / "regular_seed2").mkdir(parents=True)  # left by an interrupted run
+    checkpoint = out / "step_jepa_lbd0.1_k0_cosine_seed1" / "checkpoint-3"  # an interrupted run's whole checkpoint
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 3, "max_steps": 10}))
+    (checkpoint / "stepjepa_run.json").write_text(json.dumps({"seed": 1, "run_id": "r"}))
     assert run_sweep(cfg, runner=never) == 0
     printed = capsys.readouterr().out
     assert "to run                regular_seed1" in printed
     assert "redo (half-finished)  regular_seed2" in printed
-    assert "4 runs in" in printed and "0 done, 4 to run (1 redone)" in printed
+    assert "resume (checkpoint)   step_jepa_lbd0.1_k0_cosine_seed1" in printed
+    assert "4 runs in" in printed and "0 done, 4 to run (2 redone)" in printed
     assert "--output_dir " + str(out / "regular_seed1") + " --seed 1 --regular --lora" in printed
     assert not (out / "ledger.jsonl").exists()
 

@@ -486,7 +486,8 @@ def _run_grid(cfg: SweepConfig, runner: Runner) -> int:
     if cfg.dry_run:
         labels = {"done": "done", "redo": "redo (half-finished)", "new": "to run"}
         for run in runs:
-            print(f"  {labels[status[run.name]]:<21} {run.name}")
+            resumable = status[run.name] == "redo" and has_whole_checkpoint(output_dir / run.name)
+            print(f"  {'resume (checkpoint)' if resumable else labels[status[run.name]]:<21} {run.name}")
         redo = sum(status[run.name] == "redo" for run in runs)
         print(f"{len(runs)} runs in {output_dir}: {len(runs) - len(pending)} done, {len(pending)} to run ({redo} redone)")
         first = next((run for run in pending if run.mode != BASE), None)
