@@ -189,7 +189,7 @@ def fake_generations(responses: dict[str, str], calls: list[int]):
 def canned(monkeypatch, tiny_model_dirs):
     """The tiny Llama's tokenizer with canned replies: right/boxed, right/last number only, right/####, wrong."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["llama"])
-    monkeypatch.setattr(evaluate, "_load", lambda model_path, device: (None, tokenizer))
+    monkeypatch.setattr(evaluate, "_load", lambda model_path, device, dtype: (None, tokenizer))
     responses = {
         GSM8K_ROWS[0]["question"]: "16 - 3 - 4 = 9 eggs.\n\n9 * 2 = 18 dollars.\n\nSo \\boxed{18}.",
         GSM8K_ROWS[1]["question"]: "It takes 2 / 2 = 1 white bolt, 2 + 1 = 3 bolts.",
@@ -247,8 +247,8 @@ def test_results_of_another_model_are_not_reused(tmp_path, gsm8k_file, canned) -
     assert out.read_text() == before
 
 
-def test_resume_after_interruption(tmp_path, monkeypatch, tiny_model_dirs, chat_file) -> None:
-    """Interrupted after 5 of 8 problems, a rerun generates the other 3; the file holds each problem once."""
+def test_resume_after_interruption(tmp_path, monkeypatch, tiny_model_dirs, chat_file, capsys) -> None:
+    """Ctrl-C after 5 of 8 problems: one line, status 130; a rerun generates the other 3, each problem once."""
     out = tmp_path / "res.jsonl"
     cfg = EvaluateConfig(
         model_path=str(tiny_model_dirs["gpt2"]), test_file=str(chat_file), output_file=str(out),
@@ -263,8 +263,11 @@ def test_resume_after_interruption(tmp_path, monkeypatch, tiny_model_dirs, chat_
         real_append(path, row)
 
     monkeypatch.setattr(evaluate, "append_jsonl", append_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run_evaluate(cfg)
+    assert run_evaluate(cfg) == 130
+    err = capsys.readouterr().err  # progress bars, then the one line
+    assert err.endswith(f"\nstepjepa evaluate: interrupted by SIGINT; the problems finished so far are kept in {out}; "
+                        "run the same command again to resume\n")
+    assert "Traceback" not in err
     assert len(read_rows(out)) == 5 and not summary_path(out).exists()
 
     monkeypatch.setattr(evaluate, "append_jsonl", real_append)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import sys
 import types
 from collections import Counter
@@ -518,3 +520,16 @@ def test_gsm8k_train_converts_completely(tmp_path):
         assert after["total_steps"] >= 2 and after["total_steps"] == len(assistant(after).split("\n\n"))
         assert "<<" not in assistant(after)
     assert run_validate(ValidateConfig(file=str(output), step_jepa=True)) == 0
+
+
+def test_outputs_get_the_mode_of_a_plain_open_under_umask_022(tmp_path):
+    from stepjepa.cli import main
+
+    old = os.umask(0o022)
+    try:
+        assert main(["prepare", "--synthetic", "6", "--output", str(tmp_path / "train.jsonl")]) == 0
+    finally:
+        os.umask(old)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["train.jsonl", "train.jsonl.stats.json", "train_test.jsonl"]
+    assert {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in written} == dict.fromkeys(written, 0o644)

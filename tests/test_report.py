@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,15 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path) -> None:
             raise RuntimeError("plotting failed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_report_files_get_the_mode_of_a_plain_open_under_umask_022(tmp_path) -> None:
+    runs_dir = tmp_path / "sweep"
+    write_ledger(runs_dir, fixed_entries())
+    old = os.umask(0o022)
+    try:
+        assert main(["report", str(runs_dir)]) == 0
+    finally:
+        os.umask(old)
+    for name in ("report.md", "report_losses.png", "report_accuracy.png"):
+        assert stat.S_IMODE((runs_dir / name).stat().st_mode) == 0o644, name

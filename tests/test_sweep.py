@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ import pytest
 from stepjepa.cli import parse_config, run_command
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT
 from stepjepa.errors import UsageError
+from stepjepa.runlock import LOCK_NAME
 from stepjepa.sweep import Run, SweepConfig, plan_runs, run_sweep
 from stepjepa.synthetic import synthetic_splits
 
@@ -165,11 +170,16 @@ def test_dry_run_lists_runs_and_runs_nothing(data_files, tmp_path, capsys) -> No
     out = tmp_path / "s"
     cfg = config(data_files, out, modes=["regular", "step_jepa"], seeds=[1, 2], dry_run=True, train_args="--lora")
     (out / "regular_seed2").mkdir(parents=True)  # left by an interrupted run
+    checkpoint = out / "step_jepa_lbd0.1_k0_cosine_seed1" / "checkpoint-3"  # an interrupted run's whole checkpoint
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 3, "max_steps": 10}))
+    (checkpoint / "stepjepa_run.json").write_text(json.dumps({"seed": 1, "run_id": "r"}))
     assert run_sweep(cfg, runner=never) == 0
     printed = capsys.readouterr().out
     assert "to run                regular_seed1" in printed
     assert "redo (half-finished)  regular_seed2" in printed
-    assert "4 runs in" in printed and "0 done, 4 to run (1 redone)" in printed
+    assert "resume (checkpoint)   step_jepa_lbd0.1_k0_cosine_seed1" in printed
+    assert "4 runs in" in printed and "0 done, 4 to run (2 redone)" in printed
     assert "--output_dir " + str(out / "regular_seed1") + " --seed 1 --regular --lora" in printed
     assert not (out / "ledger.jsonl").exists()
 
@@ -205,25 +215,31 @@ def test_sweep_resumes_and_redoes_only_unfinished_runs(data_files, tmp_path, tin
     assert run_sweep(cfg, never) == 0
     assert len(ledger(out)) == 4
 
-    # One ledger line lost (the sweep died between evaluation and the ledger): only that run is redone,
-    # and its directory is retrained with --overwrite_output_dir, not appended to.
+    # One ledger line lost (the sweep died between evaluation and the ledger): only that run is redone; its
+    # training had finished, so it resumes (nothing retrained) and so does the evaluation of that same model.
     (out / "ledger.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries if e["run"] != names[3]))
     runner = InProcess()
     assert run_sweep(cfg, runner) == 0
     assert runner.trained() == [names[3]]
-    assert "--overwrite_output_dir" in runner.calls[0]
+    assert "--resume_from_checkpoint" in runner.calls[0] and "--overwrite_output_dir" not in runner.calls[0]
     metrics = (out / names[3] / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in metrics] == [1, 2]
-    # The retrained model is evaluated afresh, not resumed from the stale model's answers.
-    assert json.loads((out / names[3] / "eval_summary.json").read_text())["generated_this_run"] == 2
+    assert json.loads((out / names[3] / "eval_summary.json").read_text())["generated_this_run"] == 0
     assert len((out / names[3] / "eval.jsonl").read_text().splitlines()) == 2
     assert sorted(e["run"] for e in ledger(out)) == sorted(names)
 
-    # One run's result deleted: only that run is redone; the ledger's newer entry is the one that counts.
+    # A run stopped before any checkpoint (nothing to resume): retrained from the start with
+    # --overwrite_output_dir, not appended to, and evaluated afresh, not from the stale model's answers.
+    for path in (out / names[0]).glob("checkpoint-*"):
+        shutil.rmtree(path)
     (out / names[0] / "eval_summary.json").unlink()
     runner = InProcess()
     assert run_sweep(cfg, runner) == 0
     assert runner.trained() == [names[0]]
+    assert "--overwrite_output_dir" in runner.calls[0]
+    metrics = (out / names[0] / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in metrics] == [1, 2]
+    assert json.loads((out / names[0] / "eval_summary.json").read_text())["generated_this_run"] == 2
     assert [e["run"] for e in ledger(out)].count(names[0]) == 2
 
 
@@ -272,7 +288,42 @@ def test_interrupted_child_stops_the_sweep(data_files, tmp_path, capsys) -> None
     cfg = config(data_files, tmp_path / "s", modes=["regular"], seeds=[1, 2], launcher=fake_launcher(tmp_path, 130))
     assert run_sweep(cfg) == 130
     assert len(launched(tmp_path)) == 1
-    assert "interrupted during regular_seed1" in capsys.readouterr().err
+    assert "interrupted by SIGINT during regular_seed1, which is unfinished" in capsys.readouterr().err
+
+
+def test_sigterm_reaches_the_training_child_and_a_rerun_resumes(data_files, tmp_path, tiny_model_dirs) -> None:
+    out = tmp_path / "s"
+    run_dir = out / "regular_seed1"
+    train_file, test_file = data_files
+    sweep = [sys.executable, "-m", "stepjepa", "sweep", "--modes", "regular", "--seeds", "1",
+             "--train_file", str(train_file), "--test_file", str(test_file), "--output_dir", str(out),
+             "--model_name", str(tiny_model_dirs["llama"]), "--max_examples", "1", "--eval_args", "--max_new_tokens 4",
+             "--no_base", "--no_probe"]
+    flags = "--batch_size 2 --logging_steps 1 --save_steps 1000 --num_epochs 100 --debug 1"
+    proc = subprocess.Popen([*sweep, "--train_args", f"--max_steps 400 {flags}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    child = int((run_dir / LOCK_NAME).read_text())  # the training child holds the run directory's lock
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143, err[-2000:]
+    assert "checkpoint saved at step" in err  # the child's own line: it got the signal and checkpointed
+    assert "interrupted by SIGTERM during regular_seed1, which is unfinished (not in the ledger)" in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # no orphan left training
+    stopped = int(next(run_dir.glob("checkpoint-*")).name.split("-")[1])
+    assert 3 <= stopped < 400
+    assert not (out / "ledger.jsonl").exists()
+
+    # The rerun resumes from the checkpoint (here told to stop two steps later) instead of starting over.
+    done = subprocess.run([*sweep, "--train_args", f"--max_steps {stopped + 2} {flags}"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == list(range(1, stopped + 3))
+    assert [e["global_step"] for e in ledger(out)] == [stopped + 2]
 
 
 # --- the base row and the probe -----------------------------------------------------------------------------------

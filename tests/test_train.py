@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +40,7 @@ def test_guide_modes_through_the_script(tiny_model_dirs, chat_file, tmp_path, mo
     assert done.returncode == 0, done.stderr[-2000:]
     rows = metrics(out)
     assert [row["step"] for row in rows] == [1, 2]
-    assert set(rows[0]) == {"step", "lm_loss", "jepa_loss", "loss", "learning_rate", "tokens_per_s"}
+    assert set(rows[0]) == {"step", "lm_loss", "jepa_loss", "loss", "grad_norm", "learning_rate", "tokens_per_s"}
     if mode == "regular":
         assert all(row["jepa_loss"] is None for row in rows)
     else:
@@ -110,3 +112,80 @@ def test_overwrite_output_dir_replaces_own_files_only(tiny_model_dirs, chat_file
     assert run_command("train", [*argv, "--overwrite_output_dir"]) == 0
     assert [row["step"] for row in metrics(out)] == [1, 2]  # not appended to the first run's rows
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_short_run_logs_its_last_step_and_a_partial_window(tiny_model_dirs, chat_file, tmp_path, capsys):
+    argv = ["--train_file", str(chat_file), "--step_jepa", "--model_name", str(tiny_model_dirs["gpt2"]),
+            "--max_steps", "3", "--batch_size", "2", "--debug", "1"]
+    every = tmp_path / "every"
+    assert run_command("train", [*argv, "--output_dir", str(every), "--logging_steps", "1"]) == 0
+    out = tmp_path / "out"
+    assert run_command("train", [*argv, "--output_dir", str(out), "--logging_steps", "2"]) == 0
+    assert f"metrics in {out / 'metrics.jsonl'}" in capsys.readouterr().out
+    step = {row["step"]: row for row in metrics(every)}
+    rows = metrics(out)
+    assert [row["step"] for row in rows] == [2, 3]
+    # Step 2 averages steps 1 and 2; the run's last window is step 3 alone.
+    assert rows[0]["lm_loss"] == pytest.approx((step[1]["lm_loss"] + step[2]["lm_loss"]) / 2, abs=2e-6)
+    assert rows[1]["lm_loss"] == step[3]["lm_loss"] and rows[1]["jepa_loss"] == step[3]["jepa_loss"]
+    assert all(row["grad_norm"] > 0 for row in rows + metrics(every))
+
+    # Shorter than --logging_steps (default 10): one row, the last step.
+    short = tmp_path / "short"
+    assert run_command("train", [*argv, "--output_dir", str(short)]) == 0
+    assert [row["step"] for row in metrics(short)] == [3]
+
+
+def test_non_finite_loss_stops_the_run_and_saves_no_model(tiny_model_dirs, chat_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    # A learning rate of 1e30 makes every weight huge after step 1, and step 2's logits overflow.
+    argv = ["--train_file", str(chat_file), "--model_name", str(tiny_model_dirs["gpt2"]), "--output_dir", str(out),
+            "--learning_rate", "1e30", "--max_steps", "4", "--save_steps", "1", "--logging_steps", "1",
+            "--batch_size", "2", "--debug", "1"]
+    assert run_command("train", argv) == 2
+    err = capsys.readouterr().err
+    assert (f"error: step 2: the LM loss is nan; training stopped, no model saved, the checkpoints are kept "
+            f"(last {out / 'checkpoint-1'})") in err
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert not (out / "model.safetensors").exists() and not (out / "train_summary.json").exists()
+    # Strict JSON: Python's parser refuses NaN when asked to.
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in metrics.jsonl")) for line in lines]
+    assert [row["step"] for row in rows] == [1]
+
+
+def test_adapter_loads_from_another_working_directory(tiny_model_dirs, chat_file, tmp_path, monkeypatch):
+    from peft import AutoPeftModelForCausalLM
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    relative = os.path.relpath(tiny_model_dirs["llama"], work)  # as a user types it
+    argv = ["--train_file", str(chat_file), "--regular", "--lora", "--lora_rank", "4", "--learning_rate", "1e-2",
+            "--model_name", relative, "--output_dir", "out", *FAST]
+    assert run_command("train", argv) == 0
+    config = json.loads((work / "out" / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(Path(tiny_model_dirs["llama"]).resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    adapter = AutoPeftModelForCausalLM.from_pretrained(work / "out" / "adapter").merge_and_unload().eval()
+    merged = AutoModelForCausalLM.from_pretrained(work / "out").eval()
+    ids = torch.tensor([[5, 40, 41, 42, 43]])
+    with torch.no_grad():
+        torch.testing.assert_close(adapter(ids).logits, merged(ids).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_saved_files_get_the_mode_of_a_plain_open_under_umask_022(tiny_model_dirs, chat_file, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--train_file", str(chat_file), "--regular", "--lora", "--model_name", str(tiny_model_dirs["gpt2"]),
+            "--output_dir", str(out), *FAST]
+    old = os.umask(0o022)
+    try:
+        assert run_command("train", argv) == 0
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert {"model.safetensors", "adapter/adapter_model.safetensors", "checkpoint-2/adapter_model.safetensors",
+            "metrics.jsonl", "train_summary.json"} <= set(modes)
+    assert {name: mode for name, mode in modes.items() if mode != 0o644} == {}

@@ -48,6 +48,7 @@ import torch
 
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT, read_jsonl, write_json_atomic
 from stepjepa.errors import UsageError
+from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.models import EMBEDDED_ALIAS
 from stepjepa.precision import BOTH_FLAGS, precision_name, use_bf16
 
@@ -119,6 +120,8 @@ class BenchConfig:
     eval_max_new_tokens: int = field(default=128, metadata=_help("Most tokens generated per prompt in --eval."))
 
     def __post_init__(self) -> None:
+        check_finite_floats(self)
+        check_seed("seed", self.seed)
         positive = {"batch_size": self.batch_size, "max_length": self.max_length, "warmup": self.warmup,
                     "eval_examples": self.eval_examples, "eval_max_new_tokens": self.eval_max_new_tokens,
                     "lora_rank": self.lora_rank}

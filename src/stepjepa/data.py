@@ -21,25 +21,31 @@ ROLES = ("system", "user", "assistant")
 
 
 def json_line(value: Any) -> str:
-    """One JSON Lines row; U+2028/U+2029 escaped so that no reader splitting on Unicode line breaks cuts a row."""
-    text = json.dumps(value, ensure_ascii=False)
+    """One JSON Lines row (strict JSON: NaN raises); U+2028/U+2029 escaped so that no reader splitting on
+    Unicode line breaks cuts a row."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
 
 
 def read_jsonl(path: str | os.PathLike) -> list[tuple[int, Any]]:
-    """``(line_number, value)`` for every non-blank line; bad JSON raises with its line number."""
+    """``(line_number, value)`` for every non-blank line; bad UTF-8 or JSON raises with its line number."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     rows = []
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+    # Split bytes on "\n" only, as JSON Lines does: U+2028 inside a string is not a line end.
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8-sig")  # -sig: a byte-order mark from Windows editors is not JSON
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                             f"{exc.start + 1})") from None
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
     if not rows:
         raise UsageError(f"{path}: file is empty")
     return rows
@@ -76,11 +82,25 @@ def load_chats(path: str | os.PathLike) -> list[list[dict[str, str]]]:
     return chats
 
 
+def plain_file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask (mkstemp's own is 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def give_plain_modes(directory: str | os.PathLike, pattern: str = "*.safetensors") -> None:
+    """Weights that safetensors wrote with mode 0600 get ``plain_file_mode()``, like every other output."""
+    for path in Path(directory).glob(pattern):
+        os.chmod(path, plain_file_mode())
+
+
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> int:
     """Write rows to a temporary file beside ``path`` and rename it into place; returns the row count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, plain_file_mode())
     count = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -99,6 +119,7 @@ def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, plain_file_mode())
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(value, handle, indent=2, ensure_ascii=False)
@@ -112,7 +133,7 @@ def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
 def append_jsonl(path: str | os.PathLike, row: Any) -> None:
     """Append one whole line (a single write, flushed and synced) so a crash never leaves half a row."""
     line = json_line(row).encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         os.write(fd, line)
         os.fsync(fd)

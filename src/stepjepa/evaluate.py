@@ -6,6 +6,8 @@ import gc
 import json
 import math
 import re
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +19,9 @@ from tqdm.auto import tqdm
 from stepjepa.answers import answers_match, extract_answer, extract_strict
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT, append_jsonl, read_jsonl, write_json_atomic
 from stepjepa.errors import UsageError
+from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.models import load_model, load_tokenizer
-from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, inference_dtype, resolve_device
+from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, check_device, inference_dtype, resolve_device
 
 # Chat templates' end-of-turn tokens; generation stops at whichever the tokenizer has.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>")
@@ -65,6 +68,8 @@ class EvaluateConfig:
     )
 
     def __post_init__(self) -> None:
+        check_finite_floats(self)
+        check_seed("seed", self.seed)
         if not self.model_path and not self.compare:
             raise UsageError("--model_path (or --compare MODEL ...) is required")
         if not self.test_file:
@@ -81,6 +86,7 @@ class EvaluateConfig:
             raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
         if self.bf16 and self.no_bf16:
             raise UsageError(BOTH_FLAGS)
+        check_device(self.device)
         if len(set(self.model_paths())) != len(self.model_paths()):
             raise UsageError("a model is named twice in --model_path/--compare")
 
@@ -251,7 +257,7 @@ def output_for(output_file: str, model_path: str, several: bool) -> Path:
 
 def _finished(path: Path, problems: list[Problem], model_path: str) -> dict[int, dict]:
     """Rows already in ``path`` for these problems; refuses a file of another model or another test file."""
-    if not path.is_file() or not path.read_text(encoding="utf-8").strip():
+    if not path.is_file() or not path.read_bytes().strip():
         return {}
     done: dict[int, dict] = {}
     for line, row in read_jsonl(path):
@@ -382,6 +388,30 @@ def format_table(summaries: list[dict]) -> str:
 
 
 def run_evaluate(cfg: EvaluateConfig) -> int:
+    """Evaluate every model; Ctrl-C or SIGTERM ends with one line and a resume hint (status 130 / 143)."""
+    models = cfg.model_paths()
+    for model_path in models:
+        output_file = output_for(cfg.output_file, model_path, several=len(models) > 1)
+        for path, flag in ((output_file, "--output_file"), (summary_path(output_file), "its summary")):
+            if path.is_dir():
+                raise UsageError(f"{flag} {path} is a directory; name a file")
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return _evaluate_models(cfg)
+    except KeyboardInterrupt as exc:
+        signum = exc.args[0] if exc.args else signal.SIGINT
+        print(f"stepjepa evaluate: interrupted by {signal.Signals(signum).name}; the problems finished so far are "
+              f"kept in {cfg.output_file}; run the same command again to resume", file=sys.stderr)
+        return 128 + signum
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _evaluate_models(cfg: EvaluateConfig) -> int:
     """Evaluate every requested model on the test file's problems; print the results; exit status 0."""
     problems = load_problems(cfg.test_file, cfg.use_test_prompts)[: cfg.max_examples]
     models = cfg.model_paths()

@@ -73,6 +73,9 @@ def resolve_model_path(name: str) -> str:
 
 
 def _unreachable(name: str, exc: Exception) -> UsageError:
+    if Path(name).is_dir():
+        return UsageError(f"model directory '{name}' holds no model and tokenizer that transformers can load "
+                          f"(config.json, weights, tokenizer files): {type(exc).__name__}")
     return UsageError(
         f"model '{name}' is neither a local directory nor reachable on the Hugging Face hub "
         f"(the hub needs network; the embedded model is '{EMBEDDED_ALIAS}'): {type(exc).__name__}"
@@ -86,7 +89,7 @@ def _adapter_base(path: str) -> str | None:
         return None
     import json
 
-    return json.loads(config.read_text())["base_model_name_or_path"]
+    return json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:

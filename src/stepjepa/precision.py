@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from stepjepa.errors import UsageError
+
 # CPU flags of units that compute bf16 natively (AVX512-BF16 on Zen 4 / Cooper Lake, AMX on Sapphire Rapids).
 FAST_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -43,6 +45,17 @@ def use_bf16(bf16: bool, no_bf16: bool, device_type: str) -> bool:
     if bf16 or no_bf16:
         return bf16
     return fast_bf16(device_type)
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before any model loads."""
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            available = f"{torch.cuda.device_count()} CUDA devices" if torch.cuda.is_available() else "no CUDA"
+            raise UsageError(f"--device {device}: this machine has {available}; use --device cpu or auto")
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: MPS is not available on this machine; use --device cpu or auto")
 
 
 def resolve_device(device: str) -> str:

@@ -472,6 +472,9 @@ def run_prepare(cfg: PrepareConfig) -> int:
     """Convert the input (or generate synthetic data), write rows and stats atomically; returns 0."""
     output = Path(cfg.output)
     outputs = [output, Path(f"{output}.stats.json")] + ([paired_test_path(output)] if cfg.synthetic else [])
+    for path in outputs:
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory; --output names a file")
     if not cfg.force and output.exists():
         raise UsageError(f"{output} exists; pass --force to overwrite it")
     if not cfg.force and cfg.synthetic and outputs[2].exists():

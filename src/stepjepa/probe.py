@@ -25,7 +25,7 @@ from stepjepa.layout import NO_VIEW, PackedCollator
 from stepjepa.models import PREDICTOR_TOKEN, load_model, load_tokenizer
 from stepjepa.objective import Objective, compute_objective
 from stepjepa.tokenization import IGNORE_INDEX
-from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, inference_dtype, resolve_device
+from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, check_device, inference_dtype, resolve_device
 
 PROBE_MODES = ("step_jepa", "llm_jepa")
 TOP_K = 5
@@ -74,6 +74,7 @@ class ProbeConfig:
             raise UsageError(BOTH_FLAGS)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+        check_device(self.device)
         if Path(self.output_file).is_dir():
             raise UsageError(f"--output_file {self.output_file} is a directory; name a .json file")
 

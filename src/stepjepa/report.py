@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
-from stepjepa.data import read_jsonl
+from stepjepa.data import plain_file_mode, read_jsonl
 from stepjepa.errors import UsageError
 from stepjepa.sweep import BASE, LEDGER, MODES, read_ledger
 
@@ -179,7 +179,7 @@ def runs_table(entries: list[dict]) -> str:
 
 def read_metrics(path: Path) -> list[dict]:
     """The training rows of a run's metrics.jsonl; none when the file is missing or empty."""
-    if not path.is_file() or not path.read_text(encoding="utf-8").strip():
+    if not path.is_file() or not path.read_bytes().strip():
         return []
     return [row for _, row in read_jsonl(path) if isinstance(row, dict) and "step" in row]
 
@@ -189,6 +189,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed onto ``path`` only if the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.fchmod(fd, plain_file_mode())
     os.close(fd)
     try:
         yield Path(tmp)
@@ -324,6 +325,9 @@ def run_report(cfg: ReportConfig) -> int:
         "loss curves": output.with_name(f"{output.stem}_losses.png"),
         "accuracy per configuration": output.with_name(f"{output.stem}_accuracy.png"),
     }
+    for path in (output, *plots.values()):
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory; --output names the Markdown file to write")
     drawn = plot_losses(runs_dir, entries, plots["loss curves"])
     plot_accuracy(summaries, plots["accuracy per configuration"])
     text = render_report(runs_dir, entries, summaries, plots, probes)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 from stepjepa.data import append_jsonl, read_jsonl
 from stepjepa.errors import UsageError
+from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.models import EMBEDDED_ALIAS
 
 MODES = ("regular", "llm_jepa", "step_jepa")
@@ -38,8 +39,8 @@ BASE = "base"
 YAML_SCALARS = {"train_file": str, "test_file": str, "model_name": str, "output_dir": str, "launcher": str,
                 "train_args": str, "eval_args": str, "dry_run": bool, "max_examples": int, "no_probe": bool,
                 "probe_file": str, "probe_args": str, "no_base": bool}
-# Exit statuses of a child stopped by Ctrl-C: the sweep stops too instead of starting the next run.
-INTERRUPTED = (130, -signal.SIGINT)
+# Exit statuses of a child stopped by Ctrl-C or SIGTERM -> the signal: the sweep stops too instead of going on.
+INTERRUPTED = {130: signal.SIGINT, -signal.SIGINT: signal.SIGINT, 143: signal.SIGTERM, -signal.SIGTERM: signal.SIGTERM}
 
 # A runner executes one command line and returns its exit status.
 Runner = Callable[[list[str]], int]
@@ -99,6 +100,9 @@ class SweepConfig:
         self.lbd = _unique(_as_list(self.lbd, float, "lbd"))
         self.predictors = _unique(_as_list(self.predictors, int, "predictors"))
         self.losses = _unique(_as_list(self.losses, str, "losses"))
+        check_finite_floats(self)
+        for seed in self.seeds:
+            check_seed("seeds", seed)
         for name, allowed in (("modes", MODES), ("losses", tuple(LOSS_FLAGS))):
             bad = [value for value in getattr(self, name) if value not in allowed]
             if bad:
@@ -129,7 +133,9 @@ class SweepConfig:
         if not path.is_file():
             raise UsageError(f"--config {path}: no such file")
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            values = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"--config {path}: not UTF-8 text (byte at offset {exc.start})") from None
         except yaml.YAMLError as exc:
             raise UsageError(f"--config {path}: not valid YAML ({exc})") from None
         if not isinstance(values, dict):
@@ -230,14 +236,15 @@ def plan_runs(cfg: SweepConfig) -> list[Run]:
     return runs
 
 
-def train_command(cfg: SweepConfig, run: Run, run_dir: Path, overwrite: bool) -> list[str]:
+def train_command(cfg: SweepConfig, run: Run, run_dir: Path, overwrite: bool, resume: bool = False) -> list[str]:
     """The command line that trains one run (the launcher, or this Python, then `-m stepjepa train`)."""
     start = _split(cfg.launcher, "launcher") or [sys.executable]
     return [
         *start, "-m", "stepjepa", "train",
         "--train_file", str(cfg.train_file), "--model_name", cfg.model_name, "--output_dir", str(run_dir),
         "--seed", str(run.seed), *run.mode_flags(), *_split(cfg.train_args, "train_args"),
-        *(["--overwrite_output_dir"] if overwrite else []),
+        *(["--overwrite_output_dir"] if overwrite and not resume else []),
+        *(["--resume_from_checkpoint", "latest"] if resume else []),
     ]
 
 
@@ -280,7 +287,7 @@ def check_commands(cfg: SweepConfig, run: Run, run_dir: Path) -> None:
 
 def read_ledger(path: Path) -> dict[str, dict]:
     """The last ledger entry of every run, by run name (a redone run's newer entry replaces the older)."""
-    if not path.is_file() or not path.read_text(encoding="utf-8").strip():
+    if not path.is_file() or not path.read_bytes().strip():
         return {}
     entries = {}
     for line, entry in read_jsonl(path):
@@ -323,14 +330,39 @@ def check_probe_file(cfg: SweepConfig) -> None:
                          "or --no_probe")
 
 
-def run_child(argv: list[str]) -> int:
-    """Run one command as a child process sharing this terminal; its exit status."""
-    process = subprocess.Popen(argv)
+class ChildRunner:
+    """Runs each command as a child in its own session (and process group), so a terminal's Ctrl-C reaches
+    the sweep alone; ``forward`` (the sweep's SIGINT/SIGTERM handler) passes each signal on to the running
+    child, which checkpoints and exits. After a signal no further child starts."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.signal: int | None = None
+
+    def __call__(self, argv: list[str]) -> int:
+        if self.signal:
+            return 128 + self.signal
+        self.process = subprocess.Popen(argv, start_new_session=True)  # process_group= needs Python 3.11
+        try:
+            return self.process.wait()
+        finally:
+            self.process = None
+
+    def forward(self, signum: int, frame) -> None:
+        self.signal = signum
+        if self.process is not None:
+            self.process.send_signal(signum)
+
+
+def has_whole_checkpoint(run_dir: Path) -> bool:
+    """Whether training in ``run_dir`` can resume (a whole checkpoint is there)."""
+    from stepjepa.checkpoints import latest_complete
+
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        # The child got the same Ctrl-C (one process group): let it save its checkpoint and exit.
-        return process.wait()
+        latest_complete(run_dir)
+    except UsageError:
+        return False
+    return True
 
 
 def _read_json(path: Path) -> dict | None:
@@ -392,13 +424,18 @@ def execute_run(cfg: SweepConfig, run: Run, run_dir: Path, redo: bool, runner: R
     """Train, evaluate and probe one run (the base model: evaluate and probe only): ``(0, ledger entry)``,
     or the failing step's exit status and None."""
     started = time.perf_counter()
+    resume = redo and has_whole_checkpoint(run_dir)
     if redo:
-        for name in (*STALE_OUTPUTS, PROBE_OUTPUT):
+        # A resumed run keeps its metrics (train trims them to the checkpoint) and, when its training had
+        # finished, the evaluation and probe of that same model.
+        finished = (run_dir / "train_summary.json").is_file()
+        evaluated = (EVAL_OUTPUT, EVAL_SUMMARY, PROBE_OUTPUT)
+        for name in (() if finished else evaluated) if resume else (*STALE_OUTPUTS, PROBE_OUTPUT):
             (run_dir / name).unlink(missing_ok=True)
     model = cfg.model_name if run.mode == BASE else None
     train: dict | None = {}
     if run.mode != BASE:
-        status, train = _run_step(runner, train_command(cfg, run, run_dir, overwrite=redo),
+        status, train = _run_step(runner, train_command(cfg, run, run_dir, overwrite=redo, resume=resume),
                                   run_dir / "train_summary.json", run)
         if status:
             return status, None
@@ -415,8 +452,20 @@ def execute_run(cfg: SweepConfig, run: Run, run_dir: Path, redo: bool, runner: R
     return 0, ledger_entry(cfg, run, train, evaluation, time.perf_counter() - started, probe)
 
 
-def run_sweep(cfg: SweepConfig, runner: Runner = run_child) -> int:
-    """Run every unfinished run of the grid in turn; 0 when all are finished, 1 if any failed, 130 if interrupted."""
+def run_sweep(cfg: SweepConfig, runner: Runner | None = None) -> int:
+    """Run every unfinished run of the grid in turn; 0 when all are finished, 1 if any failed, 130 / 143 if
+    interrupted by SIGINT / SIGTERM (passed on to the running child, which checkpoints; a rerun resumes it)."""
+    runner = runner or ChildRunner()
+    forward = getattr(runner, "forward", None)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)} if forward else {}
+    try:
+        return _run_grid(cfg, runner)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_grid(cfg: SweepConfig, runner: Runner) -> int:
     for name in ("train_file", "test_file"):
         if not Path(getattr(cfg, name)).is_file():
             raise UsageError(f"--{name} {getattr(cfg, name)}: no such file")
@@ -437,7 +486,8 @@ def run_sweep(cfg: SweepConfig, runner: Runner = run_child) -> int:
     if cfg.dry_run:
         labels = {"done": "done", "redo": "redo (half-finished)", "new": "to run"}
         for run in runs:
-            print(f"  {labels[status[run.name]]:<21} {run.name}")
+            resumable = status[run.name] == "redo" and has_whole_checkpoint(output_dir / run.name)
+            print(f"  {'resume (checkpoint)' if resumable else labels[status[run.name]]:<21} {run.name}")
         redo = sum(status[run.name] == "redo" for run in runs)
         print(f"{len(runs)} runs in {output_dir}: {len(runs) - len(pending)} done, {len(pending)} to run ({redo} redone)")
         first = next((run for run in pending if run.mode != BASE), None)
@@ -454,9 +504,14 @@ def run_sweep(cfg: SweepConfig, runner: Runner = run_child) -> int:
         run_dir = output_dir / run.name
         print(f"[{number}/{len(pending)}] {run.name}{' (redone)' if status[run.name] == 'redo' else ''}", flush=True)
         code, entry = execute_run(cfg, run, run_dir, status[run.name] == "redo", runner)
-        if code in INTERRUPTED:
-            print(f"stepjepa sweep: interrupted during {run.name}; run the same command again to go on", file=sys.stderr)
-            return 130
+        received = getattr(runner, "signal", None) or INTERRUPTED.get(code)
+        if received and entry is not None:
+            append_jsonl(ledger_path, entry)  # it finished just as the signal came
+        if received:
+            state = "finished" if entry else "unfinished (not in the ledger)"
+            print(f"stepjepa sweep: interrupted by {signal.Signals(received).name} during {run.name}, which is "
+                  f"{state}; run the same command again to go on", file=sys.stderr)
+            return 128 + received
         if entry is None:
             print(f"stepjepa sweep: {run.name} failed (exit status {code}); the sweep goes on", file=sys.stderr)
             failed.append(run.name)

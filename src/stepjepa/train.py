@@ -7,15 +7,17 @@ import os
 import signal
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from stepjepa.errors import UsageError
+from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.losses import INFONCE_TEMPERATURE
 from stepjepa.models import EMBEDDED_ALIAS
 from stepjepa.precision import BF16_HELP, BOTH_FLAGS, NO_BF16_HELP, precision_name, use_bf16
+from stepjepa.runlock import LOCK_NAME, output_dir_lock
 
 
 METRIC_FILES = ("metrics.jsonl", "eval_metrics.jsonl")
@@ -42,6 +44,8 @@ class TrainConfig:
     max_steps: int = field(default=-1, metadata=_help("Stop after this many optimizer steps (-1: run the epochs)."))
     eval_steps: int = field(default=50, metadata=_help("Evaluate every N steps when --eval_file is given."))
     save_steps: int = field(default=100, metadata=_help("Save a resumable checkpoint every N steps."))
+    save_total_limit: int = field(default=2, metadata=_help(
+        "Keep this run's newest N checkpoints (0: keep all); other runs' checkpoints are never deleted."))
     logging_steps: int = field(default=10, metadata=_help("Log (console and metrics.jsonl) every N steps."))
     warmup_ratio: float = field(default=0.0, metadata=_help("Fraction of steps of linear learning-rate warm-up."))
     lora: bool = field(default=False, metadata=_help("LoRA fine-tuning (rank r, alpha 2r, every linear projection)."))
@@ -69,14 +73,18 @@ class TrainConfig:
     no_bf16: bool = field(default=False, metadata=_help(NO_BF16_HELP))
 
     def __post_init__(self) -> None:
+        check_finite_floats(self)
+        check_seed("seed", self.seed)
         if self.regular and self.step_jepa:
             raise UsageError("--regular and --step_jepa contradict each other; choose one mode")
         losses = [flag for flag in ("jepa_l2", "jepa_mse", "infonce") if getattr(self, flag)]
         if len(losses) > 1:
             raise UsageError(f"choose one JEPA loss, got --{' and --'.join(losses)}")
-        if self.regular and (losses or self.predictors):
+        # A weight at its default cannot be told from an absent flag: only other values are refused.
+        weights = [name for name in ("lbd", "gamma") if getattr(self, name) != self.__dataclass_fields__[name].default]
+        if self.regular and (losses or self.predictors or weights):
             raise UsageError("--regular trains without JEPA; drop the JEPA options (" + ", ".join(
-                [f"--{flag}" for flag in losses] + (["--predictors"] if self.predictors else [])) + ")")
+                [f"--{flag}" for flag in losses + weights] + (["--predictors"] if self.predictors else [])) + ")")
         if self.predictors < 0:
             raise UsageError(f"--predictors must be >= 0, got {self.predictors}")
         if self.jepa_ratio > 1:
@@ -89,6 +97,10 @@ class TrainConfig:
                 raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise UsageError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise UsageError(f"--max_steps must be -1 (run the epochs) or >= 1, got {self.max_steps}")
+        if self.save_total_limit < 0:
+            raise UsageError(f"--save_total_limit must be >= 0 (0 keeps every checkpoint), got {self.save_total_limit}")
         if self.num_epochs <= 0:
             raise UsageError(f"--num_epochs must be > 0, got {self.num_epochs}")
         if not 0 <= self.warmup_ratio < 1:
@@ -130,7 +142,9 @@ def check_output_dir(cfg: TrainConfig) -> None:
     path = Path(cfg.output_dir)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--output_dir {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not (cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
+    # The lock file alone (rank 0 of this very run, or a dead run's) does not make a directory "not empty".
+    if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()) and not (
+            cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
         raise UsageError(
             f"--output_dir {path} is not empty; pass --overwrite_output_dir, --resume_from_checkpoint, or another directory"
         )
@@ -141,15 +155,28 @@ def _say(cfg: TrainConfig, level: int, message: str) -> None:
         print(message, flush=True)
 
 
-def _resume_path(cfg: TrainConfig) -> str | None:
-    if cfg.resume_from_checkpoint != "latest":
-        if cfg.resume_from_checkpoint and not Path(cfg.resume_from_checkpoint).is_dir():
-            raise UsageError(f"--resume_from_checkpoint {cfg.resume_from_checkpoint}: no such checkpoint directory")
-        return cfg.resume_from_checkpoint
-    checkpoints = sorted(Path(cfg.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    if not checkpoints:
-        raise UsageError(f"--resume_from_checkpoint latest: no checkpoint-* in {cfg.output_dir}")
-    return str(checkpoints[-1])
+def _resume_path(cfg: TrainConfig, record: dict) -> str | None:
+    """The whole checkpoint of this run to resume (``latest``: the newest whole one); it lends ``record`` its run id."""
+    from stepjepa.checkpoints import check_same_run, latest_complete
+
+    if cfg.resume_from_checkpoint == "latest":
+        checkpoint, skipped = latest_complete(cfg.output_dir)
+        for path, reason in skipped:
+            print(f"note: skipped incomplete {path} ({reason})", file=sys.stderr)
+    else:
+        checkpoint = Path(cfg.resume_from_checkpoint)
+        if not checkpoint.is_dir():
+            raise UsageError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint directory")
+    record["run_id"] = check_same_run(checkpoint, record)["run_id"]
+    return str(checkpoint)
+
+
+def _finished(cfg: TrainConfig, checkpoint: str) -> bool:
+    """Whether the checkpoint is the run's last step (--max_steps, else the steps its epochs came to)."""
+    from stepjepa.checkpoints import trained_steps
+
+    step, planned = trained_steps(Path(checkpoint))
+    return step >= (cfg.max_steps if cfg.max_steps > 0 else planned)
 
 
 def print_first_batch(tokenizer, rows: list[dict], collator, count: int = 2) -> None:
@@ -194,7 +221,7 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
         logging_steps=cfg.logging_steps,
         save_strategy="steps",
         save_steps=cfg.save_steps,
-        save_total_limit=2,
+        save_total_limit=None,  # JepaTrainer rotates this run's own checkpoints (--save_total_limit)
         eval_strategy="steps" if has_eval else "no",
         eval_steps=cfg.eval_steps,
         seed=cfg.seed,
@@ -212,9 +239,23 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
 
 
 def run_train(cfg: TrainConfig) -> int:
-    """Train, save the model (LoRA merged, adapter in ``adapter/``), tokenizer, metrics and summary."""
+    """Train in an output directory no other run uses meanwhile (rank 0 holds its lock)."""
     check_output_dir(cfg)
-    resume = _resume_path(cfg) if cfg.resume_from_checkpoint else None
+    with output_dir_lock(cfg.output_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> int:
+    """Train, save the model (LoRA merged, adapter in ``adapter/``), tokenizer, metrics and summary."""
+    from stepjepa.checkpoints import numbered_checkpoints, run_record
+
+    record = run_record(cfg.mode, cfg.model_name, cfg.train_file, cfg.predictors if cfg.mode != "regular" else 0,
+                        cfg.seed)
+    resume = _resume_path(cfg, record) if cfg.resume_from_checkpoint else None
+    finished = resume is not None and _finished(cfg, resume)
+    if finished and Path(cfg.output_dir, "train_summary.json").is_file():
+        _say(cfg, 0, f"run already finished: {resume} is its last step; nothing to train")
+        return 0
 
     from transformers import set_seed
 
@@ -223,7 +264,8 @@ def run_train(cfg: TrainConfig) -> int:
     from stepjepa.layout import PackedCollator
     from stepjepa.models import add_predictor_tokens, apply_lora, load_model, load_tokenizer, resize_for_tokenizer
     from stepjepa.objective import Objective
-    from stepjepa.trainer import JepaTrainer, MetricsFileCallback, QuietProgressCallback, trainable_parameter_count
+    from stepjepa.trainer import (JepaTrainer, MetricsFileCallback, NonFiniteLoss, QuietProgressCallback,
+                                  trainable_parameter_count)
 
     chats = load_chats(cfg.train_file)
     eval_chats = load_chats(cfg.eval_file) if cfg.eval_file else None
@@ -231,8 +273,15 @@ def run_train(cfg: TrainConfig) -> int:
     predictor_ids = add_predictor_tokens(tokenizer, cfg.predictors) if cfg.mode != "regular" and cfg.predictors else []
     rows, counts = build_rows(tokenizer, chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length)
     _say(cfg, 1, describe_counts(cfg, counts, len(predictor_ids)))
+    if cfg.mode != "regular" and not counts["jepa"]:
+        raise UsageError(f"no example has its JEPA views within --max_length {cfg.max_length} "
+                         f"({counts['lm_only_truncated']} cut, {counts['lm_only_few_steps']} with fewer than two steps): "
+                         "the run would be LM-only; raise --max_length or train with --regular")
     if cfg.mode == "step_jepa" and counts["lm_only_few_steps"]:
         print(f"note: {counts['lm_only_few_steps']} examples have fewer than two steps and train with the LM loss only")
+    if cfg.mode != "regular" and counts["lm_only_truncated"]:
+        print(f"note: {counts['lm_only_truncated']} examples have their views cut by --max_length {cfg.max_length} "
+              "and train with the LM loss only")
     if cfg.step_jepa and cfg.last_token != "auto":
         _say(cfg, 1, "note: --last_token is not used by Step-JEPA (its views end at their embedding token)")
     collator = PackedCollator(tokenizer.pad_token_id)
@@ -265,6 +314,8 @@ def run_train(cfg: TrainConfig) -> int:
         objective=Objective(mode=cfg.mode, loss=cfg.loss_kind, lbd=cfg.lbd, gamma=cfg.gamma),
         jepa_ratio=cfg.jepa_ratio,
         debug=cfg.debug,
+        run_record=record,
+        save_total_limit=cfg.save_total_limit,
     )
     if cfg.debug < 5:
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -280,9 +331,26 @@ def run_train(cfg: TrainConfig) -> int:
         # A fresh run into an overwritten directory starts its own metric files.
         for name in METRIC_FILES:
             Path(cfg.output_dir, name).unlink(missing_ok=True)
+        earlier = [path.name for _, path in numbered_checkpoints(cfg.output_dir)]
+        if earlier:
+            _say(cfg, 1, f"note: {cfg.output_dir} holds checkpoints of earlier runs ({', '.join(earlier)}); "
+                         "they are kept and never rotated by this run")
     start = time.time()
-    with stop_on_signal(trainer) as interrupted:
-        result = trainer.train(resume_from_checkpoint=resume)
+    if finished:
+        # Stopped after its last checkpoint but before the model was saved: save it from that checkpoint.
+        from transformers import TrainerState
+
+        trainer._load_from_checkpoint(resume)
+        trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+        _say(cfg, 0, f"run already finished: {resume} is its last step; saving its model")
+    interrupted = {"signal": None}
+    try:
+        with stop_on_signal(trainer) as interrupted:
+            result = None if finished else trainer.train(resume_from_checkpoint=resume)
+    except NonFiniteLoss as exc:
+        kept = [path for _, path in numbered_checkpoints(cfg.output_dir)]
+        raise UsageError(f"{exc}; training stopped, no model saved"
+                         + (f", the checkpoints are kept (last {kept[-1]})" if kept else "")) from None
     if interrupted["signal"]:
         trainer._save_checkpoint(trainer.model, trial=None)
         print(f"interrupted by {interrupted['signal']}: checkpoint saved at step {trainer.state.global_step}; "
@@ -292,11 +360,12 @@ def run_train(cfg: TrainConfig) -> int:
         save_outputs(cfg, trainer.model, tokenizer)
         summary = {
             "mode": cfg.mode, "loss": cfg.loss_kind, "predictors": len(predictor_ids), "examples": dict(counts),
-            "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+            "global_step": trainer.state.global_step, "train_loss": result.training_loss if result else None,
             "runtime_s": round(time.time() - start, 1), "config": asdict(cfg),
         }
         write_json_atomic(Path(cfg.output_dir) / "train_summary.json", summary)
-        _say(cfg, 0, f"model saved to {cfg.output_dir}; metrics in {cfg.output_dir}/metrics.jsonl")
+        metrics_file = Path(cfg.output_dir) / "metrics.jsonl"
+        _say(cfg, 0, f"model saved to {cfg.output_dir}" + (f"; metrics in {metrics_file}" if metrics_file.is_file() else ""))
     return 0
 
 
@@ -327,7 +396,7 @@ def _trim_metrics(output_dir: str, checkpoint: str) -> None:
     state = Path(checkpoint) / "trainer_state.json"
     if not (metrics.is_file() and metrics.stat().st_size and state.is_file()):
         return
-    step = json.loads(state.read_text())["global_step"]
+    step = json.loads(state.read_text(encoding="utf-8"))["global_step"]
     rows = [row for _, row in read_jsonl(metrics)]
     kept = [row for row in rows if row["step"] <= step]
     if len(kept) < len(rows):
@@ -336,14 +405,21 @@ def _trim_metrics(output_dir: str, checkpoint: str) -> None:
 
 def save_outputs(cfg: TrainConfig, model, tokenizer) -> None:
     """Save a model that ``from_pretrained`` loads (LoRA merged), its tokenizer, and the LoRA adapter alone."""
+    from stepjepa.checkpoints import model_identity
+    from stepjepa.data import give_plain_modes
+    from stepjepa.models import resolve_model_path
+
     out = Path(cfg.output_dir)
     if cfg.lora:
         adapter = out / "adapter"
-        model.peft_config["default"].base_model_name_or_path = cfg.model_name
+        # Absolute (or a hub id): the adapter then loads on its base from any working directory.
+        model.peft_config["default"].base_model_name_or_path = model_identity(resolve_model_path(cfg.model_name))
         # Predictor tokens grew the vocabulary: the adapter carries the resized embeddings with it.
         model.save_pretrained(adapter, save_embedding_layers=bool(cfg.predictors and cfg.mode != "regular"))
         tokenizer.save_pretrained(adapter)
+        give_plain_modes(adapter)
         model = model.merge_and_unload()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    give_plain_modes(out)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")

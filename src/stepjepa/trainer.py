@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from stepjepa.data import append_jsonl
+from stepjepa.checkpoints import mark_complete, rotate
+from stepjepa.data import append_jsonl, give_plain_modes
 from stepjepa.objective import Objective, compute_objective
 
 
-class JepaTrainer(Trainer):
-    """Trainer whose loss is ``gamma * LM + lbd * JEPA`` from one packed forward pass."""
+class NonFiniteLoss(Exception):
+    """A training loss came out NaN or infinite: the message names the step and the term."""
 
-    def __init__(self, *args, objective: Objective, jepa_ratio: float = -1.0, debug: int = 0, **kwargs):
+
+class JepaTrainer(Trainer):
+    """Trainer whose loss is ``gamma * LM + lbd * JEPA`` from one packed forward pass.
+
+    With a ``run_record`` every checkpoint is marked whole once saved, and only this run's checkpoints beyond
+    the newest ``save_total_limit`` are deleted (0 keeps all).
+    """
+
+    def __init__(self, *args, objective: Objective, jepa_ratio: float = -1.0, debug: int = 0,
+                 run_record: dict | None = None, save_total_limit: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.jepa_ratio = jepa_ratio
         self.debug = debug
+        self.run_record = run_record
+        self.save_total_limit = save_total_limit
         # Our loss is a per-micro-batch mean: let the Trainer divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self._sums: dict[str, defaultdict] = {"train": defaultdict(float), "eval": defaultdict(float)}
@@ -47,13 +61,33 @@ class JepaTrainer(Trainer):
         sums = self._sums[split]
         if split == "train" and not self._sums["train"]["batches"] and self.state.global_step == 0:
             self._announce_first_batch(inputs)
+        lm = out.lm_loss.item()
+        jepa = out.jepa_loss.item() if out.jepa_loss is not None else None
+        if split == "train":
+            self._check_finite(lm, jepa, out.loss.item())
         sums["batches"] += 1
-        sums["lm_loss"] += out.lm_loss.item()
+        sums["lm_loss"] += lm
         sums["tokens"] += int(inputs["num_tokens"])
-        if out.jepa_loss is not None:
+        if jepa is not None:
             sums["jepa_batches"] += 1
-            sums["jepa_loss"] += out.jepa_loss.item()
+            sums["jepa_loss"] += jepa
         return (out.loss, {"loss": out.loss}) if return_outputs else out.loss
+
+    def _check_finite(self, lm: float, jepa: float | None, total: float) -> None:
+        """Stop before a NaN or infinite loss reaches the weights, naming the step and the term that broke."""
+        step = self.state.global_step + 1
+        for term, value in (("LM", lm), ("JEPA", jepa), ("weighted (gamma * LM + lbd * JEPA)", total)):
+            if value is not None and not math.isfinite(value):
+                raise NonFiniteLoss(f"step {step}: the {term} loss is {value}")
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.run_record is None or not self.args.should_save:
+            return
+        checkpoint = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        give_plain_modes(checkpoint)
+        mark_complete(checkpoint, self.run_record)
+        rotate(self.args.output_dir, self.run_record, self.save_total_limit, checkpoint)
 
     def _announce_first_batch(self, inputs) -> None:
         """--debug >= 1 with several processes: each rank names its first batch (they must differ)."""
@@ -96,22 +130,35 @@ class QuietProgressCallback(ProgressCallback):
         return None
 
 
-class MetricsFileCallback(TrainerCallback):
-    """Appends one whole JSON line per logged training step to ``metrics.jsonl`` (eval to ``eval_metrics.jsonl``)."""
+def _strict(value):
+    """A value strict JSON can hold: NaN and infinities become null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
-    TRAIN_KEYS = ("lm_loss", "jepa_loss", "loss", "learning_rate", "tokens_per_s")
+
+class MetricsFileCallback(TrainerCallback):
+    """Appends one whole JSON line per logged training step to ``metrics.jsonl`` (eval to ``eval_metrics.jsonl``).
+
+    The run's last step is always logged, its window shorter than ``--logging_steps`` or not.
+    """
+
+    TRAIN_KEYS = ("lm_loss", "jepa_loss", "loss", "grad_norm", "learning_rate", "tokens_per_s")
 
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # Runs after DefaultFlowCallback, which flags the last step (or the signal handler, an interrupted one).
+        if control.should_training_stop:
+            control.should_log = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         if "loss" in logs and "lm_loss" in logs:
-            row = {"step": state.global_step, **{key: logs.get(key) for key in self.TRAIN_KEYS}}
+            row = {"step": state.global_step, **{key: _strict(logs.get(key)) for key in self.TRAIN_KEYS}}
             append_jsonl(f"{self.output_dir}/metrics.jsonl", row)
         elif "eval_loss" in logs:
-            row = {"step": state.global_step, **{k: v for k, v in logs.items() if k.startswith("eval_")}}
+            row = {"step": state.global_step, **{k: _strict(v) for k, v in logs.items() if k.startswith("eval_")}}
             append_jsonl(f"{self.output_dir}/eval_metrics.jsonl", row)
 
 
