@@ -332,7 +332,7 @@ def run_report(cfg: ReportConfig) -> int:
     print(summary_table(summaries))
     if probes:
         print(probe_table(probes))
-    missing = len(entries) - drawn
+    missing = sum(e["mode"] != BASE for e in entries) - drawn  # the base model trains no steps
     print(f"report {output}; plots {', '.join(str(p) for p in plots.values())}"
           + (f"; {missing} runs had no metrics.jsonl to plot" if missing else ""))
     return 0
