@@ -177,3 +177,32 @@ def test_report_files_get_the_mode_of_a_plain_open_under_umask_022(tmp_path) -> 
         os.umask(old)
     for name in ("report.md", "report_losses.png", "report_accuracy.png"):
         assert stat.S_IMODE((runs_dir / name).stat().st_mode) == 0o644, name
+
+
+def test_probe_summary_by_hand() -> None:
+    """The probe's gap and top-1 per configuration and view, with the accuracy test's numbers (worked there):
+    regular gaps 0.50 0.60 0.55 -> mean 0.55, std 0.05; step_jepa 0.56 0.62 0.60 -> mean 0.59333, std 0.030551,
+    paired p 0.034525 (2 degrees of freedom, t^2 = 13). A view regular lacks (K2) has no p; the base row has no std."""
+    from stepjepa.report import probe_table, summarize_probes
+
+    def probe(gap: float, top1: float, views=("k0",)) -> dict:
+        return {view: {"pairs": 40, "gap": gap, "top1": top1, "matched_cosine": 0.5 + gap} for view in views}
+
+    entries = [dict(entry("regular", seed, 0.5), probe=probe(gap, 0.1)) for seed, gap in ((1, 0.50), (2, 0.60), (3, 0.55))]
+    entries += [dict(entry("step_jepa_lbd0.1_k2_cosine", seed, 0.5), probe=probe(gap, 0.2, ("k0", "k2")))
+                for seed, gap in ((1, 0.56), (2, 0.62), (3, 0.60))]
+    entries.append({**entry("regular", 0, 0.01), "run": "base", "config": "base", "mode": "base", "probe": probe(0.3, 0.05)})
+    summaries = {(s.config, s.view): s for s in summarize_probes(entries)}
+    assert list(summaries)[0] == ("base", "k0")
+    regular, jepa = summaries["regular", "k0"], summaries["step_jepa_lbd0.1_k2_cosine", "k0"]
+    assert regular.stats["gap"][:2] == pytest.approx((0.55, 0.05)) and regular.stats["gap"][2] is None
+    assert jepa.stats["gap"][0] == pytest.approx(0.593333, abs=1e-6)
+    assert jepa.stats["gap"][1] == pytest.approx(0.030551, abs=1e-6)
+    assert jepa.stats["gap"][2] == pytest.approx(0.034525, abs=1e-6)
+    assert jepa.stats["top1"][:2] == (pytest.approx(0.2), pytest.approx(0.0))
+    assert summaries["step_jepa_lbd0.1_k2_cosine", "k2"].stats["gap"][2] is None
+    assert summaries["base", "k0"].stats["gap"][1] is None and summaries["base", "k0"].seeds == 1
+    assert jepa.chance_top1 == pytest.approx(1 / 40)
+    table = probe_table(list(summaries.values()))
+    assert "| step_jepa_lbd0.1_k2_cosine | K0 | 3 | 1.093 ± 0.031 | 0.0345 | 0.593 ± 0.031 | 0.0345 | 20.0 ± 0.0 |" in table
+    assert "| base | K0 | 1 | 0.800 | — | 0.300 | — | 5.0 | — | 2.5 |" in table

@@ -125,7 +125,9 @@ class ProbeSummary:
     stats: dict[str, tuple[float, float | None, float | None]]  # metric -> (mean, std, p against regular)
 
 
-PROBE_METRICS = (("gap", "cos gap"), ("top1", "top-1 %"))
+# (ledger key, column, scale, format): the matched cosine shows what the JEPA loss pulled together, the gap
+# whether it did so for the right pairs (a collapsed embedding has both views alike for every example).
+PROBE_METRICS = (("matched_cosine", "matched cos", 1, ".3f"), ("gap", "cos gap", 1, ".3f"), ("top1", "top-1 %", 100, ".1f"))
 
 
 def summarize_probes(entries: list[dict]) -> list[ProbeSummary]:
@@ -143,7 +145,7 @@ def summarize_probes(entries: list[dict]) -> list[ProbeSummary]:
         regular = by_view.get(("regular", view), {})
         shared = [seed for seed in runs if seed in regular] if config not in ("regular", BASE) else []
         stats = {}
-        for metric, _ in PROBE_METRICS:
+        for metric, *_ in PROBE_METRICS:
             values = [m[metric] for m in runs.values()]
             p = paired_p_value([runs[s][metric] for s in shared], [regular[s][metric] for s in shared])
             stats[metric] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, p)
@@ -154,13 +156,13 @@ def summarize_probes(entries: list[dict]) -> list[ProbeSummary]:
 
 def probe_table(summaries: list[ProbeSummary]) -> str:
     """The Markdown table of the held-out probe: one row per configuration and view."""
-    lines = ["| configuration | view | seeds | cos gap (mean ± std) | p | top-1 % (mean ± std) | p | top-1 chance % |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    columns = "".join(f" {name} (mean ± std) | p |" for _, name, *_ in PROBE_METRICS)
+    lines = [f"| configuration | view | seeds |{columns} top-1 chance % |",
+             "|---|---|---:|" + "---:|---:|" * len(PROBE_METRICS) + "---:|"]
     for s in summaries:
         cells = []
-        for metric, _ in PROBE_METRICS:
+        for metric, _, scale, spec in PROBE_METRICS:
             mean, std, p = s.stats[metric]
-            scale, spec = (100, ".1f") if metric == "top1" else (1, ".3f")
             cells.append(f"{scale * mean:{spec}}" + (f" ± {scale * std:{spec}}" if std is not None else ""))
             cells.append("—" if p is None else f"{p:.3g}")
         lines.append(f"| {s.config} | {s.view.upper()} | {s.seeds} | {' | '.join(cells)} | {100 * s.chance_top1:.1f} |")
@@ -301,8 +303,8 @@ def _probe_section(probes: list[ProbeSummary]) -> list[str]:
     return [
         "## Held-out JEPA probe",
         "",
-        "`stepjepa probe` on each run: the cosine gap between matched (view_a_i, view_b_i) and mismatched pairs, "
-        "and top-1 retrieval of the right view_b among all pairs of the probe file. K0 is the identity predictor "
+        "`stepjepa probe` on each run: the mean cosine of matched pairs (view_a_i, view_b_i), its gap over "
+        "mismatched pairs (i != j), and top-1 retrieval of the right view_b among all pairs of the probe file. K0 is the identity predictor "
         "(step 1's last token), which every model has; KK the K predictor tokens of a JEPA run. p: paired "
         "one-sided t-test against regular's same view (H1: better aligned).",
         "",
@@ -336,7 +338,7 @@ def run_report(cfg: ReportConfig) -> int:
     print(summary_table(summaries))
     if probes:
         print(probe_table(probes))
-    missing = len(entries) - drawn
+    missing = sum(e["mode"] != BASE for e in entries) - drawn  # the base model trains no steps
     print(f"report {output}; plots {', '.join(str(p) for p in plots.values())}"
           + (f"; {missing} runs had no metrics.jsonl to plot" if missing else ""))
     return 0
