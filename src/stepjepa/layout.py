@@ -75,11 +75,6 @@ def pack_regular(chat: EncodedChat) -> dict[str, Any]:
     return _packed(chat, [], [], [])
 
 
-def has_step_views(chat: EncodedChat) -> bool:
-    """Step-JEPA needs at least one pair of whole steps (after truncation)."""
-    return len(chat.step_spans) >= 2
-
-
 def step_pair_numbers(chat: EncodedChat, step_pairs: str) -> list[int]:
     """The pairs a row holds, numbered by their context step: pair ``p`` predicts step ``p + 1`` from step ``p``.
 
@@ -89,8 +84,8 @@ def step_pair_numbers(chat: EncodedChat, step_pairs: str) -> list[int]:
     """
     if step_pairs not in STEP_PAIRS:
         raise ValueError(f"unknown step_pairs {step_pairs!r}; expected one of {STEP_PAIRS}")
-    count = max(len(chat.step_spans) - 1, 0)
-    return list(range(1, min(count, 1) + 1)) if step_pairs == "first" else list(range(1, count + 1))
+    every = list(range(1, len(chat.step_spans)))
+    return every[:1] if step_pairs == "first" else every
 
 
 def pack_step_jepa(chat: EncodedChat, predictor_ids: list[int], pairs: Sequence[int] = (1,)) -> dict[str, Any]:
