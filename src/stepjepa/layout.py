@@ -256,12 +256,11 @@ def select_pairs(batch: dict[str, torch.Tensor], keep: torch.Tensor, pad_token_i
     """
     width = int(batch["conversation_width"])
     rows, total = batch["input_ids"].shape
-    keep = keep.to(torch.bool).cpu()
-    spans = batch["pair_span"].cpu()
+    kept_pairs = keep.to(torch.bool).nonzero().flatten().tolist()
+    spans, pair_rows = batch["pair_span"].tolist(), batch["pair_row"].tolist()  # host copies: no sync per pair
     columns = [list(range(width)) for _ in range(rows)]
-    for p in keep.nonzero().flatten().tolist():
-        start, end = spans[p].tolist()
-        columns[int(batch["pair_row"][p])].extend(range(start, end))
+    for p in kept_pairs:
+        columns[pair_rows[p]].extend(range(*spans[p]))
     new_total = max(len(c) for c in columns)
     device = batch["input_ids"].device
     selected = dict(batch)
@@ -280,19 +279,22 @@ def select_pairs(batch: dict[str, torch.Tensor], keep: torch.Tensor, pad_token_i
         selected["block_start"][b, : len(kept)] = new_column[b, batch["block_start"][b, index]]
     selected["attention_mask"] = additive_mask(allowed_attention(selected["block_start"], selected["context_end"]),
                                                batch["attention_mask"].dtype)
-    kept_pairs = keep.nonzero().flatten().to(device)
-    pair_row = batch["pair_row"][kept_pairs]
+    kept = torch.tensor(kept_pairs, dtype=torch.long, device=device)
+    pair_row = batch["pair_row"][kept]
     selected["pair_row"] = pair_row
-    selected["pair_view_a"] = new_column[pair_row, batch["pair_view_a"][kept_pairs]]
-    selected["pair_view_b"] = new_column[pair_row, batch["pair_view_b"][kept_pairs]]
-    starts = new_column[pair_row, batch["pair_span"][kept_pairs, 0]]
-    lengths = batch["pair_span"][kept_pairs, 1] - batch["pair_span"][kept_pairs, 0]
+    selected["pair_view_a"] = new_column[pair_row, batch["pair_view_a"][kept]]
+    selected["pair_view_b"] = new_column[pair_row, batch["pair_view_b"][kept]]
+    starts = new_column[pair_row, batch["pair_span"][kept, 0]]
+    lengths = batch["pair_span"][kept, 1] - batch["pair_span"][kept, 0]
     selected["pair_span"] = torch.stack([starts, starts + lengths], dim=1)
-    selected["view_a_index"] = torch.full_like(batch["view_a_index"], NO_VIEW)
-    selected["view_b_index"] = torch.full_like(batch["view_b_index"], NO_VIEW)
-    for p in reversed(range(len(pair_row))):  # each row's first kept pair
-        selected["view_a_index"][pair_row[p]] = selected["pair_view_a"][p]
-        selected["view_b_index"][pair_row[p]] = selected["pair_view_b"][p]
+    first_kept = {}  # row -> position of its first kept pair
+    for position, p in enumerate(kept_pairs):
+        first_kept.setdefault(pair_rows[p], position)
+    with_pairs = torch.tensor(list(first_kept), dtype=torch.long, device=device)
+    firsts = torch.tensor(list(first_kept.values()), dtype=torch.long, device=device)
+    for name, key in (("view_a_index", "pair_view_a"), ("view_b_index", "pair_view_b")):
+        selected[name] = torch.full_like(batch[name], NO_VIEW)
+        selected[name][with_pairs] = selected[key][firsts]
     return selected
 
 
