@@ -126,7 +126,8 @@ def test_step_pair_numbers_per_mode():
 
 
 def test_every_step_predicts_the_next_in_one_row():
-    """Hand-drawn: pair 1 = predictor after step 1 + copy of step 2; pair 2 = predictor after step 2 + copy of step 3."""
+    """Hand-drawn: pair 1 = predictor after step 1 + copy of step 2; pair 2 = predictor after step 2 + copy of
+    step 3."""
     row = pack_step_jepa(CHAT3, [99], [1, 2])
     assert row["input_ids"] == [10, 11, 12, 13, 14, 15, 16, 17, 99, 14, 15, 99, 16, 17]
     assert row["labels"] == [-100, -100, 12, 13, 14, 15, 16, 17] + [-100] * 6

@@ -91,9 +91,10 @@ def test_table_rows_regular_first_then_mode_order() -> None:
 
 
 def test_pair_modes_and_stop_grad_are_configurations_of_their_own(tmp_path) -> None:
-    """Runs differing only in --step_pairs or --target_stop_grad are summarised apart, and the report names the suffixes.
+    """Runs differing only in --step_pairs or --target_stop_grad are summarised apart; the report names the suffixes.
 
-    first pair 56 62 -> mean 59, Δ vs regular (50 60) = +4.0; all pairs 58 66 -> 62, Δ +7.0; with stop-grad 54 -> Δ +4.0.
+    first pair 56 62 -> mean 59, std sqrt(18) = 4.2, Δ vs regular (50 60) = +4.0; all pairs 58 66 -> 62,
+    std sqrt(32) = 5.7, Δ +7.0; with stop-grad 54 (seed 1) -> Δ 54 - 50 = +4.0.
     """
     runs_dir = tmp_path / "sweep"
     settings = {"step_jepa_lbd0.1_k2_cosine": ("first", False, {1: 0.56, 2: 0.62}),

@@ -31,7 +31,8 @@ def pack_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], mode: st
 
 
 def build_rows(tokenizer: PreTrainedTokenizerBase, chats: list[list[dict]], mode: str, predictor_ids: list[int],
-               last_token: int | None, max_length: int, step_pairs: str = "first") -> tuple[list[dict[str, Any]], Counter]:
+               last_token: int | None, max_length: int,
+               step_pairs: str = "first") -> tuple[list[dict[str, Any]], Counter]:
     """Packed rows of every usable chat and counts: ``rows``, ``jepa``, ``pairs``, ``lm_only_few_steps``,
     ``lm_only_truncated``, ``dropped_no_labels``, ``truncated``. Each row keeps its chat's ``example_index``
     (``--step_pairs random`` draws from it).
