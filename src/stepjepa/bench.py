@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -53,6 +53,9 @@ import torch
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT, read_jsonl, write_json_atomic
 from stepjepa.errors import UsageError
 from stepjepa.models import EMBEDDED_ALIAS
+from stepjepa.precision import BOTH_FLAGS, precision_name, use_bf16
+
+PRECISIONS = ("fp32", "bf16")
 
 MODES = ("regular", "llm_jepa", "step_jepa", "step_jepa_multipass")  # the default run
 # Multi-pass modes and the packed mode whose losses they compute; the modes after MODES run only when asked.
@@ -108,6 +111,13 @@ class BenchConfig:
     modes: str = field(default=",".join(MODES), metadata=_help(
         f"Comma-separated modes to run, of {', '.join(ALL_MODES)}."))
     device: str = field(default="auto", metadata=_help("auto (cuda if available, else cpu), cpu, cuda or cuda:N."))
+    bf16: bool = field(default=False, metadata=_help(
+        "Time in bf16 mixed precision (float32 weights, bf16 autocast). Default auto: bf16 where the hardware "
+        "runs it fast (CUDA with bf16, CPUs with avx512_bf16/amx_bf16), float32 elsewhere."))
+    no_bf16: bool = field(default=False, metadata=_help("Time in float32."))
+    precisions: str = field(default="", metadata=_help(
+        "Comma-separated precisions to time side by side, interleaved on the same batches: fp32,bf16 "
+        "(default: the one --bf16/--no_bf16/auto picks)."))
     isolate: bool = field(default=True, metadata=_help(
         "Measure each mode's peak memory in a fresh process (comparable between modes; slower)."))
     json: bool = field(default=False, metadata=_help("Print one JSON object on stdout instead of the table."))
@@ -138,6 +148,13 @@ class BenchConfig:
             raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
         if self.data_file is not None and not Path(self.data_file).is_file():
             raise UsageError(f"--data_file {self.data_file}: no such file")
+        if self.bf16 and self.no_bf16:
+            raise UsageError(BOTH_FLAGS)
+        if self.precisions and (self.bf16 or self.no_bf16):
+            raise UsageError("--precisions names the precisions itself; drop --bf16/--no_bf16")
+        precisions = [p.strip() for p in self.precisions.split(",") if p.strip()]
+        if self.precisions and (not precisions or set(precisions) - set(PRECISIONS) or len(set(precisions)) != len(precisions)):
+            raise UsageError(f"--precisions '{self.precisions}': give distinct precisions of {', '.join(PRECISIONS)}, comma-separated")
         modes = self.mode_list()
         unknown = [m for m in modes if m not in ALL_MODES]
         if unknown or not modes or len(set(modes)) != len(modes):
@@ -145,6 +162,13 @@ class BenchConfig:
 
     def mode_list(self) -> list[str]:
         return [m.strip() for m in self.modes.split(",") if m.strip()]
+
+    def precision_list(self) -> list[str]:
+        """The precisions to time: --precisions, else the one --bf16/--no_bf16/auto picks on this device."""
+        if self.precisions:
+            return [p.strip() for p in self.precisions.split(",") if p.strip()]
+        cuda = self.device.startswith("cuda") or (self.device == "auto" and torch.cuda.is_available())
+        return [precision_name(use_bf16(self.bf16, self.no_bf16, "cuda" if cuda else "cpu"))]
 
     def num_examples(self) -> int:
         """Chats in the fixed batches: one batch per measured step."""
@@ -446,10 +470,12 @@ def _to(batch: dict, device: str) -> dict:
 
 
 class StepRunner:
-    """One model and one AdamW optimiser; :meth:`step` times a full training step of any mode on a batch."""
+    """One model and one AdamW optimiser; :meth:`step` times a full training step of any mode on a batch,
+    under bf16 autocast when ``bf16`` (float32 weights and optimiser, as the Trainer's mixed precision)."""
 
-    def __init__(self, cfg: BenchConfig, device: str):
+    def __init__(self, cfg: BenchConfig, device: str, bf16: bool = False):
         self.device = device
+        self.bf16 = bf16
         self.model, self.tokenizer, self.predictor_ids = load_bench_model(cfg, device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         # Fused AdamW, as the Trainer's default optimiser (adamw_torch_fused) is.
@@ -460,7 +486,8 @@ class StepRunner:
         """Seconds of forward + backward + optimiser step (device synchronised at both ends)."""
         _sync(self.device)
         began = time.perf_counter()
-        out = self.losses[mode](self.model, batch)
+        with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.losses[mode](self.model, batch)
         out.loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -478,28 +505,40 @@ def _fixed_batches(cfg: BenchConfig, trainer: StepRunner, modes: list[str]) -> t
     return batches, build_s
 
 
-def measure_times(cfg: BenchConfig, with_memory: bool) -> dict[str, dict]:
-    """Every mode's step times on the same batches, interleaved: round i runs batch i in every mode
-    (the order rotated each round), so load changes on a shared machine hit all modes alike.
+def measure_times(cfg: BenchConfig, with_memory: bool) -> dict[str, dict[str, dict]]:
+    """Every mode's step times in every precision on the same batches, interleaved: round i runs batch i in
+    every (precision, mode) (the order rotated each round), so load changes on a shared machine hit all alike.
+    Each precision trains its own copy of the model. Returns ``{precision: {mode: result}}``.
 
     ``with_memory``: also the peak memory of each mode's steps in this shared process (reset before each step).
     """
     device = resolve_device(cfg.device)
-    modes = cfg.mode_list()
-    trainer = StepRunner(cfg, device)
-    batches, build_s = _fixed_batches(cfg, trainer, modes)
+    modes, precisions = cfg.mode_list(), cfg.precision_list()
+    runners = {p: StepRunner(cfg, device, bf16=p == "bf16") for p in precisions}
+    batches, build_s = _fixed_batches(cfg, runners[precisions[0]], modes)
     memory = PeakMemory(device)
+    variants = [(p, mode) for p in precisions for mode in modes]
     for i in range(cfg.warmup):
-        for mode in modes:
-            trainer.step(mode, batches[mode][i % cfg.steps])
+        for p, mode in variants:
+            runners[p].step(mode, batches[mode][i % cfg.steps])
     gc.collect()
-    times = {mode: [] for mode in modes}
-    peaks = {mode: 0.0 for mode in modes}
+    times = {variant: [] for variant in variants}
+    peaks = {variant: 0.0 for variant in variants}
     for i in range(cfg.steps):
-        for mode in modes[i % len(modes):] + modes[: i % len(modes)]:
+        for variant in variants[i % len(variants):] + variants[: i % len(variants)]:
             memory.reset()
-            times[mode].append(trainer.step(mode, batches[mode][i]))
-            peaks[mode] = max(peaks[mode], memory.peak_mb())
+            times[variant].append(runners[variant[0]].step(variant[1], batches[variant[1]][i]))
+            peaks[variant] = max(peaks[variant], memory.peak_mb())
+    results = {p: _mode_results(cfg, modes, batches, build_s, {m: times[p, m] for m in modes},
+                                {m: peaks[p, m] for m in modes}, with_memory) for p in precisions}
+    del runners, batches
+    gc.collect()
+    return results
+
+
+def _mode_results(cfg: BenchConfig, modes: list[str], batches: dict, build_s: dict, times: dict, peaks: dict,
+                  with_memory: bool) -> dict[str, dict]:
+    """Per mode: the step-time statistics, throughput and token counts of one precision's steps."""
     results = {}
     for mode in modes:
         counts = [_token_counts(mode, batch) for batch in batches[mode]]
@@ -519,8 +558,6 @@ def measure_times(cfg: BenchConfig, with_memory: bool) -> dict[str, dict]:
             "rows": sum(len(b["input_ids"]) for b in batches[mode]),
             "median_batch_build_s": statistics.median(build_s[mode]),
         }
-    del trainer, batches
-    gc.collect()
     return results
 
 
@@ -528,12 +565,12 @@ MEMORY_BATCHES = 3
 
 
 def measure_memory(cfg: BenchConfig, mode: str) -> dict:
-    """Peak memory of ``mode``'s training steps, in this (fresh) process: one warm-up step, a reset, then
-    the :data:`MEMORY_BATCHES` batches of this mode that run the most tokens.
+    """Peak memory of ``mode``'s training steps in the config's first precision, in this (fresh) process:
+    one warm-up step, a reset, then the :data:`MEMORY_BATCHES` batches of this mode that run the most tokens.
     """
     device = resolve_device(cfg.device)
     memory = PeakMemory(device)
-    trainer = StepRunner(cfg, device)
+    trainer = StepRunner(cfg, device, bf16=cfg.precision_list()[0] == "bf16")
     batches, _ = _fixed_batches(cfg, trainer, [mode])
     largest = sorted(batches[mode], key=lambda b: -_token_counts(mode, b)[1])[:MEMORY_BATCHES]
     loaded_mb = memory.current_mb()
@@ -562,7 +599,8 @@ def measure_eval(cfg: BenchConfig) -> dict:
 
     device = resolve_device(cfg.device)
     model, tokenizer, _ = load_bench_model(cfg, device)
-    model.eval()
+    # Generation runs with bf16 weights when the bench's first precision is bf16, as stepjepa evaluate does.
+    model = model.to(torch.bfloat16 if cfg.precision_list()[0] == "bf16" else torch.float32).eval()
     prompts = [m[:-1] for m in bench_chats(cfg, tokenizer)[: cfg.eval_examples]]
     generate_responses(model, tokenizer, prompts[:1], batch_size=1, max_new_tokens=4)  # warm-up
     seconds, generated = {1: [], cfg.eval_batch_size: []}, {}
@@ -631,24 +669,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def add_ratios(report: dict) -> None:
-    """Ratios against regular per mode, the packed speed-up, and each target's verdict."""
+    """Ratios against regular per mode (each precision against its own regular), bf16 against fp32, the packed
+    speed-up, and each target's verdict (on the first precision)."""
+    by_precision = report.get("precisions") or {report["precision"]: report["modes"]}
+    for modes in by_precision.values():
+        _ratios_within(modes)
+    if {"fp32", "bf16"} <= by_precision.keys():
+        for mode, result in by_precision["bf16"].items():
+            fp32 = by_precision["fp32"][mode]
+            result["step_time_vs_fp32"] = _ratio(result["median_step_s"], fp32["median_step_s"])
+            result["paired_step_time_vs_fp32"] = statistics.median(a / b for a, b in zip(result["step_s"], fp32["step_s"]))
+            result["peak_mem_vs_fp32"] = _ratio(result["peak_mem_mb"], fp32["peak_mem_mb"])
     modes = report["modes"]
-    regular = modes.get("regular")
-    for name, result in modes.items():
-        if regular:
-            result["step_time_vs_regular"] = _ratio(result["median_step_s"], regular["median_step_s"])
-            # Robustness checks on a noisy machine: the ratio of the fastest steps, and the median of the
-            # per-round ratios (each pair ran the same batch, moments apart).
-            result["min_step_time_vs_regular"] = _ratio(result["min_step_s"], regular["min_step_s"])
-            result["paired_step_time_vs_regular"] = statistics.median(
-                a / b for a, b in zip(result["step_s"], regular["step_s"]))
-            result["tokens_per_s_vs_regular"] = _ratio(result["tokens_per_s"], regular["tokens_per_s"])
-            result["peak_mem_vs_regular"] = _ratio(result["peak_mem_mb"], regular["peak_mem_mb"])
-            # Tokens run (padding included) against regular's: the cost a packed row cannot avoid.
-            result["processed_tokens_vs_regular"] = _ratio(result["processed_tokens"], regular["processed_tokens"])
-    for multipass, packed in MULTIPASS.items():
-        if multipass in modes and packed in modes:
-            modes[packed]["speedup_vs_multipass"] = _ratio(modes[multipass]["median_step_s"], modes[packed]["median_step_s"])
     values = {
         "step_jepa_time_vs_regular": modes.get("step_jepa", {}).get("step_time_vs_regular"),
         "llm_jepa_time_vs_regular": modes.get("llm_jepa", {}).get("step_time_vs_regular"),
@@ -667,6 +699,26 @@ def add_ratios(report: dict) -> None:
     }
 
 
+def _ratios_within(modes: dict[str, dict]) -> None:
+    """Each mode against regular in the same precision, and packed modes against their multi-pass computation."""
+    regular = modes.get("regular")
+    for name, result in modes.items():
+        if regular:
+            result["step_time_vs_regular"] = _ratio(result["median_step_s"], regular["median_step_s"])
+            # Robustness checks on a noisy machine: the ratio of the fastest steps, and the median of the
+            # per-round ratios (each pair ran the same batch, moments apart).
+            result["min_step_time_vs_regular"] = _ratio(result["min_step_s"], regular["min_step_s"])
+            result["paired_step_time_vs_regular"] = statistics.median(
+                a / b for a, b in zip(result["step_s"], regular["step_s"]))
+            result["tokens_per_s_vs_regular"] = _ratio(result["tokens_per_s"], regular["tokens_per_s"])
+            result["peak_mem_vs_regular"] = _ratio(result["peak_mem_mb"], regular["peak_mem_mb"])
+            # Tokens run (padding included) against regular's: the cost a packed row cannot avoid.
+            result["processed_tokens_vs_regular"] = _ratio(result["processed_tokens"], regular["processed_tokens"])
+    for multipass, packed in MULTIPASS.items():
+        if multipass in modes and packed in modes:
+            modes[packed]["speedup_vs_multipass"] = _ratio(modes[multipass]["median_step_s"], modes[packed]["median_step_s"])
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -677,17 +729,21 @@ def format_report(report: dict) -> str:
     lines = [
         f"model {report['model']} on {report['device']} ({info['cpu']}, {info['torch_threads']} threads); "
         f"batch {cfg['batch_size']}, {cfg['steps']} steps after {cfg['warmup']} warm-up, "
-        f"max_length {cfg['max_length']}, K={cfg['predictors']}; peak memory: {report['memory_method']}",
+        f"max_length {cfg['max_length']}, K={cfg['predictors']}, {', '.join(report.get('precisions') or [report['precision']])}; "
+        f"peak memory: {report['memory_method']}",
         "",
     ]
-    header = ("mode", "median s", "min s", "max s", "conv tok/s", "peak MB", "time x reg", "paired x reg",
-              "mem x reg", "tokens run")
+    header = ("mode", "precision", "median s", "min s", "max s", "conv tok/s", "peak MB", "time x reg",
+              "paired x reg", "mem x reg", "time x fp32", "tokens run")
     rows = [header]
-    for name, r in report["modes"].items():
-        rows.append((name, _fmt(r["median_step_s"], ".3f"), _fmt(r["min_step_s"], ".3f"), _fmt(r["max_step_s"], ".3f"),
-                     _fmt(r["tokens_per_s"], ".0f"), _fmt(r["peak_mem_mb"], ".0f"),
-                     _fmt(r.get("step_time_vs_regular"), ".2f"), _fmt(r.get("paired_step_time_vs_regular"), ".2f"),
-                     _fmt(r.get("peak_mem_vs_regular"), ".2f"), str(r["processed_tokens"])))
+    by_precision = report.get("precisions") or {report["precision"]: report["modes"]}
+    for precision, modes in by_precision.items():
+        for name, r in modes.items():
+            rows.append((name, precision, _fmt(r["median_step_s"], ".3f"), _fmt(r["min_step_s"], ".3f"),
+                         _fmt(r["max_step_s"], ".3f"), _fmt(r["tokens_per_s"], ".0f"), _fmt(r["peak_mem_mb"], ".0f"),
+                         _fmt(r.get("step_time_vs_regular"), ".2f"), _fmt(r.get("paired_step_time_vs_regular"), ".2f"),
+                         _fmt(r.get("peak_mem_vs_regular"), ".2f"), _fmt(r.get("step_time_vs_fp32"), ".2f"),
+                         str(r["processed_tokens"])))
     widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
     lines += ["  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(row, widths))) for row in rows]
     if report.get("eval"):
@@ -706,27 +762,32 @@ def format_report(report: dict) -> str:
 def run_bench(cfg: BenchConfig) -> int:
     """Measure every requested mode (and generation with --eval); print the table or the JSON; 0."""
     device = resolve_device(cfg.device)
-    modes = cfg.mode_list()
+    modes, precisions = cfg.mode_list(), cfg.precision_list()
     memory = {}
     if cfg.isolate:
-        for mode in modes:
-            print(f"bench: peak memory of {mode} (fresh process) ...", file=sys.stderr, flush=True)
-            memory[mode] = _run_isolated(cfg, mode)
-    print(f"bench: step times of {', '.join(modes)}, interleaved ...", file=sys.stderr, flush=True)
+        for precision in precisions:
+            one = replace(cfg, precisions=precision, bf16=False, no_bf16=False)
+            for mode in modes:
+                print(f"bench: peak memory of {mode} in {precision} (fresh process) ...", file=sys.stderr, flush=True)
+                memory[precision, mode] = _run_isolated(one, mode)
+    print(f"bench: step times of {', '.join(modes)} in {', '.join(precisions)}, interleaved ...", file=sys.stderr,
+          flush=True)
     results = measure_times(cfg, with_memory=not cfg.isolate)
-    for mode in modes:
-        results[mode].update(memory.get(mode, {}))
     method = next(iter(memory.values()))["memory_method"] if memory else PeakMemory(device).method + (
         " of each step; modes share one process")
-    for result in results.values():
-        result.pop("memory_method", None)
+    for precision, by_mode in results.items():
+        for mode, result in by_mode.items():
+            result.update(memory.get((precision, mode), {}))
+            result.pop("memory_method", None)
     report = {
         "model": cfg.model_name + (" (tiny random)" if cfg.tiny else ""),
         "device": device,
         "machine": machine(device),
         "memory_method": method,
         "config": asdict(cfg),
-        "modes": results,
+        "precision": precisions[0],
+        "modes": results[precisions[0]],
+        "precisions": results if len(precisions) > 1 else None,
         "eval": None,
     }
     if cfg.eval:
