@@ -90,6 +90,41 @@ def test_multipass_computes_the_packed_losses(tiny_model_dir, chat_file, mode, n
         torch.testing.assert_close(getattr(straightforward, name), getattr(packed, name), **tol, msg=name)
 
 
+@pytest.mark.parametrize("num_predictors", [0, 2])
+def test_all_pairs_multipass_computes_the_packed_losses(tiny_model_dir, chat_file, num_predictors):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    predictor_ids = add_predictor_tokens(tokenizer, num_predictors) if num_predictors else []
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    resize_for_tokenizer(model, tokenizer)
+    chats = _file_chats(str(chat_file))[:4]
+    cfg = tiny_config(tiny_model_dir, chat_file, batch_size=4, predictors=num_predictors)
+    (multipass,), _ = build_batches(cfg, "step_jepa_all_multipass", tokenizer, chats, predictor_ids)
+    (packed_batch,), _ = build_batches(cfg, "step_jepa_all", tokenizer, chats, predictor_ids)
+    assert len(multipass["view_rows"]) == len(packed_batch["pair_row"]) > len(chats)  # several pairs per chat
+    objective = Objective(mode="step_jepa", lbd=0.7, gamma=1.3)
+    packed = compute_objective(model, packed_batch, objective)
+    straightforward = multipass_objective(model, multipass, objective)
+    tol = dict(rtol=1e-4, atol=1e-5)
+    for name in ("loss", "lm_loss", "jepa_loss", "view_a", "view_b"):
+        torch.testing.assert_close(getattr(straightforward, name), getattr(packed, name), **tol, msg=name)
+
+
+def test_all_pairs_report_has_its_targets(tiny_model_dirs, chat_file, capsys):
+    cfg = tiny_config(tiny_model_dirs["gpt2"], chat_file, modes="regular,step_jepa_all,step_jepa_all_multipass")
+    assert run_bench(cfg) == 0
+    report = json.loads(capsys.readouterr().out)
+    modes = report["modes"]
+    every = modes["step_jepa_all"]
+    # More pairs than rows; the same pairs either way; the ratio against regular's tokens is that of the counts.
+    assert every["jepa_pairs"] == modes["step_jepa_all_multipass"]["jepa_pairs"] > every["jepa_rows"] > 0
+    assert every["processed_tokens_vs_regular"] == every["processed_tokens"] / modes["regular"]["processed_tokens"] > 1
+    targets = report["targets"]
+    assert {"step_jepa_all_time_vs_token_ratio", "step_jepa_all_speedup_vs_multipass"} == targets.keys()
+    ratio = targets["step_jepa_all_time_vs_token_ratio"]
+    assert ratio["value"] == pytest.approx(every["step_time_vs_regular"] / every["processed_tokens_vs_regular"])
+    assert ratio["limit"] == 1.05 and ratio["met"] == (ratio["value"] <= 1.05)
+
+
 def test_gsm8k_rows_become_chats_with_blank_line_steps(tmp_path):
     path = tmp_path / "gsm8k.jsonl"
     row = {"question": "Q?", "answer": "A has 2 + 3 = <<2+3=5>>5.\nB has 5 * 2 = <<5*2=10>>10.\n#### 10"}

@@ -19,6 +19,9 @@ BAD_FLAGS = [
     (["--last_token", "x"], "--last_token must be 'auto' or a negative integer"),
     (["--lora_rank", "0"], "--lora_rank must be >= 1"),
     (["--no_such_flag"], "unrecognized arguments: --no_such_flag"),
+    (["--step_jepa", "--step_pairs", "every"], "--step_pairs must be one of first, all, random"),
+    (["--step_pairs", "all"], "--step_pairs all needs --step_jepa"),
+    (["--regular", "--target_stop_grad"], "--regular trains without JEPA; drop --target_stop_grad"),
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import torch
 
 from stepjepa.layout import (
@@ -9,9 +11,12 @@ from stepjepa.layout import (
     PackedCollator,
     allowed_attention,
     conversation_only,
+    draw_one_pair_per_row,
     pack_llm_jepa,
     pack_regular,
     pack_step_jepa,
+    select_pairs,
+    step_pair_numbers,
 )
 from stepjepa.tokenization import EncodedChat, EncodedView
 
@@ -106,3 +111,100 @@ def test_conversation_only_drops_views():
     lm_only = conversation_only(batch)
     assert lm_only["input_ids"].shape == (2, 6) and lm_only["attention_mask"].shape == (2, 1, 6, 6)
     assert lm_only["view_a_index"].tolist() == [NO_VIEW, NO_VIEW]
+
+
+# Three steps: prompt 10 11, step 1 = 12 13, step 2 = 14 15, step 3 = 16 17.
+CHAT3 = EncodedChat([10, 11, 12, 13, 14, 15, 16, 17], [-100, -100, 12, 13, 14, 15, 16, 17], 2,
+                    [(2, 4), (4, 6), (6, 8)], False)
+
+
+def test_step_pair_numbers_per_mode():
+    assert step_pair_numbers(CHAT3, "first") == [1]
+    assert step_pair_numbers(CHAT3, "all") == step_pair_numbers(CHAT3, "random") == [1, 2]
+    one_step = EncodedChat([10, 11, 12, 13], [-100, -100, 12, 13], 2, [(2, 4)], False)
+    assert step_pair_numbers(one_step, "all") == [] == step_pair_numbers(one_step, "first")
+
+
+def test_every_step_predicts_the_next_in_one_row():
+    """Hand-drawn: pair 1 = predictor after step 1 + copy of step 2; pair 2 = predictor after step 2 + copy of
+    step 3."""
+    row = pack_step_jepa(CHAT3, [99], [1, 2])
+    assert row["input_ids"] == [10, 11, 12, 13, 14, 15, 16, 17, 99, 14, 15, 99, 16, 17]
+    assert row["labels"] == [-100, -100, 12, 13, 14, 15, 16, 17] + [-100] * 6
+    # Pair 1's predictor continues step 1 (position 4), pair 2's continues step 2 (position 6); copies start at 0.
+    assert row["position_ids"] == [0, 1, 2, 3, 4, 5, 6, 7, 4, 0, 1, 6, 0, 1]
+    assert row["regions"][8:] == ["predictor p1", "step_2_copy p1", "step_2_copy p1",
+                                  "predictor p2", "step_3_copy p2", "step_3_copy p2"]
+    assert row["view_pairs"] == [(8, 10), (11, 13)] and row["pair_spans"] == [(8, 11), (11, 14)]
+    assert (row["view_a_index"], row["view_b_index"]) == (8, 10)
+    allowed = allowed_attention(torch.tensor([row["block_start"]]), torch.tensor([row["context_end"]]))[0]
+    assert picture(allowed) == [
+        "#.............",
+        "##............",
+        "###...........",
+        "####..........",
+        "#####.........",
+        "######........",
+        "#######.......",
+        "########......",
+        "####....#.....",  # pair 1 predictor: system..step 1, then itself
+        ".........#....",  # step 2 copy: only itself
+        ".........##...",
+        "######.....#..",  # pair 2 predictor: system..step 2, then itself (not pair 1's blocks)
+        "............#.",  # step 3 copy: only itself
+        "............##",
+    ]
+
+
+def test_every_pair_with_identity_predictor_uses_each_steps_last_token():
+    row = pack_step_jepa(CHAT3, [], [1, 2])
+    assert row["input_ids"] == [10, 11, 12, 13, 14, 15, 16, 17, 14, 15, 16, 17]
+    assert row["view_pairs"] == [(3, 9), (5, 11)]  # step 1's and step 2's last tokens; the copies' last tokens
+
+
+def test_first_pair_default_is_the_single_pair_layout():
+    assert pack_step_jepa(CHAT3, [99]) == pack_step_jepa(CHAT3, [99], [1])
+    assert pack_step_jepa(CHAT3, [99])["input_ids"] == [10, 11, 12, 13, 14, 15, 16, 17, 99, 14, 15]
+
+
+def test_collator_lists_every_pair_and_select_pairs_closes_the_gaps():
+    rows = [pack_step_jepa(CHAT3, [99], [1, 2]), pack_step_jepa(CHAT, [99])]
+    batch = PackedCollator(pad_token_id=0)(rows)
+    # Width 8; the short row's blocks move right by 2.
+    assert batch["pair_row"].tolist() == [0, 0, 1]
+    assert batch["pair_view_a"].tolist() == [8, 11, 8] and batch["pair_view_b"].tolist() == [10, 13, 10]
+    assert batch["pair_span"].tolist() == [[8, 11], [11, 14], [8, 11]]
+    assert batch["view_a_index"].tolist() == [8, 8]
+    # Keep row 0's pair 2 and row 1's pair: row 0's pair 1 blocks go, pair 2 moves to column 8.
+    selected = select_pairs(batch, torch.tensor([False, True, True]), pad_token_id=0)
+    assert selected["input_ids"].tolist() == [
+        [10, 11, 12, 13, 14, 15, 16, 17, 99, 16, 17],
+        [10, 11, 12, 13, 14, 15, 0, 0, 99, 14, 15],
+    ]
+    assert selected["position_ids"][0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 6, 0, 1]
+    assert selected["pair_row"].tolist() == [0, 1] and selected["pair_view_a"].tolist() == [8, 8]
+    assert selected["pair_view_b"].tolist() == [10, 10] and selected["pair_span"].tolist() == [[8, 11], [8, 11]]
+    assert picture(selected["attention_mask"][0, 0] == 0)[8:] == ["######..#..", ".........#.", ".........##"]
+    # The same as packing the kept pairs alone.
+    alone = PackedCollator(pad_token_id=0)([pack_step_jepa(CHAT3, [99], [2]), pack_step_jepa(CHAT, [99])])
+    for key in alone:
+        assert torch.equal(selected[key], alone[key]), key
+
+
+def test_one_pair_per_row_is_drawn_from_seed_step_and_example():
+    rows = [pack_step_jepa(CHAT3, [99], [1, 2]), pack_regular(CHAT), pack_step_jepa(CHAT, [99])]
+    for number, row in enumerate(rows):
+        row["example_index"] = 40 + number
+    batch = PackedCollator(pad_token_id=0)(rows)
+    draws = [draw_one_pair_per_row(batch, seed=3, step=step).tolist() for step in range(20)]
+    assert all(d[2] and d[0] + d[1] == 1 for d in draws)  # one pair of each row with pairs
+    assert {tuple(d[:2]) for d in draws} == {(True, False), (False, True)}  # both pairs of row 0 come up
+    assert draws[5] == draw_one_pair_per_row(batch, seed=3, step=5).tolist()
+    # The draw is that of random.Random("seed:step:example"), whatever else is in the batch.
+    assert draws[7][0] == (random.Random("3:7:40").randrange(2) == 0)
+
+
+def test_conversation_only_drops_every_pair():
+    batch = PackedCollator(pad_token_id=0)([pack_step_jepa(CHAT3, [99], [1, 2])])
+    lm_only = conversation_only(batch)
+    assert lm_only["input_ids"].shape == (1, 8) and lm_only["pair_row"].numel() == 0

@@ -6,7 +6,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepjepa.layout import PackedCollator, allowed_attention, pack_llm_jepa, pack_step_jepa
+from stepjepa.layout import (
+    PackedCollator,
+    allowed_attention,
+    pack_llm_jepa,
+    pack_step_jepa,
+    select_pairs,
+    step_pair_numbers,
+)
 from stepjepa.tokenization import EncodedChat, EncodedView
 
 
@@ -84,3 +91,47 @@ def test_collated_mask_is_each_rows_mask_with_padding_apart(rows_and_k):
         for key in ("view_a_index", "view_b_index"):
             if row[key] >= 0:
                 assert keep[row[key]] == int(batch[key][b])
+
+
+@settings(max_examples=150, deadline=None)
+@given(chats(), st.integers(0, 3))
+def test_every_pair_sees_what_its_own_pass_sees(chat, k):
+    """Pair p's predictors see system..step p and themselves; step p+1's copy sees only itself; no pair sees another."""
+    row = pack_step_jepa(chat, list(range(100, 100 + k)), step_pair_numbers(chat, "all"))
+    allowed = allowed_of(row)
+    n, length = len(row["input_ids"]), len(chat.input_ids)
+    assert not allowed[:length, length:].any()
+    assert len(row["view_pairs"]) == max(len(chat.step_spans) - 1, 0)
+    column = length
+    for p, ((view_a, view_b), (start, end)) in enumerate(zip(row["view_pairs"], row["pair_spans"]), start=1):
+        (_, context_end), (s2, e2) = chat.step_spans[p - 1], chat.step_spans[p]
+        assert start == column and end == column + k + e2 - s2
+        for i in range(start, start + k):
+            assert allowed[i].tolist() == [j < context_end or start <= j <= i for j in range(n)]
+            assert row["position_ids"][i] == context_end + i - start
+        copy = range(start + k, end)
+        assert [row["input_ids"][i] for i in copy] == chat.input_ids[s2:e2]
+        for i in copy:
+            assert allowed[i].tolist() == [start + k <= j <= i for j in range(n)]
+        assert view_a == (start + k - 1 if k else context_end - 1) and view_b == end - 1
+        column = end
+    assert column == n
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(chats(), st.integers(0, 2), st.integers(0, 10)), min_size=1, max_size=4))
+def test_selecting_pairs_equals_packing_them_alone(rows_k_choice):
+    """select_pairs on an all-pairs batch gives the batch of rows packed with the kept pairs only."""
+    packed, alone, keep = [], [], []
+    for chat, k, choice in rows_k_choice:
+        numbers = step_pair_numbers(chat, "all")
+        kept = [numbers[choice % len(numbers)]] if numbers else []
+        packed.append(pack_step_jepa(chat, list(range(100, 100 + k)), numbers))
+        alone.append(pack_step_jepa(chat, list(range(100, 100 + k)), kept))
+        keep += [number in kept for number in numbers]
+    collate = PackedCollator(pad_token_id=0)
+    selected = select_pairs(collate(packed), torch.tensor(keep, dtype=torch.bool), pad_token_id=0)
+    expected = collate(alone)
+    assert selected.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(selected[key], expected[key]), key

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
+import random
 
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from stepjepa.examples import pack_chat
-from stepjepa.layout import PackedCollator
+from stepjepa.examples import build_rows, pack_chat
+from stepjepa.layout import PackedCollator, draw_one_pair_per_row, select_pairs
 from stepjepa.losses import JEPA_LOSSES, jepa_loss
 from stepjepa.models import add_predictor_tokens, apply_lora, resize_for_tokenizer
 from stepjepa.objective import Objective, compute_objective
@@ -25,8 +26,9 @@ def hidden_and_logits(model, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor
     return out.hidden_states[-1][0], out.logits[0]
 
 
-def oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind, lbd=0.7, gamma=1.3):
-    """Loss, LM loss, view embeddings, by separate passes; rows without two steps give LM only."""
+def oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind, lbd=0.7, gamma=1.3, stop_grad=False):
+    """Loss, LM loss, view embeddings, by separate passes; rows without two steps give LM only.
+    ``stop_grad``: the target views are detached before the JEPA loss."""
     token_losses, views_a, views_b = [], [], []
     for messages in chats:
         chat = encode_chat(tokenizer, messages, MAX_LENGTH)
@@ -55,6 +57,8 @@ def oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind, lbd=0.7, gam
     if not views_a:
         return gamma * lm, lm, None, None
     view_a, view_b = torch.stack(views_a), torch.stack(views_b)
+    if stop_grad:
+        view_b = view_b.detach()
     return gamma * lm + lbd * jepa_loss(view_a, view_b, loss_kind), lm, view_a, view_b
 
 
@@ -86,15 +90,15 @@ def grads(model) -> dict[str, torch.Tensor]:
     return grads
 
 
-def check_against_oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind):
-    objective = Objective(mode=mode, loss=loss_kind, lbd=0.7, gamma=1.3)
+def check_against_oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind, stop_grad=False):
+    objective = Objective(mode=mode, loss=loss_kind, lbd=0.7, gamma=1.3, target_stop_grad=stop_grad)
     rows = [pack_chat(tokenizer, m, mode, predictor_ids, None, MAX_LENGTH) for m in chats]
     batch = PackedCollator(tokenizer.pad_token_id or 0)(rows)
     packed = compute_objective(model, batch, objective)
     packed.loss.backward()
     packed_grads = grads(model)
 
-    loss, lm, view_a, view_b = oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind)
+    loss, lm, view_a, view_b = oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind, stop_grad=stop_grad)
     loss.backward()
     oracle_grads = grads(model)
 
@@ -139,3 +143,104 @@ def test_lm_only_step_drops_view_blocks(tiny_model_dirs, tiny_chats):
     _, lm, _, _ = oracle(model, tokenizer, chats, "regular", [], "cosine")
     assert out.jepa_loss is None
     torch.testing.assert_close(out.lm_loss, lm, rtol=1e-4, atol=1e-5)
+
+
+# --- several pairs per row (--step_pairs all | random) and the stop-gradient target --------------------------------
+
+
+def pair_oracle(model, tokenizer, chats, pairs_per_chat, predictor_ids, loss_kind, stop_grad, lbd=0.7, gamma=1.3):
+    """One pass per conversation and one per view of every listed pair (pair p: step p -> step p+1, 1-based)."""
+    token_losses, views_a, views_b = [], [], []
+    for messages, pairs in zip(chats, pairs_per_chat):
+        chat = encode_chat(tokenizer, messages, MAX_LENGTH)
+        hidden, logits = hidden_and_logits(model, chat.input_ids)
+        targets = torch.tensor(chat.labels[1:])
+        losses = F.cross_entropy(logits[:-1], targets, ignore_index=IGNORE_INDEX, reduction="none")
+        token_losses.append(losses[targets != IGNORE_INDEX])
+        for p in pairs:
+            context_end = chat.step_spans[p - 1][1]
+            next_start, next_end = chat.step_spans[p]
+            if predictor_ids:
+                views_a.append(hidden_and_logits(model, chat.input_ids[:context_end] + predictor_ids)[0][-1])
+            else:
+                views_a.append(hidden[context_end - 1])
+            views_b.append(hidden_and_logits(model, chat.input_ids[next_start:next_end])[0][-1])
+    lm = torch.cat(token_losses).mean()
+    view_a, view_b = torch.stack(views_a), torch.stack(views_b)
+    if stop_grad:
+        view_b = view_b.detach()
+    return gamma * lm + lbd * jepa_loss(view_a, view_b, loss_kind), lm, view_a, view_b
+
+
+def oracle_pairs(tokenizer, chats, step_pairs, seed, step):
+    """The pairs each chat trains, worked out from its step count: all of them, or the one random.Random
+    ("seed:step:example") picks among them."""
+    chosen = []
+    for example, messages in enumerate(chats):
+        every = list(range(1, len(encode_chat(tokenizer, messages, MAX_LENGTH).step_spans)))
+        if step_pairs == "random" and every:
+            every = [every[random.Random(f"{seed}:{step}:{example}").randrange(len(every))]]
+        chosen.append(every)
+    return chosen
+
+
+def packed_pairs(model, tokenizer, chats, step_pairs, predictor_ids, objective, seed, step):
+    """The trainer's path: rows with every pair; for random one drawn per example, the others' blocks removed."""
+    rows, _ = build_rows(tokenizer, chats, "step_jepa", predictor_ids, None, MAX_LENGTH, step_pairs)
+    pad = tokenizer.pad_token_id or 0
+    batch = PackedCollator(pad)(rows)
+    if step_pairs == "random":
+        batch = select_pairs(batch, draw_one_pair_per_row(batch, seed, step), pad)
+    return compute_objective(model, batch, objective)
+
+
+PAIR_CASES = [(pairs, k, loss, stop) for pairs in ("all", "random") for k in (0, 1, 2) for loss in JEPA_LOSSES
+              for stop in (False, True)]
+
+
+@pytest.mark.parametrize("step_pairs,num_predictors,loss_kind,stop_grad", PAIR_CASES)
+def test_every_pair_matches_the_multipass_oracle(tiny_model_dir, tiny_chats, step_pairs, num_predictors, loss_kind,
+                                                 stop_grad):
+    model, tokenizer, predictor_ids = setup(tiny_model_dir, num_predictors)
+    chats = batch_chats(tiny_chats)
+    objective = Objective(mode="step_jepa", loss=loss_kind, lbd=0.7, gamma=1.3, target_stop_grad=stop_grad)
+    packed = packed_pairs(model, tokenizer, chats, step_pairs, predictor_ids, objective, seed=5, step=3)
+    packed.loss.backward()
+    packed_grads = grads(model)
+
+    pairs = oracle_pairs(tokenizer, chats, step_pairs, seed=5, step=3)
+    loss, lm, view_a, view_b = pair_oracle(model, tokenizer, chats, pairs, predictor_ids, loss_kind, stop_grad)
+    loss.backward()
+    oracle_grads = grads(model)
+
+    # Three chats have 3 or 4 steps (2-3 pairs each), the fourth a single step (LM only).
+    expected = sum(map(len, pairs))
+    assert expected == 3 if step_pairs == "random" else expected >= 6
+    assert packed.view_a.shape[0] == expected
+    tol = dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(packed.lm_loss, lm, **tol)
+    torch.testing.assert_close(packed.view_a, view_a, **tol)
+    torch.testing.assert_close(packed.view_b, view_b, **tol)
+    torch.testing.assert_close(packed.jepa_loss, jepa_loss(view_a, view_b, loss_kind), **tol)
+    torch.testing.assert_close(packed.loss, loss, **tol)
+    assert packed_grads.keys() == oracle_grads.keys() and packed_grads
+    for name in oracle_grads:
+        torch.testing.assert_close(packed_grads[name], oracle_grads[name], **tol, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("mode", ["llm_jepa", "step_jepa"])
+@pytest.mark.parametrize("loss_kind", JEPA_LOSSES)
+def test_stop_grad_target_matches_the_detached_oracle(tiny_model_dir, tiny_chats, mode, loss_kind):
+    model, tokenizer, predictor_ids = setup(tiny_model_dir, 1)
+    check_against_oracle(model, tokenizer, batch_chats(tiny_chats), mode, predictor_ids, loss_kind, stop_grad=True)
+
+
+def test_stop_grad_changes_the_gradients(tiny_model_dirs, tiny_chats):
+    """The detached target is a different gradient, so the stop-gradient cases above can tell the two apart."""
+    model, tokenizer, predictor_ids = setup(tiny_model_dirs["llama"], 1)
+    chats = batch_chats(tiny_chats)
+    by_stop = {}
+    for stop in (False, True):
+        oracle(model, tokenizer, chats, "step_jepa", predictor_ids, "cosine", stop_grad=stop)[0].backward()
+        by_stop[stop] = grads(model)
+    assert any(not torch.allclose(by_stop[False][n], by_stop[True][n], atol=1e-6) for n in by_stop[False])

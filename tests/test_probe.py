@@ -114,6 +114,25 @@ def test_probe_command(tiny_model_dirs, chat_file, tmp_path, capsys, which) -> N
     assert "K0" in table and "(5.0%)" in table
 
 
+def test_all_pairs_probe_reports_each_pair_number(tiny_model_dirs, chat_file, tiny_chats, tmp_path, capsys) -> None:
+    """Every step -> next pair is a view pair; pair 1's own metrics are those of the first-pair probe."""
+    from stepjepa.steps import split_steps
+
+    views = {}
+    for pairs in ("first", "all"):
+        output = tmp_path / pairs / "probe.json"
+        assert main(["probe", "--model_path", str(tiny_model_dirs["llama"]), "--test_file", str(chat_file),
+                     "--output_file", str(output), "--step_pairs", pairs, "--no_bf16"]) == 0
+        views[pairs] = json.loads(output.read_text())["views"]["k0"]
+    steps = [len(split_steps(row["messages"][2]["content"])) for row in tiny_chats]  # 3 or 4 each
+    by_pair = views["all"]["by_pair"]
+    assert views["all"]["pairs"] == sum(n - 1 for n in steps)
+    assert by_pair["1"]["pairs"] == by_pair["2"]["pairs"] == 20 and by_pair["3"]["pairs"] == steps.count(4) >= 2
+    for key in ("matched_cosine", "mismatched_cosine", "gap", "top1", "top5"):
+        assert by_pair["1"][key] == pytest.approx(views["first"][key], abs=1e-5), key
+    assert "K0 p3" in capsys.readouterr().out
+
+
 def test_probe_bad_input(tiny_model_dirs, tmp_path, capsys) -> None:
     """One line and exit 2: too few chats with two steps, predictors the model lacks, a directory as output."""
     one_step = tmp_path / "one_step.jsonl"
@@ -125,6 +144,7 @@ def test_probe_bad_input(tiny_model_dirs, tmp_path, capsys) -> None:
         (["--test_file", str(one_step), "--predictors", "2"], "has 0 predictor tokens"),
         (["--test_file", str(one_step), "--output_file", str(tmp_path)], "is a directory"),
         (["--test_file", str(one_step), "--mode", "regular"], "--mode must be one of"),
+        (["--test_file", str(one_step), "--mode", "llm_jepa", "--step_pairs", "all"], "--step_pairs all needs"),
     ]
     for flags, message in cases:
         capsys.readouterr()

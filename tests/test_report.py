@@ -92,6 +92,30 @@ def test_table_rows_regular_first_then_mode_order() -> None:
     ]
 
 
+def test_pair_modes_and_stop_grad_are_configurations_of_their_own(tmp_path) -> None:
+    """Runs differing only in --step_pairs or --target_stop_grad are summarised apart; the report names the suffixes.
+
+    first pair 56 62 -> mean 59, std sqrt(18) = 4.2, Δ vs regular (50 60) = +4.0; all pairs 58 66 -> 62,
+    std sqrt(32) = 5.7, Δ +7.0; with stop-grad 54 (seed 1) -> Δ 54 - 50 = +4.0.
+    """
+    runs_dir = tmp_path / "sweep"
+    settings = {"step_jepa_lbd0.1_k2_cosine": ("first", False, {1: 0.56, 2: 0.62}),
+                "step_jepa_lbd0.1_k2_cosine_allpairs": ("all", False, {1: 0.58, 2: 0.66}),
+                "step_jepa_lbd0.1_k2_cosine_allpairs_stopgrad": ("all", True, {1: 0.54})}
+    entries = [entry("regular", 1, 0.50), entry("regular", 2, 0.60)]
+    for config, (pairs, stop, by_seed) in settings.items():
+        entries += [{**entry(config, seed, acc), "step_pairs": pairs, "target_stop_grad": stop}
+                    for seed, acc in by_seed.items()]
+    write_ledger(runs_dir, entries)
+    assert run_report(ReportConfig(runs_dir=str(runs_dir))) == 0
+    text = (runs_dir / "report.md").read_text()
+    assert "| step_jepa_lbd0.1_k2_cosine | 2 | 59.0 ± 4.2 | +4.0 | 2 |" in text
+    assert "| step_jepa_lbd0.1_k2_cosine_allpairs | 2 | 62.0 ± 5.7 | +7.0 | 2 |" in text
+    assert "| step_jepa_lbd0.1_k2_cosine_allpairs_stopgrad | 1 | 54.0 | +4.0 | 1 | — |" in text
+    assert "`_allpairs`: `--step_pairs all`" in text and "`_stopgrad`: `--target_stop_grad`" in text
+    assert "_randompairs" not in text
+
+
 def test_identical_pairs_have_no_p_value() -> None:
     # Every difference 0 (e.g. tiny models all at 0%): t is 0/0, reported as no p value rather than nan.
     assert paired_p_value([0.0, 0.0, 0.0], [0.0, 0.0, 0.0]) is None

@@ -17,7 +17,7 @@ from stepjepa.cli import parse_config, run_command
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT
 from stepjepa.errors import UsageError
 from stepjepa.runlock import LOCK_NAME
-from stepjepa.sweep import Run, SweepConfig, plan_runs, run_sweep
+from stepjepa.sweep import Run, SweepConfig, check_commands, plan_runs, run_sweep
 from stepjepa.synthetic import synthetic_splits
 
 TINY_TRAIN = "--max_steps 2 --batch_size 2 --logging_steps 1 --debug 0"
@@ -99,6 +99,28 @@ def test_mode_flags(run: Run, flags: list[str]) -> None:
     assert run.mode_flags() == flags
 
 
+def test_step_pairs_and_stop_grad_are_grid_axes(data_files, tmp_path) -> None:
+    cfg = config(data_files, tmp_path / "s", modes=["regular", "llm_jepa", "step_jepa"], seeds=[1],
+                 predictors=[2], step_pairs=["first", "all", "random"], target_stop_grad=["false", "true"])
+    names = [run.name for run in plan_runs(cfg)]
+    # regular: 1; LLM-JEPA has one pair per example: 2 stop-grad settings; Step-JEPA: 3 pair modes x 2 = 6.
+    assert names == [
+        "regular_seed1",
+        "llm_jepa_lbd0.1_k2_cosine_seed1", "llm_jepa_lbd0.1_k2_cosine_stopgrad_seed1",
+        "step_jepa_lbd0.1_k2_cosine_seed1", "step_jepa_lbd0.1_k2_cosine_stopgrad_seed1",
+        "step_jepa_lbd0.1_k2_cosine_allpairs_seed1", "step_jepa_lbd0.1_k2_cosine_allpairs_stopgrad_seed1",
+        "step_jepa_lbd0.1_k2_cosine_randompairs_seed1", "step_jepa_lbd0.1_k2_cosine_randompairs_stopgrad_seed1",
+    ]
+    runs = plan_runs(cfg)
+    assert runs[8].mode_flags() == ["--step_jepa", "--lbd", "0.1", "--predictors", "2", "--step_pairs", "random",
+                                    "--target_stop_grad"]
+    assert runs[2].mode_flags() == ["--lbd", "0.1", "--predictors", "2", "--target_stop_grad"]
+    # Every generated command line parses as `stepjepa train` flags.
+    for run in runs:
+        check_commands(cfg, run, tmp_path / "s" / run.name)
+    assert config(data_files, tmp_path / "s", target_stop_grad=[True, "no"]).target_stop_grad == [True, False]
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -113,6 +135,9 @@ def test_mode_flags(run: Run, flags: list[str]) -> None:
         ({"train_args": "--output_dir=x"}, "may not set --output_dir"),
         ({"eval_args": "--max_examples 3"}, "may not set --max_examples"),
         ({"train_args": "--lora 'unclosed"}, "--train_args"),
+        ({"step_pairs": ["every"]}, "--step_pairs: unknown every"),
+        ({"target_stop_grad": ["maybe"]}, "--target_stop_grad: expected true or false"),
+        ({"train_args": "--step_pairs all"}, "may not set --step_pairs"),
     ],
 )
 def test_bad_flags_are_refused(data_files, tmp_path, overrides: dict, message: str) -> None:
@@ -210,6 +235,7 @@ def test_sweep_resumes_and_redoes_only_unfinished_runs(data_files, tmp_path, tin
     assert entries[0]["fixed"]["train_args"] == TINY_TRAIN.split()
     assert (entries[2]["lbd"], entries[2]["predictors"], entries[2]["loss"]) == (0.1, 0, "cosine")
     assert (entries[0]["lbd"], entries[0]["loss"]) == (None, None)
+    assert (entries[2]["step_pairs"], entries[2]["target_stop_grad"]) == ("first", False)
 
     # Started again: everything is finished, nothing runs.
     assert run_sweep(cfg, never) == 0

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from stepjepa.cli import run_command
 from stepjepa.models import load_model
+from stepjepa.steps import split_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max_steps", "2", "--batch_size", "4", "--logging_steps", "1", "--debug", "1"]
@@ -101,6 +102,43 @@ def test_debug_7_prints_layout_and_trains_nothing(tiny_model_dirs, chat_file, tm
     printed = capsys.readouterr().out
     assert "predictor" in printed and "step_2_copy" in printed and "step_1" in printed
     assert not out.exists()
+
+
+@pytest.mark.parametrize("step_pairs", ["all", "random"])
+def test_every_pair_modes_train_and_count_pairs(tiny_model_dirs, chat_file, tiny_chats, tmp_path, capsys, step_pairs):
+    out = tmp_path / "out"
+    argv = ["--train_file", str(chat_file), "--step_jepa", "--predictors", "1", "--step_pairs", step_pairs,
+            "--target_stop_grad", "--model_name", str(tiny_model_dirs["gpt2"]), "--output_dir", str(out), *FAST]
+    assert run_command("train", argv) == 0
+    # Pairs counted from the texts: a chat of n blank-line separated steps has n - 1 (none is cut at 512 tokens).
+    pairs = sum(len(split_steps(row["messages"][2]["content"])) - 1 for row in tiny_chats)
+    line = capsys.readouterr().out
+    assert f"20 with JEPA views ({pairs} pairs, " in line and "target stop-gradient" in line
+    assert all(row["jepa_loss"] is not None for row in metrics(out))
+
+
+def test_random_pairs_resume_draws_what_the_straight_run_drew(tiny_model_dirs, chat_file, tmp_path):
+    """The pair drawn for an example depends on (seed, step, example) only: steps 3-4 after a resume equal the
+    straight run's."""
+    common = ["--train_file", str(chat_file), "--step_jepa", "--predictors", "1", "--step_pairs", "random",
+              "--model_name", str(tiny_model_dirs["gpt2"]), "--learning_rate", "1e-3", "--max_steps", "4",
+              "--batch_size", "2", "--logging_steps", "1", "--save_steps", "2", "--debug", "0"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run_command("train", [*common, "--output_dir", str(straight)]) == 0
+    assert run_command("train", [*common, "--output_dir", str(resumed),
+                                 "--resume_from_checkpoint", str(straight / "checkpoint-2")]) == 0
+    want = [(r["step"], r["lm_loss"], r["jepa_loss"]) for r in metrics(straight)]
+    got = [(r["step"], r["lm_loss"], r["jepa_loss"]) for r in metrics(resumed)]
+    assert got == want[2:] and [row[0] for row in got] == [3, 4]
+
+
+def test_debug_7_numbers_every_pair(tiny_model_dirs, chat_file, tmp_path, capsys):
+    argv = ["--train_file", str(chat_file), "--step_jepa", "--predictors", "1", "--step_pairs", "all", "--debug", "7",
+            "--model_name", str(tiny_model_dirs["llama"]), "--output_dir", str(tmp_path / "out")]
+    assert run_command("train", argv) == 0
+    printed = capsys.readouterr().out
+    for text in ("predictor p1", "step_2_copy p1", "predictor p2", "step_3_copy p2", "pair p2: view_a index"):
+        assert text in printed
 
 
 def test_overwrite_output_dir_replaces_own_files_only(tiny_model_dirs, chat_file, tmp_path):

@@ -11,6 +11,10 @@ Modes, each timed as a full training step (forward, backward, AdamW step):
   measured is the packing, nothing else.
 - ``llm_jepa_multipass`` (only with ``--modes``): LLM-JEPA's losses the same way, the conversations, the
   user messages alone (with the K predictors) and the assistant messages alone as three batches.
+- ``step_jepa_all`` and ``step_jepa_all_multipass`` (only with ``--modes``): Step-JEPA with
+  ``--step_pairs all`` (every step predicts the next) packed in one pass, and the same losses with one
+  batched pass for the conversations, one for every pair's system..step i + predictors, one for every
+  step i+1 alone.
 
 Timing: every mode trains one model with one AdamW optimiser, interleaved: round i runs batch i in every
 mode (the order rotated each round), so load changes on a shared machine hit all modes alike. Median, min
@@ -55,9 +59,13 @@ from stepjepa.precision import BOTH_FLAGS, precision_name, use_bf16
 PRECISIONS = ("fp32", "bf16")
 
 MODES = ("regular", "llm_jepa", "step_jepa", "step_jepa_multipass")  # the default run
-# Multi-pass modes and the packed mode whose losses they compute; llm_jepa_multipass runs only when asked.
-MULTIPASS = {"step_jepa_multipass": "step_jepa", "llm_jepa_multipass": "llm_jepa"}
-ALL_MODES = MODES + ("llm_jepa_multipass",)
+# Multi-pass modes and the packed mode whose losses they compute; the modes after MODES run only when asked.
+MULTIPASS = {"step_jepa_multipass": "step_jepa", "llm_jepa_multipass": "llm_jepa",
+             "step_jepa_all_multipass": "step_jepa_all"}
+ALL_MODES = MODES + ("llm_jepa_multipass", "step_jepa_all", "step_jepa_all_multipass")
+# A packed bench mode -> the training mode and --step_pairs it runs.
+TRAINING_MODES = {"regular": ("regular", "first"), "llm_jepa": ("llm_jepa", "first"),
+                  "step_jepa": ("step_jepa", "first"), "step_jepa_all": ("step_jepa", "all")}
 MIN_MEASURED_STEPS = 10
 # Issue 5's targets: (report key, description, limit, "max" or "min").
 TARGETS = (
@@ -65,6 +73,9 @@ TARGETS = (
     ("llm_jepa_time_vs_regular", "LLM-JEPA step time / regular", 2.1, "max"),
     ("step_jepa_speedup_vs_multipass", "multi-pass step time / packed Step-JEPA", 1.5, "min"),
     ("step_jepa_mem_vs_regular", "Step-JEPA peak memory / regular", 1.3, "max"),
+    # Issue 11's: the all-pairs row costs no more than its extra tokens, and beats one pass per view.
+    ("step_jepa_all_time_vs_token_ratio", "Step-JEPA all pairs (time / regular) / (tokens / regular)", 1.05, "max"),
+    ("step_jepa_all_speedup_vs_multipass", "multi-pass step time / packed Step-JEPA all pairs", 1.5, "min"),
     ("eval_batched_speedup", "batched generation examples/s / batch size 1", 4.0, "min"),
 )
 # A small random model of the same family for --tiny (keys the config does not have are skipped).
@@ -265,42 +276,42 @@ def _right_pad(sequences: list[list[int]], pad: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
-def _view_pair(tokenizer: Any, messages: list[dict], chat: Any, mode: str, predictor_ids: list[int],
-               max_length: int) -> tuple[list[int] | None, int, list[int], int] | None:
-    """``(view_a ids, view_a index, view_b ids, view_b index)`` of one chat, each view as its own sequence, or
-    None when the chat has no JEPA pair (the packed layout trains it with LM only). view_a ids None: the
-    Step-JEPA identity predictor (K = 0), whose view_a is step 1's last token in the conversation pass.
+def _view_pairs(tokenizer: Any, messages: list[dict], chat: Any, mode: str, predictor_ids: list[int],
+                max_length: int, step_pairs: str = "first") -> list[tuple[list[int] | None, int, list[int], int]]:
+    """``(view_a ids, view_a index, view_b ids, view_b index)`` of each JEPA pair of one chat, each view as its
+    own sequence; none when the chat has no pair (the packed layout trains it with LM only). view_a ids None:
+    the Step-JEPA identity predictor (K = 0), whose view_a is step i's last token in the conversation pass.
     """
-    from stepjepa.layout import has_step_views
+    from stepjepa.layout import step_pair_numbers
     from stepjepa.tokenization import encode_view
 
     k = len(predictor_ids)
     if mode == "step_jepa":
-        if not has_step_views(chat):
-            return None
-        (_, step1_end), (step2_start, step2_end) = chat.step_spans[:2]
-        step2 = chat.input_ids[step2_start:step2_end]
-        if not k:
-            return None, step1_end - 1, step2, len(step2) - 1
-        return chat.input_ids[:step1_end] + list(predictor_ids), step1_end + k - 1, step2, len(step2) - 1
+        pairs = []
+        for number in step_pair_numbers(chat, step_pairs):
+            (_, context_end), (next_start, next_end) = chat.step_spans[number - 1 : number + 1]
+            target = chat.input_ids[next_start:next_end]
+            context = chat.input_ids[:context_end] + list(predictor_ids) if k else None
+            pairs.append((context, context_end + k - 1, target, len(target) - 1))
+        return pairs
     # LLM-JEPA: the user message alone with the predictors after its content; the assistant message alone.
     user = encode_view(tokenizer, next(m for m in messages if m["role"] == "user"), max_length)
     assistant = encode_view(tokenizer, messages[-1], max_length)
     if user.last_content_index < 0 or assistant.last_content_index < 0:
-        return None
+        return []
     cut = user.last_content_index + 1
     user_ids = user.input_ids[:cut] + list(predictor_ids) + user.input_ids[cut:]
-    return user_ids, user.last_content_index + k, assistant.input_ids, assistant.last_content_index
+    return [(user_ids, user.last_content_index + k, assistant.input_ids, assistant.last_content_index)]
 
 
 def multipass_batch(tokenizer: Any, chats: list[list[dict]], mode: str, predictor_ids: list[int],
-                    max_length: int) -> dict:
+                    max_length: int, step_pairs: str = "first") -> dict:
     """Separately padded batches for the straightforward computation of ``mode`` (step_jepa or llm_jepa):
     the conversations (LM loss), the view_a sequences, the view_b sequences.
 
-    ``view_rows`` are the conversations with a JEPA pair; ``view_a_index``/``view_b_index`` locate each
-    embedding in its own sequence; without ``view_a_ids`` (Step-JEPA, K = 0) view_a is read from the
-    conversation pass at ``view_a_index``.
+    ``view_rows`` are the conversation of each JEPA pair (repeated for a chat with several);
+    ``view_a_index``/``view_b_index`` locate each embedding in its own sequence; without ``view_a_ids``
+    (Step-JEPA, K = 0) view_a is read from the conversation pass at ``view_a_index``.
     """
     from stepjepa.tokenization import IGNORE_INDEX, encode_chat
 
@@ -310,12 +321,13 @@ def multipass_batch(tokenizer: Any, chats: list[list[dict]], mode: str, predicto
     labels, _ = _right_pad([c.labels for c in encoded], IGNORE_INDEX)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
              "num_tokens": torch.tensor(sum(len(c.input_ids) for c in encoded))}
-    pairs = [_view_pair(tokenizer, m, c, mode, predictor_ids, max_length) for m, c in zip(chats, encoded)]
-    rows = [b for b, pair in enumerate(pairs) if pair is not None]
+    per_chat = [_view_pairs(tokenizer, m, c, mode, predictor_ids, max_length, step_pairs)
+                for m, c in zip(chats, encoded)]
+    rows = [b for b, pairs in enumerate(per_chat) for _ in pairs]
     batch["view_rows"] = torch.tensor(rows, dtype=torch.long)
     if not rows:
         return batch
-    a_ids, a_index, b_ids, b_index = zip(*(pairs[b] for b in rows))
+    a_ids, a_index, b_ids, b_index = zip(*(pair for pairs in per_chat for pair in pairs))
     if a_ids[0] is not None:
         batch["view_a_ids"], batch["view_a_mask"] = _right_pad(list(a_ids), pad)
     batch["view_a_index"] = torch.tensor(a_index)
@@ -376,10 +388,12 @@ def build_batches(cfg: BenchConfig, mode: str, tokenizer: Any, chats: list[list[
     for start in range(0, len(chats), cfg.batch_size):
         group = chats[start : start + cfg.batch_size]
         began = time.perf_counter()
+        training_mode, step_pairs = TRAINING_MODES[MULTIPASS.get(mode, mode)]
         if mode in MULTIPASS:
-            batch = multipass_batch(tokenizer, group, MULTIPASS[mode], predictor_ids, cfg.max_length)
+            batch = multipass_batch(tokenizer, group, training_mode, predictor_ids, cfg.max_length, step_pairs)
         else:
-            batch = collator([pack_chat(tokenizer, m, mode, predictor_ids, None, cfg.max_length) for m in group])
+            batch = collator([pack_chat(tokenizer, m, training_mode, predictor_ids, None, cfg.max_length, step_pairs)
+                              for m in group])
         build_s.append(time.perf_counter() - began)
         batches.append(batch)
     return batches, build_s
@@ -390,18 +404,20 @@ def loss_function(mode: str) -> Callable[[torch.nn.Module, dict], Any]:
     from stepjepa.objective import Objective, compute_objective
 
     if mode in MULTIPASS:
-        objective = Objective(mode=MULTIPASS[mode])
+        objective = Objective(mode=TRAINING_MODES[MULTIPASS[mode]][0])
         return lambda model, batch: multipass_objective(model, batch, objective)
-    objective = Objective(mode=mode)
+    objective = Objective(mode=TRAINING_MODES[mode][0])
     return lambda model, batch: compute_objective(model, batch, objective)
 
 
-def _token_counts(mode: str, batch: dict) -> tuple[int, int, int]:
-    """(conversation tokens, tokens run through the model incl. padding, rows with a JEPA pair)."""
+def _token_counts(mode: str, batch: dict) -> tuple[int, int, int, int]:
+    """(conversation tokens, tokens run through the model incl. padding, rows with a JEPA pair, JEPA pairs)."""
     if mode in MULTIPASS:
         processed = sum(batch[key].numel() for key in ("input_ids", "view_a_ids", "view_b_ids") if key in batch)
-        return int(batch["num_tokens"]), processed, len(batch["view_rows"])
-    return int(batch["num_tokens"]), batch["input_ids"].numel(), int((batch["view_a_index"] >= 0).sum())
+        return (int(batch["num_tokens"]), processed, len(set(batch["view_rows"].tolist())),
+                len(batch["view_rows"]))
+    return (int(batch["num_tokens"]), batch["input_ids"].numel(), int((batch["view_a_index"] >= 0).sum()),
+            len(batch["pair_row"]))
 
 
 # ---- memory ----------------------------------------------------------------------------------
@@ -541,6 +557,7 @@ def _mode_results(cfg: BenchConfig, modes: list[str], batches: dict, build_s: di
             "conversation_tokens": sum(conversation),
             "processed_tokens": sum(c[1] for c in counts),
             "jepa_rows": sum(c[2] for c in counts),
+            "jepa_pairs": sum(c[3] for c in counts),
             "rows": sum(len(b["input_ids"]) for b in batches[mode]),
             "median_batch_build_s": statistics.median(build_s[mode]),
         }
@@ -674,6 +691,10 @@ def add_ratios(report: dict) -> None:
         "eval_batched_speedup": (report.get("eval") or {}).get("speedup"),
     }
     values["step_jepa_speedup_vs_multipass"] = modes.get("step_jepa", {}).get("speedup_vs_multipass")
+    every_pair = modes.get("step_jepa_all", {})
+    values["step_jepa_all_time_vs_token_ratio"] = _ratio(every_pair.get("step_time_vs_regular"),
+                                                         every_pair.get("processed_tokens_vs_regular"))
+    values["step_jepa_all_speedup_vs_multipass"] = every_pair.get("speedup_vs_multipass")
     report["targets"] = {
         key: {"what": what, "value": values[key], "limit": limit, "kind": kind,
               "met": values[key] <= limit if kind == "max" else values[key] >= limit}
@@ -694,6 +715,8 @@ def _ratios_within(modes: dict[str, dict]) -> None:
                 a / b for a, b in zip(result["step_s"], regular["step_s"]))
             result["tokens_per_s_vs_regular"] = _ratio(result["tokens_per_s"], regular["tokens_per_s"])
             result["peak_mem_vs_regular"] = _ratio(result["peak_mem_mb"], regular["peak_mem_mb"])
+            # Tokens run (padding included) against regular's: the cost a packed row cannot avoid.
+            result["processed_tokens_vs_regular"] = _ratio(result["processed_tokens"], regular["processed_tokens"])
     for multipass, packed in MULTIPASS.items():
         if multipass in modes and packed in modes:
             modes[packed]["speedup_vs_multipass"] = _ratio(modes[multipass]["median_step_s"], modes[packed]["median_step_s"])

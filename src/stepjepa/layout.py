@@ -3,19 +3,25 @@
 A packed row is ``[conversation][view blocks]``. Token ``i`` may attend to token ``j`` iff ``j <= i`` and
 either ``j >= block_start[i]`` (causal inside its own block) or ``j < context_end[i]`` (a prefix of the
 conversation it is allowed to see). Conversation tokens have ``block_start = 0``: the plain causal mask.
-Everything here is pure: lists and tensors in, lists and tensors out.
+A row holds any number of JEPA pairs (Step-JEPA ``--step_pairs all``: one per step that has a successor); each
+pair's blocks are contiguous and never see another pair's. Everything here is pure: lists and tensors in, lists
+and tensors out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
+
+import random
+from itertools import groupby
 
 import torch
 
 from stepjepa.tokenization import IGNORE_INDEX, EncodedChat, EncodedView
 
 MODES = ("regular", "llm_jepa", "step_jepa")
+STEP_PAIRS = ("first", "all", "random")  # Step-JEPA: step 1 -> 2 only, every step -> the next, one drawn per step
 NO_VIEW = -1
 
 
@@ -41,7 +47,11 @@ def conversation_regions(chat: EncodedChat) -> list[str]:
     return regions
 
 
-def _packed(chat: EncodedChat, blocks: list[dict[str, list]], view_a: int, view_b: int) -> dict[str, Any]:
+def _packed(chat: EncodedChat, blocks: list[dict[str, list]], pairs: list[tuple[int, int]],
+            pair_spans: list[tuple[int, int]]) -> dict[str, Any]:
+    """The row: conversation, then ``blocks``; ``pairs`` are (view_a, view_b) indices, ``pair_spans`` each pair's
+    ``[start, end)`` columns of blocks. ``view_a_index``/``view_b_index`` are the first pair (NO_VIEW: LM only).
+    """
     length = len(chat.input_ids)
     row = {
         "input_ids": list(chat.input_ids),
@@ -54,37 +64,56 @@ def _packed(chat: EncodedChat, blocks: list[dict[str, list]], view_a: int, view_
     for block in blocks:
         for key, values in block.items():
             row[key].extend(values)
-    row.update(conversation_length=length, view_a_index=view_a, view_b_index=view_b)
+    view_a, view_b = pairs[0] if pairs else (NO_VIEW, NO_VIEW)
+    row.update(conversation_length=length, view_a_index=view_a, view_b_index=view_b, view_pairs=list(pairs),
+               pair_spans=list(pair_spans))
     return row
 
 
 def pack_regular(chat: EncodedChat) -> dict[str, Any]:
     """The conversation alone: LM loss only."""
-    return _packed(chat, [], NO_VIEW, NO_VIEW)
+    return _packed(chat, [], [], [])
 
 
-def has_step_views(chat: EncodedChat) -> bool:
-    """Step-JEPA needs whole steps 1 and 2 (after truncation)."""
-    return len(chat.step_spans) >= 2
+def step_pair_numbers(chat: EncodedChat, step_pairs: str) -> list[int]:
+    """The pairs a row holds, numbered by their context step: pair ``p`` predicts step ``p + 1`` from step ``p``.
 
-
-def pack_step_jepa(chat: EncodedChat, predictor_ids: list[int]) -> dict[str, Any]:
-    """Conversation + K predictors after step 1 (they see system..step 1) + an isolated copy of step 2.
-
-    view_a: the last predictor (K > 0) or step 1's last token (K = 0, identity predictor);
-    view_b: the last token of the step 2 copy. Without two whole steps: LM only.
+    ``first``: pair 1 only; ``all`` and ``random``: every step whose successor is whole (``random`` keeps one of
+    them per training step, see :func:`draw_one_pair_per_row`). Steps cut by ``--max_length`` are already gone
+    from ``chat.step_spans``, so a cut drops exactly the pairs it breaks.
     """
-    if not has_step_views(chat):
+    if step_pairs not in STEP_PAIRS:
+        raise ValueError(f"unknown step_pairs {step_pairs!r}; expected one of {STEP_PAIRS}")
+    every = list(range(1, len(chat.step_spans)))
+    return every[:1] if step_pairs == "first" else every
+
+
+def pack_step_jepa(chat: EncodedChat, predictor_ids: list[int], pairs: Sequence[int] = (1,)) -> dict[str, Any]:
+    """Conversation + per pair ``p``: K predictors after step p (they see system..step p) + an isolated copy of
+    step p+1. The default, pair 1 alone, is the options guide's Step-JEPA.
+
+    view_a: the pair's last predictor (K > 0) or step p's last token (K = 0, identity predictor);
+    view_b: the last token of the step p+1 copy. Without two whole steps: LM only.
+    """
+    pairs = [p for p in pairs if 1 <= p < len(chat.step_spans)]
+    if not pairs:
         return pack_regular(chat)
-    length = len(chat.input_ids)
-    (_, step1_end), (step2_start, step2_end) = chat.step_spans[0], chat.step_spans[1]
+    column = len(chat.input_ids)
     k = len(predictor_ids)
-    # Predictors continue step 1's positions, as if inserted right after it.
-    predictors = _block(predictor_ids, length, list(range(step1_end, step1_end + k)), step1_end, "predictor")
-    step2 = chat.input_ids[step2_start:step2_end]
-    copy = _block(step2, length + k, list(range(len(step2))), 0, "step_2_copy")
-    view_a = length + k - 1 if k else step1_end - 1
-    return _packed(chat, [predictors, copy], view_a, length + k + len(step2) - 1)
+    blocks, views, spans = [], [], []
+    for p in pairs:
+        (_, context_end), (next_start, next_end) = chat.step_spans[p - 1], chat.step_spans[p]
+        # Predictors continue step p's positions, as if inserted right after it.
+        predictors = _block(predictor_ids, column, list(range(context_end, context_end + k)), context_end,
+                            f"predictor p{p}")
+        target = chat.input_ids[next_start:next_end]
+        copy = _block(target, column + k, list(range(len(target))), 0, f"step_{p + 1}_copy p{p}")
+        view_a = column + k - 1 if k else context_end - 1
+        views.append((view_a, column + k + len(target) - 1))
+        spans.append((column, column + k + len(target)))
+        blocks += [predictors, copy]
+        column += k + len(target)
+    return _packed(chat, blocks, views, spans)
 
 
 def _view_index(view_length: int, last_content_index: int, num_predictors: int, last_token: int | None) -> int:
@@ -118,7 +147,8 @@ def pack_llm_jepa(
     view_b = _view_index(len(assistant_view.input_ids), assistant_view.last_content_index, 0, last_token)
     if view_a == NO_VIEW or view_b == NO_VIEW:
         return pack_regular(chat)
-    return _packed(chat, [user, assistant], length + view_a, length + len(user_ids) + view_b)
+    end = length + len(user_ids) + len(assistant_view.input_ids)
+    return _packed(chat, [user, assistant], [(length + view_a, length + len(user_ids) + view_b)], [(length, end)])
 
 
 def allowed_attention(block_start: torch.Tensor, context_end: torch.Tensor) -> torch.Tensor:
@@ -142,6 +172,9 @@ class PackedCollator:
     """Pads packed rows into a batch: conversations left-aligned to the batch's longest, view blocks after.
 
     Aligning the conversation region lets the LM head run on it alone; padding tokens see only themselves.
+    Every JEPA pair of the batch, in row order: ``pair_row``, ``pair_view_a``, ``pair_view_b`` ``(P,)`` and
+    ``pair_span`` ``(P, 2)`` (its blocks' columns); ``view_a_index``/``view_b_index`` ``(B,)`` are each row's
+    first pair (NO_VIEW: the row trains LM only).
 
     >>> batch = PackedCollator(pad_token_id=0)([pack_regular(EncodedChat([5, 6, 7], [-100, 6, 7], 1, [], False))])
     >>> batch["input_ids"].tolist(), batch["attention_mask"].shape
@@ -162,6 +195,7 @@ class PackedCollator:
             "context_end": torch.zeros((len(rows), total), dtype=torch.long),
         }
         view_a, view_b = [], []
+        pair_row, pair_a, pair_b, pair_span = [], [], [], []
         for b, row in enumerate(rows):
             length, shift = row["conversation_length"], width - row["conversation_length"]
             size = len(row["input_ids"])
@@ -174,9 +208,20 @@ class PackedCollator:
             batch["block_start"][b, width : width + size - length] = starts[length:] + shift
             view_a.append(self._shift(row["view_a_index"], length, shift))
             view_b.append(self._shift(row["view_b_index"], length, shift))
+            for (a, v), (start, end) in zip(row["view_pairs"], row["pair_spans"]):
+                pair_row.append(b)
+                pair_a.append(self._shift(a, length, shift))
+                pair_b.append(self._shift(v, length, shift))
+                pair_span.append((start + shift, end + shift))
         batch["attention_mask"] = additive_mask(allowed_attention(batch["block_start"], batch["context_end"]))
         batch["view_a_index"] = torch.tensor(view_a, dtype=torch.long)
         batch["view_b_index"] = torch.tensor(view_b, dtype=torch.long)
+        batch["pair_row"] = torch.tensor(pair_row, dtype=torch.long)
+        batch["pair_view_a"] = torch.tensor(pair_a, dtype=torch.long)
+        batch["pair_view_b"] = torch.tensor(pair_b, dtype=torch.long)
+        batch["pair_span"] = torch.tensor(pair_span, dtype=torch.long).reshape(-1, 2)
+        if all("example_index" in row for row in rows):
+            batch["example_index"] = torch.tensor([row["example_index"] for row in rows], dtype=torch.long)
         batch["conversation_width"] = torch.tensor(width, dtype=torch.long)
         batch["num_tokens"] = torch.tensor(sum(row["conversation_length"] for row in rows), dtype=torch.long)
         return batch
@@ -186,23 +231,95 @@ class PackedCollator:
         return index + shift if index >= length else index
 
 
+PAIR_KEYS = ("pair_row", "pair_view_a", "pair_view_b", "pair_span")
+TOKEN_KEYS = ("input_ids", "labels", "position_ids", "block_start", "context_end")
+
+
 def conversation_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The batch without its view blocks (an LM-only step): the leading conversation region."""
     width = int(batch["conversation_width"])
     sliced = dict(batch)
-    for key in ("input_ids", "labels", "position_ids", "block_start", "context_end"):
+    for key in TOKEN_KEYS:
         sliced[key] = batch[key][:, :width]
     sliced["attention_mask"] = batch["attention_mask"][:, :, :width, :width]
     sliced["view_a_index"] = torch.full_like(batch["view_a_index"], NO_VIEW)
     sliced["view_b_index"] = torch.full_like(batch["view_b_index"], NO_VIEW)
+    for key in PAIR_KEYS:
+        sliced[key] = batch[key][:0]
     return sliced
+
+
+def select_pairs(batch: dict[str, torch.Tensor], keep: torch.Tensor, pad_token_id: int) -> dict[str, torch.Tensor]:
+    """The batch with only the pairs where ``keep (P,)`` is true; the other pairs' blocks are removed and each
+    row's remaining blocks close up behind the conversations, exactly as if the rows had been packed with the
+    kept pairs alone (so the cost is that of the kept blocks).
+    """
+    width = int(batch["conversation_width"])
+    rows, total = batch["input_ids"].shape
+    kept_pairs = keep.to(torch.bool).nonzero().flatten().tolist()
+    spans, pair_rows = batch["pair_span"].tolist(), batch["pair_row"].tolist()  # host copies: no sync per pair
+    columns = [list(range(width)) for _ in range(rows)]
+    for p in kept_pairs:
+        columns[pair_rows[p]].extend(range(*spans[p]))
+    new_total = max(len(c) for c in columns)
+    device = batch["input_ids"].device
+    selected = dict(batch)
+    selected["input_ids"] = batch["input_ids"].new_full((rows, new_total), pad_token_id)
+    selected["labels"] = torch.full((rows, new_total), IGNORE_INDEX, dtype=torch.long, device=device)
+    selected["position_ids"] = torch.zeros((rows, new_total), dtype=torch.long, device=device)
+    selected["block_start"] = torch.arange(new_total, device=device).repeat(rows, 1)  # padding: only itself
+    selected["context_end"] = torch.zeros((rows, new_total), dtype=torch.long, device=device)
+    new_column = torch.full((rows, total), NO_VIEW, dtype=torch.long, device=device)  # old column -> new column
+    for b, kept in enumerate(columns):
+        index = torch.tensor(kept, dtype=torch.long, device=device)
+        new_column[b, index] = torch.arange(len(kept), device=device)
+        for key in ("input_ids", "labels", "position_ids", "context_end"):
+            selected[key][b, : len(kept)] = batch[key][b, index]
+        # A kept token's block start is its own block's first column (kept with it) or 0 (the conversation).
+        selected["block_start"][b, : len(kept)] = new_column[b, batch["block_start"][b, index]]
+    selected["attention_mask"] = additive_mask(allowed_attention(selected["block_start"], selected["context_end"]),
+                                               batch["attention_mask"].dtype)
+    kept = torch.tensor(kept_pairs, dtype=torch.long, device=device)
+    pair_row = batch["pair_row"][kept]
+    selected["pair_row"] = pair_row
+    selected["pair_view_a"] = new_column[pair_row, batch["pair_view_a"][kept]]
+    selected["pair_view_b"] = new_column[pair_row, batch["pair_view_b"][kept]]
+    starts = new_column[pair_row, batch["pair_span"][kept, 0]]
+    lengths = batch["pair_span"][kept, 1] - batch["pair_span"][kept, 0]
+    selected["pair_span"] = torch.stack([starts, starts + lengths], dim=1)
+    first_kept = {}  # row -> position of its first kept pair
+    for position, p in enumerate(kept_pairs):
+        first_kept.setdefault(pair_rows[p], position)
+    with_pairs = torch.tensor(list(first_kept), dtype=torch.long, device=device)
+    firsts = torch.tensor(list(first_kept.values()), dtype=torch.long, device=device)
+    for name, key in (("view_a_index", "pair_view_a"), ("view_b_index", "pair_view_b")):
+        selected[name] = torch.full_like(batch[name], NO_VIEW)
+        selected[name][with_pairs] = selected[key][firsts]
+    return selected
+
+
+def draw_one_pair_per_row(batch: dict[str, torch.Tensor], seed: int, step: int) -> torch.Tensor:
+    """``(P,)`` booleans keeping one pair per row, drawn uniformly from (seed, step, example index) only, so a
+    resumed run draws what the uninterrupted one did (``--step_pairs random``).
+    """
+    keep = torch.zeros(len(batch["pair_row"]), dtype=torch.bool)
+    first = 0
+    for row, group in groupby(batch["pair_row"].tolist()):  # a row's pairs are consecutive
+        count = len(list(group))
+        example = int(batch["example_index"][row])
+        keep[first + random.Random(f"{seed}:{step}:{example}").randrange(count)] = True
+        first += count
+    return keep
 
 
 def render_layout(tokens: list[str], row: dict[str, Any], allowed: torch.Tensor) -> str:
     """A readable picture of one packed row: index, position, region, token, and its mask row (``#`` = may attend)."""
-    lines = [f"{'idx':>4} {'pos':>4} {'region':<14} {'token':<16} mask"]
+    lines = [f"{'idx':>4} {'pos':>4} {'region':<18} {'token':<16} mask"]
     for i, token in enumerate(tokens):
         marks = "".join("#" if allowed[i, j] else "." for j in range(len(tokens)))
-        lines.append(f"{i:>4} {row['position_ids'][i]:>4} {row['regions'][i]:<14} {token!r:<16.16} {marks}")
-    lines.append(f"view_a index {row['view_a_index']}, view_b index {row['view_b_index']}")
+        lines.append(f"{i:>4} {row['position_ids'][i]:>4} {row['regions'][i]:<18} {token!r:<16.16} {marks}")
+    for number, (view_a, view_b) in enumerate(row["view_pairs"], start=1):
+        lines.append(f"pair p{number}: view_a index {view_a}, view_b index {view_b}")
+    if not row["view_pairs"]:
+        lines.append("no JEPA pair: LM only")
     return "\n".join(lines)

@@ -15,13 +15,14 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 @dataclass(frozen=True)
 class Objective:
-    """``loss = gamma * LM + lbd * JEPA(view_a, view_b)``."""
+    """``loss = gamma * LM + lbd * JEPA(view_a, view_b)``; ``target_stop_grad``: no gradient through view_b."""
 
     mode: str = "step_jepa"  # regular | llm_jepa | step_jepa
     loss: str = "cosine"  # cosine | l2 | mse | infonce
     lbd: float = 0.1
     gamma: float = 1.0
     temperature: float = INFONCE_TEMPERATURE
+    target_stop_grad: bool = False
 
 
 @dataclass
@@ -29,7 +30,7 @@ class ObjectiveOutput:
     loss: torch.Tensor
     lm_loss: torch.Tensor
     jepa_loss: torch.Tensor | None  # None when no JEPA term was computed
-    view_a: torch.Tensor | None  # (N, D) embeddings of the N rows that have views
+    view_a: torch.Tensor | None  # (P, D) embeddings of the batch's P pairs, in row order
     view_b: torch.Tensor | None
 
 
@@ -42,7 +43,7 @@ def _lm_window(labels: torch.Tensor) -> tuple[int, int]:
 def compute_objective(model: torch.nn.Module, batch: dict[str, torch.Tensor], objective: Objective,
                       use_jepa: bool = True) -> ObjectiveOutput:
     """Run the packed batch once; ``use_jepa=False`` drops the view blocks and computes LM only."""
-    use_jepa = use_jepa and objective.mode != "regular" and bool((batch["view_a_index"] >= 0).any())
+    use_jepa = use_jepa and objective.mode != "regular" and len(batch["pair_row"]) > 0
     if not use_jepa:
         batch = conversation_only(batch)
     lo, hi = _lm_window(batch["labels"])
@@ -59,8 +60,9 @@ def compute_objective(model: torch.nn.Module, batch: dict[str, torch.Tensor], ob
     if not use_jepa:
         return ObjectiveOutput(objective.gamma * lm, lm, None, None, None)
     hidden = out.hidden_states[-1]  # (B, T, D)
-    rows = (batch["view_a_index"] >= 0).nonzero().flatten()
-    view_a = hidden[rows, batch["view_a_index"][rows]]  # (N, D)
-    view_b = hidden[rows, batch["view_b_index"][rows]]
+    view_a = hidden[batch["pair_row"], batch["pair_view_a"]]  # (P, D)
+    view_b = hidden[batch["pair_row"], batch["pair_view_b"]]
+    if objective.target_stop_grad:
+        view_b = view_b.detach()  # the target branch gets no gradient (I-JEPA, BYOL)
     jepa = jepa_loss(view_a, view_b, objective.loss, objective.temperature)
     return ObjectiveOutput(objective.gamma * lm + objective.lbd * jepa, lm, jepa, view_a, view_b)

@@ -5,7 +5,8 @@ so a probe measures exactly the embeddings the JEPA loss compares. For N held-ou
 reports the mean cosine of matched pairs (view_a_i, view_b_i) and of mismatched pairs (i != j), their
 gap, top-1/top-5 retrieval of the right view_b among all N, and the effective rank of each view's
 embeddings. Two views when the model has predictor tokens: K=0 (identity predictor, which every model
-has) and the model's K.
+has) and the model's K. With ``--step_pairs all`` every step -> next pair of a chat is a view pair, and the
+same metrics are given per pair number too (pair p: step p -> step p+1).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from stepjepa.tokenization import IGNORE_INDEX
 from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, check_device, inference_dtype, resolve_device
 
 PROBE_MODES = ("step_jepa", "llm_jepa")
+PROBE_PAIRS = ("first", "all")
 TOP_K = 5
 
 
@@ -44,6 +46,8 @@ class ProbeConfig:
     test_file: Optional[str] = field(default=None, metadata=_help("Held-out chat JSONL file (required)."))
     mode: str = field(default="step_jepa", metadata=_help(
         "Which views: step_jepa (predictors after step 1 vs step 2 alone) or llm_jepa (user vs assistant)."))
+    step_pairs: str = field(default="first", metadata=_help(
+        "Step-JEPA pairs: first (step 1 -> step 2) or all (every step -> the next, also reported per pair)."))
     predictors: int = field(default=-1, metadata=_help(
         "K predictor tokens for the K view (-1: as many as the model has; 0: the K=0 view only)."))
     output_file: str = field(default="probe.json", metadata=_help(
@@ -63,6 +67,10 @@ class ProbeConfig:
             raise UsageError("--test_file is required")
         if self.mode not in PROBE_MODES:
             raise UsageError(f"--mode must be one of {', '.join(PROBE_MODES)}, got {self.mode!r}")
+        if self.step_pairs not in PROBE_PAIRS:
+            raise UsageError(f"--step_pairs must be one of {', '.join(PROBE_PAIRS)}, got {self.step_pairs!r}")
+        if self.step_pairs == "all" and self.mode != "step_jepa":
+            raise UsageError("--step_pairs all needs --mode step_jepa (LLM-JEPA has one pair per chat)")
         if self.predictors < -1:
             raise UsageError(f"--predictors must be -1 (the model's), 0 or more, got {self.predictors}")
         for name in ("max_length", "batch_size"):
@@ -135,10 +143,22 @@ def model_predictor_count(tokenizer: Any) -> int:
 
 
 def view_rows(tokenizer: Any, chats: list[list[dict]], mode: str, predictor_ids: list[int],
-              max_length: int) -> list[dict[str, Any]]:
+              max_length: int, step_pairs: str = "first") -> list[dict[str, Any]]:
     """The packed training rows of the chats that have ``mode``'s views (the others are left out)."""
-    rows = [pack_chat(tokenizer, chat, mode, predictor_ids, None, max_length) for chat in chats]
+    rows = [pack_chat(tokenizer, chat, mode, predictor_ids, None, max_length, step_pairs) for chat in chats]
     return [row for row in rows if row["view_a_index"] != NO_VIEW]
+
+
+def by_pair_number(rows: list[dict[str, Any]], view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, dict]:
+    """The scalar metrics of each pair number p (step p -> step p+1) held by at least two rows."""
+    numbers = torch.tensor([p for row in rows for p in range(1, len(row["view_pairs"]) + 1)])  # (P,), row order
+    per_pair = {}
+    for p in sorted(set(numbers.tolist())):
+        chosen = numbers == p
+        if int(chosen.sum()) >= 2:
+            metrics = alignment_metrics(view_a[chosen], view_b[chosen])
+            per_pair[str(p)] = {key: metrics[key] for key in SCALARS}
+    return per_pair
 
 
 @torch.inference_mode()
@@ -173,7 +193,7 @@ def probe_model(cfg: ProbeConfig) -> dict[str, Any]:
         raise UsageError(f"model '{cfg.model_path}' has {available} predictor tokens; --predictors {k} asks for "
                          f"{PREDICTOR_TOKEN.format(available + 1)}")
     predictor_ids = tokenizer.convert_tokens_to_ids([PREDICTOR_TOKEN.format(i) for i in range(1, k + 1)])
-    rows = {kind: view_rows(tokenizer, chats, cfg.mode, predictor_ids[:kind], cfg.max_length)
+    rows = {kind: view_rows(tokenizer, chats, cfg.mode, predictor_ids[:kind], cfg.max_length, cfg.step_pairs)
             for kind in [0] + ([k] if k else [])}
     if len(rows[0]) < 2:
         raise UsageError(f"{cfg.test_file}: {len(rows[0])} of {len(chats)} chats have {cfg.mode} views "
@@ -187,10 +207,13 @@ def probe_model(cfg: ProbeConfig) -> dict[str, Any]:
         for kind, kind_rows in rows.items():
             view_a, view_b, lm_loss = view_embeddings(model, tokenizer, kind_rows, cfg.mode, cfg.batch_size, bar)
             views[f"k{kind}"] = alignment_metrics(view_a, view_b)
+            if cfg.step_pairs == "all":
+                views[f"k{kind}"]["by_pair"] = by_pair_number(kind_rows, view_a, view_b)
     return {
         "model_path": cfg.model_path,
         "test_file": cfg.test_file,
         "mode": cfg.mode,
+        "step_pairs": cfg.step_pairs,
         "chats": len(chats),
         "precision": str(dtype).removeprefix("torch."),
         "predictors": k,
@@ -206,13 +229,16 @@ def format_probe_table(summary: dict[str, Any]) -> str:
     """One line per view: pairs, cosines, gap, retrieval against chance, effective ranks."""
     header = f"{'view':<6}{'pairs':>6}{'matched':>9}{'mismatch':>10}{'gap':>8}{'top-1':>16}{'top-5':>16}{'erank a':>9}{'erank b':>9}"
     lines = [header]
-    for name, v in summary["views"].items():
-        lines.append(
-            f"{name.upper():<6}{v['pairs']:>6}{v['matched_cosine']:>9.3f}{v['mismatched_cosine']:>10.3f}"
-            f"{v['gap']:>8.3f}{100 * v['top1']:>7.1f}% ({100 * v['chance_top1']:.1f}%)"
-            f"{100 * v['top5']:>7.1f}% ({100 * v['chance_top5']:.1f}%){v['effective_rank_a']:>9.1f}"
-            f"{v['effective_rank_b']:>9.1f}"
-        )
+    for name, view in summary["views"].items():
+        rows = [(name.upper(), view)] + [(f"{name.upper()} p{p}", v) for p, v in view.get("by_pair", {}).items()]
+        for label, v in rows:
+            chance_top1, chance_top5 = 1 / v["pairs"], min(TOP_K, v["pairs"]) / v["pairs"]
+            lines.append(
+                f"{label:<6}{v['pairs']:>6}{v['matched_cosine']:>9.3f}{v['mismatched_cosine']:>10.3f}"
+                f"{v['gap']:>8.3f}{100 * v['top1']:>7.1f}% ({100 * chance_top1:.1f}%)"
+                f"{100 * v['top5']:>7.1f}% ({100 * chance_top5:.1f}%){v['effective_rank_a']:>9.1f}"
+                f"{v['effective_rank_b']:>9.1f}"
+            )
     return "\n".join(lines)
 
 

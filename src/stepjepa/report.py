@@ -285,6 +285,7 @@ def render_report(runs_dir: Path, entries: list[dict], summaries: list[ConfigSum
         "Accuracy is the mean ± sample standard deviation (ddof=1) over seeds. Δ and p compare each configuration "
         "with regular fine-tuning on the seeds both have: Δ is the mean paired difference in percentage points, "
         "p the one-sided paired t-test (H1: the configuration beats regular).",
+        *name_legend(entries),
         "",
         summary_table(summaries),
         "",
@@ -297,6 +298,18 @@ def render_report(runs_dir: Path, entries: list[dict], summaries: list[ConfigSum
         "",
     ]
     return "\n".join(lines)
+
+
+def name_legend(entries: list[dict]) -> list[str]:
+    """A line naming the configuration-name suffixes of Step-JEPA's pair modes and the stop-gradient, when used."""
+    used = []
+    if any(e.get("step_pairs") == "all" for e in entries):
+        used.append("`_allpairs`: `--step_pairs all` (every step predicts the next)")
+    if any(e.get("step_pairs") == "random" for e in entries):
+        used.append("`_randompairs`: `--step_pairs random` (one pair per example, drawn each step)")
+    if any(e.get("target_stop_grad") for e in entries):
+        used.append("`_stopgrad`: `--target_stop_grad` (no gradient through the target view)")
+    return ["", "In configuration names, " + "; ".join(used) + "."] if used else []
 
 
 def _probe_section(probes: list[ProbeSummary]) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 from stepjepa.data import append_jsonl, read_jsonl
 from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
+from stepjepa.layout import STEP_PAIRS
 from stepjepa.models import EMBEDDED_ALIAS
 
 MODES = ("regular", "llm_jepa", "step_jepa")
@@ -29,7 +30,7 @@ STALE_OUTPUTS = ("metrics.jsonl", "eval_metrics.jsonl", EVAL_OUTPUT, EVAL_SUMMAR
 SWEEP_TRAIN_FLAGS = {
     "--train_file", "--model_name", "--output_dir", "--seed", "--finetune_seed", "--regular", "--step_jepa",
     "--lbd", "--predictors", "--jepa_l2", "--jepa_mse", "--infonce", "--overwrite_output_dir",
-    "--resume_from_checkpoint",
+    "--resume_from_checkpoint", "--step_pairs", "--target_stop_grad",
 }
 SWEEP_EVAL_FLAGS = {"--model_path", "--test_file", "--output_file", "--max_examples", "--compare"}
 SWEEP_PROBE_FLAGS = {"--model_path", "--test_file", "--output_file"}
@@ -63,6 +64,10 @@ class SweepConfig:
     predictors: list[int] = field(default_factory=lambda: [0], metadata=_help("Numbers of predictor tokens K."))
     losses: list[str] = field(default_factory=lambda: ["cosine"], metadata=_help(
         "JEPA losses: cosine, l2, mse, infonce."))
+    step_pairs: list[str] = field(default_factory=lambda: ["first"], metadata=_help(
+        "Step-JEPA pairs: first, all, random (as `stepjepa train --step_pairs`); LLM-JEPA runs once."))
+    target_stop_grad: list[str] = field(default_factory=lambda: ["false"], metadata=_help(
+        "Stop the gradient through the target view: false, true, or both (`--target_stop_grad false true`)."))
     train_file: Optional[str] = field(default=None, metadata=_help("Chat JSONL training data (required)."))
     test_file: Optional[str] = field(default=None, metadata=_help(
         "Evaluation problems, GSM8K or chat JSONL (required)."))
@@ -100,14 +105,16 @@ class SweepConfig:
         self.lbd = _unique(_as_list(self.lbd, float, "lbd"))
         self.predictors = _unique(_as_list(self.predictors, int, "predictors"))
         self.losses = _unique(_as_list(self.losses, str, "losses"))
+        self.step_pairs = _unique(_as_list(self.step_pairs, str, "step_pairs"))
+        self.target_stop_grad = _unique(_as_bools(self.target_stop_grad, "target_stop_grad"))
         check_finite_floats(self)
         for seed in self.seeds:
             check_seed("seeds", seed)
-        for name, allowed in (("modes", MODES), ("losses", tuple(LOSS_FLAGS))):
+        for name, allowed in (("modes", MODES), ("losses", tuple(LOSS_FLAGS)), ("step_pairs", STEP_PAIRS)):
             bad = [value for value in getattr(self, name) if value not in allowed]
             if bad:
                 raise UsageError(f"--{name}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
-        for name in ("modes", "seeds", "lbd", "predictors", "losses"):
+        for name in ("modes", "seeds", "lbd", "predictors", "losses", "step_pairs", "target_stop_grad"):
             if not getattr(self, name):
                 raise UsageError(f"--{name} needs at least one value")
         if any(value < 0 for value in self.lbd):
@@ -181,6 +188,16 @@ def _as_list(value: Any, kind: type, name: str) -> list:
         raise UsageError(f"--{name}: expected {kind.__name__} values, got {value!r}") from None
 
 
+def _as_bools(value: Any, name: str) -> list[bool]:
+    """Booleans from flag words (true/false, yes/no, 1/0) or YAML booleans."""
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    items = value if isinstance(value, list) else [value]
+    bad = [item for item in items if str(item).lower() not in words]
+    if bad:
+        raise UsageError(f"--{name}: expected true or false, got {', '.join(map(str, bad))}")
+    return [words[str(item).lower()] for item in items]
+
+
 def _unique(values: list) -> list:
     return list(dict.fromkeys(values))
 
@@ -194,20 +211,26 @@ def _split(text: str, name: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Run:
-    """One point of the grid; regular runs carry no lbd, predictors or loss."""
+    """One point of the grid; regular runs carry no lbd, predictors, loss or target setting, and only Step-JEPA
+    runs carry step pairs."""
 
     mode: str
     seed: int
     lbd: float | None = None
     predictors: int | None = None
     loss: str | None = None
+    step_pairs: str | None = None
+    target_stop_grad: bool = False
 
     @property
     def config_name(self) -> str:
-        """The settings without the seed: runs of one configuration differ only in their seed."""
+        """The settings without the seed: runs of one configuration differ only in their seed. The defaults
+        (first pair, gradient through the target) add nothing, so older sweeps keep their names."""
         if self.mode in ("regular", BASE):
             return self.mode
-        return f"{self.mode}_lbd{self.lbd:g}_k{self.predictors}_{self.loss}"
+        pairs = f"_{self.step_pairs}pairs" if self.step_pairs not in (None, "first") else ""
+        stop = "_stopgrad" if self.target_stop_grad else ""
+        return f"{self.mode}_lbd{self.lbd:g}_k{self.predictors}_{self.loss}{pairs}{stop}"
 
     @property
     def name(self) -> str:
@@ -219,20 +242,27 @@ class Run:
         if self.mode == "regular":
             return ["--regular"]
         flags = ["--step_jepa"] if self.mode == "step_jepa" else []
-        return flags + ["--lbd", f"{self.lbd:g}", "--predictors", str(self.predictors), *LOSS_FLAGS[self.loss]]
+        flags += ["--lbd", f"{self.lbd:g}", "--predictors", str(self.predictors), *LOSS_FLAGS[self.loss]]
+        if self.step_pairs not in (None, "first"):
+            flags += ["--step_pairs", self.step_pairs]
+        return flags + (["--target_stop_grad"] if self.target_stop_grad else [])
 
 
 def plan_runs(cfg: SweepConfig) -> list[Run]:
-    """The grid in order: per mode, per loss, lambda and K, every seed; regular once per seed."""
+    """The grid in order: per mode, per loss, lambda, K, step pairs (Step-JEPA only) and target stop-gradient,
+    every seed; regular once per seed."""
     runs = []
     for mode in cfg.modes:
         if mode == "regular":
             runs += [Run("regular", seed) for seed in cfg.seeds]
             continue
+        pair_modes = cfg.step_pairs if mode == "step_jepa" else [None]
         for loss in cfg.losses:
             for lbd in cfg.lbd:
                 for k in cfg.predictors:
-                    runs += [Run(mode, seed, lbd, k, loss) for seed in cfg.seeds]
+                    for pairs in pair_modes:
+                        for stop in cfg.target_stop_grad:
+                            runs += [Run(mode, seed, lbd, k, loss, pairs, stop) for seed in cfg.seeds]
     return runs
 
 
@@ -394,6 +424,8 @@ def ledger_entry(cfg: SweepConfig, run: Run, train: dict, evaluation: dict, seco
         "lbd": run.lbd,
         "predictors": run.predictors,
         "loss": run.loss,
+        "step_pairs": run.step_pairs,
+        "target_stop_grad": run.target_stop_grad,
         "accuracy": evaluation["accuracy"],
         "strict_accuracy": evaluation["strict_accuracy"],
         "correct": evaluation["correct"],

@@ -14,6 +14,7 @@ from typing import Optional
 
 from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
+from stepjepa.layout import STEP_PAIRS
 from stepjepa.losses import INFONCE_TEMPERATURE
 from stepjepa.models import EMBEDDED_ALIAS
 from stepjepa.precision import BF16_HELP, BOTH_FLAGS, NO_BF16_HELP, precision_name, use_bf16
@@ -53,6 +54,11 @@ class TrainConfig:
     regular: bool = field(default=False, metadata=_help("Regular fine-tuning: LM loss only, no JEPA."))
     step_jepa: bool = field(default=False, metadata=_help("Step-JEPA: predict step 2's embedding from the context up to step 1."))
     predictors: int = field(default=0, metadata=_help("K predictor tokens <|predictor_1..K|> (0: identity predictor)."))
+    step_pairs: str = field(default="first", metadata=_help(
+        "Step-JEPA pairs: first (step 1 -> step 2), all (every step -> the next, all in the one packed row), "
+        "random (one of those pairs per example, drawn each step from seed, step and example)."))
+    target_stop_grad: bool = field(default=False, metadata=_help(
+        "Stop the gradient through view_b (the target embedding), as I-JEPA and BYOL do."))
     lbd: float = field(default=0.1, metadata=_help("JEPA loss weight (lambda)."))
     gamma: float = field(default=1.0, metadata=_help("LM loss weight (gamma)."))
     last_token: str = field(default="auto", metadata=_help(
@@ -85,6 +91,12 @@ class TrainConfig:
         if self.regular and (losses or self.predictors or weights):
             raise UsageError("--regular trains without JEPA; drop the JEPA options (" + ", ".join(
                 [f"--{flag}" for flag in losses + weights] + (["--predictors"] if self.predictors else [])) + ")")
+        if self.regular and self.target_stop_grad:
+            raise UsageError("--regular trains without JEPA; drop --target_stop_grad")
+        if self.step_pairs not in STEP_PAIRS:
+            raise UsageError(f"--step_pairs must be one of {', '.join(STEP_PAIRS)}, got {self.step_pairs!r}")
+        if self.step_pairs != "first" and not self.step_jepa:
+            raise UsageError(f"--step_pairs {self.step_pairs} needs --step_jepa (LLM-JEPA has one pair per example)")
         if self.predictors < 0:
             raise UsageError(f"--predictors must be >= 0, got {self.predictors}")
         if self.jepa_ratio > 1:
@@ -197,8 +209,13 @@ def print_first_batch(tokenizer, rows: list[dict], collator, count: int = 2) -> 
 def describe_counts(cfg: TrainConfig, counts, num_predictors: int) -> str:
     """One line saying what each example of the training file will train."""
     objective = "LM only" if cfg.mode == "regular" else f"loss {cfg.loss_kind}, K={num_predictors}"
+    if cfg.target_stop_grad:
+        objective += ", target stop-gradient"
+    pairs = {"first": "", "all": ", every step -> the next",
+             "random": ", one drawn per example each step"}[cfg.step_pairs] if cfg.mode == "step_jepa" else ""
     return (f"mode {cfg.mode}, {objective}: {counts['rows']} examples, "
-            f"{counts['jepa']} with JEPA views, {counts['lm_only_few_steps']} LM-only (fewer than two steps), "
+            f"{counts['jepa']} with JEPA views ({counts['pairs']} pairs{pairs}), "
+            f"{counts['lm_only_few_steps']} LM-only (fewer than two steps), "
             f"{counts['lm_only_truncated']} LM-only (views cut by --max_length), {counts['truncated']} truncated, "
             f"{counts['dropped_no_labels']} dropped (no assistant token within --max_length)")
 
@@ -271,7 +288,8 @@ def _train(cfg: TrainConfig) -> int:
     eval_chats = load_chats(cfg.eval_file) if cfg.eval_file else None
     tokenizer = load_tokenizer(cfg.model_name)
     predictor_ids = add_predictor_tokens(tokenizer, cfg.predictors) if cfg.mode != "regular" and cfg.predictors else []
-    rows, counts = build_rows(tokenizer, chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length)
+    rows, counts = build_rows(tokenizer, chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length,
+                              cfg.step_pairs)
     _say(cfg, 1, describe_counts(cfg, counts, len(predictor_ids)))
     if cfg.mode != "regular" and not counts["jepa"]:
         raise UsageError(f"no example has its JEPA views within --max_length {cfg.max_length} "
@@ -290,7 +308,8 @@ def _train(cfg: TrainConfig) -> int:
         return 0
     eval_rows = None
     if eval_chats:
-        eval_rows, _ = build_rows(tokenizer, eval_chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length)
+        eval_rows, _ = build_rows(tokenizer, eval_chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length,
+                                  cfg.step_pairs)
 
     set_seed(cfg.seed)
     model = load_model(cfg.model_name, attn_implementation=cfg.attn_implementation)
@@ -311,8 +330,10 @@ def _train(cfg: TrainConfig) -> int:
         data_collator=collator,
         processing_class=tokenizer,
         callbacks=[MetricsFileCallback(cfg.output_dir)],
-        objective=Objective(mode=cfg.mode, loss=cfg.loss_kind, lbd=cfg.lbd, gamma=cfg.gamma),
+        objective=Objective(mode=cfg.mode, loss=cfg.loss_kind, lbd=cfg.lbd, gamma=cfg.gamma,
+                            target_stop_grad=cfg.target_stop_grad),
         jepa_ratio=cfg.jepa_ratio,
+        one_pair_per_example=cfg.step_pairs == "random",
         debug=cfg.debug,
         run_record=record,
         save_total_limit=cfg.save_total_limit,

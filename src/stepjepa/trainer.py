@@ -14,6 +14,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from stepjepa.checkpoints import mark_complete, rotate
 from stepjepa.data import append_jsonl, give_plain_modes
+from stepjepa.layout import draw_one_pair_per_row, select_pairs
 from stepjepa.objective import Objective, compute_objective
 
 
@@ -28,11 +29,12 @@ class JepaTrainer(Trainer):
     the newest ``save_total_limit`` are deleted (0 keeps all).
     """
 
-    def __init__(self, *args, objective: Objective, jepa_ratio: float = -1.0, debug: int = 0,
-                 run_record: dict | None = None, save_total_limit: int = 0, **kwargs):
+    def __init__(self, *args, objective: Objective, jepa_ratio: float = -1.0, one_pair_per_example: bool = False,
+                 debug: int = 0, run_record: dict | None = None, save_total_limit: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.jepa_ratio = jepa_ratio
+        self.one_pair_per_example = one_pair_per_example  # --step_pairs random
         self.debug = debug
         self.run_record = run_record
         self.save_total_limit = save_total_limit
@@ -57,6 +59,9 @@ class JepaTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         split = "train" if model.training else "eval"
         use_jepa = self._draw_jepa() if split == "train" else True
+        if use_jepa and self.one_pair_per_example and len(inputs["pair_row"]):
+            keep = draw_one_pair_per_row(inputs, self.args.seed, self.state.global_step)
+            inputs = select_pairs(inputs, keep, self.processing_class.pad_token_id)
         out = compute_objective(model, inputs, self.objective, use_jepa=use_jepa)
         sums = self._sums[split]
         if split == "train" and not self._sums["train"]["batches"] and self.state.global_step == 0:
