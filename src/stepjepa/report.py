@@ -15,6 +15,7 @@ from typing import Iterator, Optional
 from stepjepa.data import read_jsonl
 from stepjepa.errors import UsageError
 from stepjepa.sweep import LEDGER, MODES, read_ledger
+from stepjepa.tasks import SCORE_MEANINGS
 
 
 @dataclass
@@ -223,6 +224,8 @@ def render_report(runs_dir: Path, entries: list[dict], summaries: list[ConfigSum
         "Accuracy is the mean ± sample standard deviation (ddof=1) over seeds. Δ and p compare each configuration "
         "with regular fine-tuning on the seeds both have: Δ is the mean paired difference in percentage points, "
         "p the one-sided paired t-test (H1: the configuration beats regular).",
+        "",
+        *[f"Task `{task}`: {SCORE_MEANINGS[task]}." for task in sorted({e.get("task", "gsm8k") for e in entries})],
         "",
         summary_table(summaries),
         "",

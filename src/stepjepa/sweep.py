@@ -30,10 +30,10 @@ SWEEP_TRAIN_FLAGS = {
     "--lbd", "--predictors", "--jepa_l2", "--jepa_mse", "--infonce", "--overwrite_output_dir",
     "--resume_from_checkpoint",
 }
-SWEEP_EVAL_FLAGS = {"--model_path", "--test_file", "--output_file", "--max_examples", "--compare"}
+SWEEP_EVAL_FLAGS = {"--model_path", "--test_file", "--output_file", "--max_examples", "--compare", "--task"}
 # The YAML types of the fields that are not lists (list fields take a scalar or a list).
 YAML_SCALARS = {"train_file": str, "test_file": str, "model_name": str, "output_dir": str, "launcher": str,
-                "train_args": str, "eval_args": str, "dry_run": bool, "max_examples": int}
+                "train_args": str, "eval_args": str, "dry_run": bool, "max_examples": int, "task": str}
 # Exit statuses of a child stopped by Ctrl-C: the sweep stops too instead of starting the next run.
 INTERRUPTED = (130, -signal.SIGINT)
 
@@ -77,6 +77,9 @@ class SweepConfig:
     eval_args: str = field(default="", metadata=_help(
         "Further `stepjepa evaluate` flags for every run, e.g. '--max_new_tokens 256 --batch_size 32'."))
     max_examples: Optional[int] = field(default=None, metadata=_help("Evaluate on the first N test problems only."))
+    task: Optional[str] = field(default=None, metadata=_help(
+        "Evaluation task of every run (`stepjepa evaluate --task`): gsm8k, exact_match or regex; "
+        "default: chosen from the test file's first row."))
 
     def __post_init__(self) -> None:
         if self.config:
@@ -140,6 +143,7 @@ class SweepConfig:
             "train_args": _split(self.train_args, "train_args"),
             "eval_args": _split(self.eval_args, "eval_args"),
             "max_examples": self.max_examples,
+            "task": self.task,
         }
 
 
@@ -225,6 +229,7 @@ def train_command(cfg: SweepConfig, run: Run, run_dir: Path, overwrite: bool) ->
 def eval_command(cfg: SweepConfig, run_dir: Path) -> list[str]:
     """The command line that evaluates one trained run into its own directory."""
     limit = ["--max_examples", str(cfg.max_examples)] if cfg.max_examples else []
+    limit += ["--task", cfg.task] if cfg.task else []
     return [
         sys.executable, "-m", "stepjepa", "evaluate",
         "--model_path", str(run_dir), "--test_file", str(cfg.test_file), "--output_file", str(run_dir / EVAL_OUTPUT),
@@ -311,6 +316,7 @@ def ledger_entry(cfg: SweepConfig, run: Run, train: dict, evaluation: dict, seco
         "strict_accuracy": evaluation["strict_accuracy"],
         "correct": evaluation["correct"],
         "total_examples": evaluation["total_examples"],
+        "task": evaluation.get("task", "gsm8k"),
         "train_loss": train.get("train_loss"),
         "global_step": train.get("global_step"),
         "train_runtime_s": train.get("runtime_s"),
