@@ -29,8 +29,10 @@ def data_files(tmp_path) -> tuple[Path, Path]:
 
 
 def config(data_files, output_dir: Path, **overrides) -> SweepConfig:
+    """A sweep of the grid alone (no base row, no probe) unless the overrides ask for them."""
     train_file, test_file = data_files
-    values = dict(train_file=str(train_file), test_file=str(test_file), output_dir=str(output_dir), model_name="m")
+    values = dict(train_file=str(train_file), test_file=str(test_file), output_dir=str(output_dir), model_name="m",
+                  no_base=True, no_probe=True)
     return SweepConfig(**{**values, **overrides})
 
 
@@ -271,3 +273,46 @@ def test_interrupted_child_stops_the_sweep(data_files, tmp_path, capsys) -> None
     assert run_sweep(cfg) == 130
     assert len(launched(tmp_path)) == 1
     assert "interrupted during regular_seed1" in capsys.readouterr().err
+
+
+# --- the base row and the probe -----------------------------------------------------------------------------------
+
+
+def test_sweep_evaluates_and_probes_the_base_and_each_run(data_files, tmp_path, tiny_model_dirs) -> None:
+    """The base model is evaluated and probed once (no training); every run is trained, evaluated and probed;
+    the ledger keeps the probe's numbers and the report shows the base row and the probe table."""
+    from stepjepa.report import ReportConfig, run_report
+
+    out = tmp_path / "sweep"
+    cfg = config(data_files, out, model_name=str(tiny_model_dirs["llama"]), modes=["regular", "step_jepa"],
+                 seeds=[1], predictors=[1], train_args=TINY_TRAIN, eval_args="--max_new_tokens 4 --no_bf16",
+                 max_examples=2, probe_file=str(data_files[0]), probe_args="--max_examples 6 --no_bf16",
+                 no_base=False, no_probe=False)
+    runner = InProcess()
+    assert run_sweep(cfg, runner) == 0
+    assert [c[0] for c in runner.calls] == ["evaluate", "probe"] + ["train", "evaluate", "probe"] * 2
+    assert runner.calls[0][runner.calls[0].index("--model_path") + 1] == str(tiny_model_dirs["llama"])
+    assert all(c[c.index("--mode") + 1] == "step_jepa" for c in runner.calls if c[0] == "probe")
+    entries = {e["run"]: e for e in ledger(out)}
+    assert list(entries) == ["base", "regular_seed1", "step_jepa_lbd0.1_k1_cosine_seed1"]
+    assert entries["base"]["mode"] == "base" and entries["base"]["global_step"] is None
+    assert set(entries["base"]["probe"]) == {"k0"} and set(entries["regular_seed1"]["probe"]) == {"k0"}
+    assert set(entries["step_jepa_lbd0.1_k1_cosine_seed1"]["probe"]) == {"k0", "k1"}
+    assert entries["base"]["probe"]["k0"]["pairs"] == 6
+    assert run_sweep(cfg, never) == 0  # all done, the base included
+
+    run_report(ReportConfig(runs_dir=str(out)))
+    text = (out / "report.md").read_text()
+    table = text[text.index("| configuration | seeds"):].splitlines()
+    assert table[2].startswith("| base | 1 |") and table[3].startswith("| regular | 1 |")
+    assert "## Held-out JEPA probe" in text
+    assert "| step_jepa_lbd0.1_k1_cosine | K1 | 1 |" in text and "| base | K0 | 1 |" in text
+
+
+def test_probe_needs_a_chat_file(data_files, tmp_path) -> None:
+    gsm8k = tmp_path / "gsm8k.jsonl"
+    gsm8k.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
+    cfg = config((data_files[0], gsm8k), tmp_path / "s", no_probe=False)
+    with pytest.raises(UsageError, match="the probe needs a chat file"):
+        run_sweep(cfg, never)
+    assert not (tmp_path / "s").exists()

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT, append_jsonl, read_jsonl, write_json_atomic
 from stepjepa.errors import UsageError
 from stepjepa.models import load_model, load_tokenizer
+from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, inference_dtype, resolve_device
 from stepjepa.tasks import SCORE_NAMES, TASKS, detect_task, gold_answer, score_reply
 
 # Chat templates' end-of-turn tokens; generation stops at whichever the tokenizer has.
@@ -61,6 +62,8 @@ class EvaluateConfig:
                   "training prompt."},
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps."})
+    bf16: bool = field(default=False, metadata={"help": "Generate with bf16 weights. " + AUTO_RULE})
+    no_bf16: bool = field(default=False, metadata={"help": NO_BF16_HELP})
     compare: list[str] = field(
         default_factory=list,
         metadata={"help": "Evaluate these models (after --model_path, if given) on the same problems and print "
@@ -84,6 +87,8 @@ class EvaluateConfig:
             raise UsageError(f"--batch_size must be at least 1, got {self.batch_size}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+        if self.bf16 and self.no_bf16:
+            raise UsageError(BOTH_FLAGS)
         if len(set(self.model_paths())) != len(self.model_paths()):
             raise UsageError("a model is named twice in --model_path/--compare")
 
@@ -173,22 +178,8 @@ def load_problems(path: str, use_test_prompts: bool = False, task: str = "gsm8k"
     return problems
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda, else mps, else cpu; anything else as given."""
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def _load(model_path: str, device: str) -> tuple[Any, Any]:
-    """Model (eval mode, on ``device``) and tokenizer; half precision on CUDA, float32 elsewhere."""
-    dtype = torch.float32
-    if device.startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def _load(model_path: str, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
+    """Model (eval mode, on ``device``, weights in ``dtype``) and tokenizer."""
     tokenizer = load_tokenizer(model_path)
     model = load_model(model_path, dtype=dtype).to(device).eval()
     return model, tokenizer
@@ -338,7 +329,7 @@ def evaluate_model(
     elapsed = 0.0
     if todo:
         device = resolve_device(cfg.device)
-        model, tokenizer = _load(model_path, device)
+        model, tokenizer = _load(model_path, device, inference_dtype(device, cfg.bf16, cfg.no_bf16))
         torch.manual_seed(cfg.seed)
         output_file.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
@@ -383,6 +374,7 @@ def evaluate_model(
         "temperature": cfg.temperature,
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
+        "precision": str(inference_dtype(resolve_device(cfg.device), cfg.bf16, cfg.no_bf16)).removeprefix("torch."),
         "examples_per_s": examples_per_s,
         "generated_this_run": len(todo),
         "output_file": str(output_file),

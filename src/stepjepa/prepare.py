@@ -19,7 +19,7 @@ from stepjepa.answers import answers_match, last_boxed
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT, chat_problem, write_json_atomic, write_jsonl_atomic
 from stepjepa.errors import UsageError
 from stepjepa.steps import join_steps, split_steps
-from stepjepa.synthetic import Problem, boxed_final_step, paired_test_path, synthetic_splits
+from stepjepa.synthetic import MAX_STEPS, MIN_STEPS, Problem, boxed_final_step, paired_test_path, synthetic_splits
 
 FORMATS = ("gsm8k", "trace", "chat")
 # Fields looked for, in order, when --response_field / the question field is not named.
@@ -74,6 +74,8 @@ class PrepareConfig:
         default=0, metadata={"help": "Write this many synthetic arithmetic problems (and a test split beside) instead of reading --input."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of the synthetic generator."})
+    synthetic_max_steps: int = field(default=MAX_STEPS, metadata={"help": (
+        f"Difficulty of --synthetic: at most this many reasoning steps per problem ({MIN_STEPS}..{MAX_STEPS}).")})
     force: bool = field(default=False, metadata={"help": "Overwrite an existing output file."})
     hf_config: str | None = field(default=None, metadata={"help": "Hugging Face dataset config (e.g. main for openai/gsm8k)."})
     split: str = field(default="train", metadata={"help": "Hugging Face dataset split."})
@@ -83,6 +85,8 @@ class PrepareConfig:
             raise UsageError("--synthetic must be 0 (off) or a positive number of rows")
         if bool(self.input) == bool(self.synthetic):
             raise UsageError("give either --input or --synthetic N")
+        if not MIN_STEPS <= self.synthetic_max_steps <= MAX_STEPS:
+            raise UsageError(f"--synthetic_max_steps must be in {MIN_STEPS}..{MAX_STEPS}, got {self.synthetic_max_steps}")
         if self.synthetic and self.format:
             raise UsageError("--format applies to --input, not to --synthetic")
         if self.format is not None and self.format not in FORMATS:
@@ -476,10 +480,10 @@ def run_prepare(cfg: PrepareConfig) -> int:
     tokenizer = _load_tokenizer(cfg.model_name) if cfg.model_name else None
     stats: dict[str, Any] = {"input": cfg.input, "output": str(output)}
     if cfg.synthetic:
-        train, test = synthetic_splits(cfg.synthetic, cfg.seed)
+        train, test = synthetic_splits(cfg.synthetic, cfg.seed, cfg.synthetic_max_steps)
         prompt = cfg.system_prompt or DEFAULT_SYSTEM_PROMPT
         conversion = Conversion(rows=[p.to_row(prompt) for p in train])
-        stats.update(input=f"synthetic (seed {cfg.seed})", format="synthetic", rows_read=len(train))
+        stats.update(input=f"synthetic (seed {cfg.seed}, at most {cfg.synthetic_max_steps} steps)", format="synthetic", rows_read=len(train))
     else:
         if is_hub_id(cfg.input):
             records = load_hub_records(cfg.input, cfg.hf_config, cfg.split)

@@ -14,7 +14,7 @@ from typing import Iterator, Optional
 
 from stepjepa.data import read_jsonl
 from stepjepa.errors import UsageError
-from stepjepa.sweep import LEDGER, MODES, read_ledger
+from stepjepa.sweep import BASE, LEDGER, MODES, read_ledger
 from stepjepa.tasks import SCORE_MEANINGS
 
 
@@ -59,7 +59,7 @@ def summarize(entries: list[dict]) -> list[ConfigSummary]:
         modes[entry["config"]] = entry["mode"]
     regular = by_config.get("regular", {})
     summaries = []
-    for config in sorted(by_config, key=lambda c: (MODES.index(modes[c]) if modes[c] in MODES else len(MODES), c)):
+    for config in sorted(by_config, key=lambda c: (_mode_order(modes[c]), c)):
         accuracy = dict(sorted(by_config[config].items()))
         values = list(accuracy.values())
         summary = ConfigSummary(
@@ -67,13 +67,18 @@ def summarize(entries: list[dict]) -> list[ConfigSummary]:
             statistics.stdev(values) if len(values) > 1 else None,
         )
         shared = [seed for seed in accuracy if seed in regular]
-        if config != "regular" and shared:
+        if config not in ("regular", BASE) and shared:
             ours, theirs = [accuracy[s] for s in shared], [regular[s] for s in shared]
             summary.pairs = len(shared)
             summary.delta = statistics.fmean(a - b for a, b in zip(ours, theirs))
             summary.p_value = paired_p_value(ours, theirs)
         summaries.append(summary)
     return summaries
+
+
+def _mode_order(mode: str) -> int:
+    """The base model first, then the modes in their usual order."""
+    return -1 if mode == BASE else MODES.index(mode) if mode in MODES else len(MODES)
 
 
 def paired_p_value(ours: list[float], theirs: list[float]) -> float | None:
@@ -104,9 +109,62 @@ def summary_table(summaries: list[ConfigSummary]) -> str:
     for s in summaries:
         accuracy = _percent(s.mean) + (f" ± {_percent(s.std)}" if s.std is not None else "")
         p = "—" if s.p_value is None else f"{s.p_value:.3g}"
-        pairs = str(s.pairs) if s.config != "regular" and s.pairs else "—"
+        pairs = str(s.pairs) if s.pairs else "—"
         lines.append(f"| {s.config} | {len(s.accuracy_by_seed)} | {accuracy} | {_percent(s.delta, signed=True)} "
                      f"| {pairs} | {p} |")
+    return "\n".join(lines)
+
+
+@dataclass
+class ProbeSummary:
+    """One configuration's probe numbers for one view over seeds, each metric with its paired p against regular."""
+
+    config: str
+    view: str  # k0 (identity predictor) or kK (the K predictor tokens)
+    seeds: int
+    chance_top1: float
+    stats: dict[str, tuple[float, float | None, float | None]]  # metric -> (mean, std, p against regular)
+
+
+PROBE_METRICS = (("gap", "cos gap"), ("top1", "top-1 %"))
+
+
+def summarize_probes(entries: list[dict]) -> list[ProbeSummary]:
+    """Per configuration and view: the probe's gap and top-1 over seeds; paired one-sided p against regular's
+    same view on the seeds both have (H1: the configuration aligns better)."""
+    by_view: dict[tuple[str, str], dict[int, dict]] = {}
+    modes = {}
+    for entry in entries:
+        modes[entry["config"]] = entry["mode"]
+        for view, metrics in (entry.get("probe") or {}).items():
+            by_view.setdefault((entry["config"], view), {})[entry["seed"]] = metrics
+    summaries = []
+    for config, view in sorted(by_view, key=lambda cv: (_mode_order(modes[cv[0]]), cv[0], int(cv[1][1:]))):
+        runs = dict(sorted(by_view[config, view].items()))
+        regular = by_view.get(("regular", view), {})
+        shared = [seed for seed in runs if seed in regular] if config not in ("regular", BASE) else []
+        stats = {}
+        for metric, _ in PROBE_METRICS:
+            values = [m[metric] for m in runs.values()]
+            p = paired_p_value([runs[s][metric] for s in shared], [regular[s][metric] for s in shared])
+            stats[metric] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, p)
+        chance = statistics.fmean(1 / m["pairs"] for m in runs.values())
+        summaries.append(ProbeSummary(config, view, len(runs), chance, stats))
+    return summaries
+
+
+def probe_table(summaries: list[ProbeSummary]) -> str:
+    """The Markdown table of the held-out probe: one row per configuration and view."""
+    lines = ["| configuration | view | seeds | cos gap (mean ± std) | p | top-1 % (mean ± std) | p | top-1 chance % |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for s in summaries:
+        cells = []
+        for metric, _ in PROBE_METRICS:
+            mean, std, p = s.stats[metric]
+            scale, spec = (100, ".1f") if metric == "top1" else (1, ".3f")
+            cells.append(f"{scale * mean:{spec}}" + (f" ± {scale * std:{spec}}" if std is not None else ""))
+            cells.append("—" if p is None else f"{p:.3g}")
+        lines.append(f"| {s.config} | {s.view.upper()} | {s.seeds} | {' | '.join(cells)} | {100 * s.chance_top1:.1f} |")
     return "\n".join(lines)
 
 
@@ -209,7 +267,8 @@ def _colours(entries: list[dict]) -> dict[str, tuple]:
     return {config: palette[i % len(palette)] for i, config in enumerate(configs)}
 
 
-def render_report(runs_dir: Path, entries: list[dict], summaries: list[ConfigSummary], plots: dict[str, Path]) -> str:
+def render_report(runs_dir: Path, entries: list[dict], summaries: list[ConfigSummary], plots: dict[str, Path],
+                  probes: list[ProbeSummary] | None = None) -> str:
     """The whole Markdown document: settings, the configuration table, the plots, every run."""
     fixed = entries[0].get("fixed", {})
     flags = " ".join(fixed.get("train_args") or []) or "(none)"
@@ -229,6 +288,7 @@ def render_report(runs_dir: Path, entries: list[dict], summaries: list[ConfigSum
         "",
         summary_table(summaries),
         "",
+        *(_probe_section(probes) if probes else []),
         *[f"![{name}]({plot.name})" for name, plot in plots.items()],
         "",
         "## Runs",
@@ -239,14 +299,29 @@ def render_report(runs_dir: Path, entries: list[dict], summaries: list[ConfigSum
     return "\n".join(lines)
 
 
+def _probe_section(probes: list[ProbeSummary]) -> list[str]:
+    return [
+        "## Held-out JEPA probe",
+        "",
+        "`stepjepa probe` on each run: the cosine gap between matched (view_a_i, view_b_i) and mismatched pairs, "
+        "and top-1 retrieval of the right view_b among all pairs of the probe file. K0 is the identity predictor "
+        "(step 1's last token), which every model has; KK the K predictor tokens of a JEPA run. p: paired "
+        "one-sided t-test against regular's same view (H1: better aligned).",
+        "",
+        probe_table(probes),
+        "",
+    ]
+
+
 def run_report(cfg: ReportConfig) -> int:
     """Write the Markdown report and its two plots atomically; print the configuration table."""
     runs_dir = Path(cfg.runs_dir)
     ledger = read_ledger(runs_dir / LEDGER)
     if not ledger:
         raise UsageError(f"{runs_dir / LEDGER}: no finished runs (is {runs_dir} a sweep's --output_dir?)")
-    entries = sorted(ledger.values(), key=lambda e: (e["config"], e["seed"]))
+    entries = sorted(ledger.values(), key=lambda e: (_mode_order(e["mode"]), e["config"], e["seed"]))
     summaries = summarize(entries)
+    probes = summarize_probes(entries)
     output = cfg.output_path
     plots = {
         "loss curves": output.with_name(f"{output.stem}_losses.png"),
@@ -254,10 +329,12 @@ def run_report(cfg: ReportConfig) -> int:
     }
     drawn = plot_losses(runs_dir, entries, plots["loss curves"])
     plot_accuracy(summaries, plots["accuracy per configuration"])
-    text = render_report(runs_dir, entries, summaries, plots)
+    text = render_report(runs_dir, entries, summaries, plots, probes)
     with atomic_path(output) as tmp:
         tmp.write_text(text, encoding="utf-8")
     print(summary_table(summaries))
+    if probes:
+        print(probe_table(probes))
     missing = len(entries) - drawn
     print(f"report {output}; plots {', '.join(str(p) for p in plots.values())}"
           + (f"; {missing} runs had no metrics.jsonl to plot" if missing else ""))

@@ -31,9 +31,13 @@ SWEEP_TRAIN_FLAGS = {
     "--resume_from_checkpoint",
 }
 SWEEP_EVAL_FLAGS = {"--model_path", "--test_file", "--output_file", "--max_examples", "--compare", "--task"}
+SWEEP_PROBE_FLAGS = {"--model_path", "--test_file", "--output_file"}
+PROBE_OUTPUT = "probe.json"
+BASE = "base"
 # The YAML types of the fields that are not lists (list fields take a scalar or a list).
 YAML_SCALARS = {"train_file": str, "test_file": str, "model_name": str, "output_dir": str, "launcher": str,
-                "train_args": str, "eval_args": str, "dry_run": bool, "max_examples": int, "task": str}
+                "train_args": str, "eval_args": str, "dry_run": bool, "max_examples": int, "no_probe": bool,
+                "probe_file": str, "probe_args": str, "no_base": bool, "task": str}
 # Exit statuses of a child stopped by Ctrl-C: the sweep stops too instead of starting the next run.
 INTERRUPTED = (130, -signal.SIGINT)
 
@@ -77,6 +81,15 @@ class SweepConfig:
     eval_args: str = field(default="", metadata=_help(
         "Further `stepjepa evaluate` flags for every run, e.g. '--max_new_tokens 256 --batch_size 32'."))
     max_examples: Optional[int] = field(default=None, metadata=_help("Evaluate on the first N test problems only."))
+    no_probe: bool = field(default=False, metadata=_help(
+        "Skip `stepjepa probe` (held-out alignment of the JEPA views) after each run's evaluation."))
+    probe_file: Optional[str] = field(default=None, metadata=_help(
+        "Chat JSONL the probe reads (default: --test_file, which must then be a chat file)."))
+    probe_args: str = field(default="", metadata=_help(
+        "Further `stepjepa probe` flags, e.g. '--max_examples 200' (the mode defaults to the sweep's first "
+        "JEPA mode)."))
+    no_base: bool = field(default=False, metadata=_help(
+        "Skip evaluating (and probing) the untrained --model_name once as the `base` row."))
     task: Optional[str] = field(default=None, metadata=_help(
         "Evaluation task of every run (`stepjepa evaluate --task`): gsm8k, exact_match or regex; "
         "default: chosen from the test file's first row."))
@@ -105,7 +118,8 @@ class SweepConfig:
         for name in ("train_file", "test_file"):
             if not getattr(self, name):
                 raise UsageError(f"--{name} is required")
-        for name, reserved in (("train_args", SWEEP_TRAIN_FLAGS), ("eval_args", SWEEP_EVAL_FLAGS)):
+        for name, reserved in (("train_args", SWEEP_TRAIN_FLAGS), ("eval_args", SWEEP_EVAL_FLAGS),
+                               ("probe_args", SWEEP_PROBE_FLAGS)):
             taken = sorted({word.split("=")[0] for word in _split(getattr(self, name), name)} & reserved)
             if taken:
                 raise UsageError(f"--{name} may not set {', '.join(taken)}: the sweep sets it for each run")
@@ -133,6 +147,11 @@ class SweepConfig:
                 raise UsageError(f"--config {path}: {name} must be a {kind.__name__}, got {value!r}")
             if getattr(self, name) == _default(known[name]):
                 setattr(self, name, value)
+
+    @property
+    def probe_mode(self) -> str:
+        """The views the probe measures: the sweep's first JEPA mode (Step-JEPA's when only regular runs)."""
+        return next((mode for mode in self.modes if mode != "regular"), "step_jepa")
 
     def fixed_settings(self) -> dict[str, Any]:
         """What every run of this sweep shares; the ledger refuses runs made with other values."""
@@ -184,14 +203,14 @@ class Run:
     @property
     def config_name(self) -> str:
         """The settings without the seed: runs of one configuration differ only in their seed."""
-        if self.mode == "regular":
-            return "regular"
+        if self.mode in ("regular", BASE):
+            return self.mode
         return f"{self.mode}_lbd{self.lbd:g}_k{self.predictors}_{self.loss}"
 
     @property
     def name(self) -> str:
-        """The run's directory name, e.g. ``step_jepa_lbd0.1_k2_cosine_seed82``."""
-        return f"{self.config_name}_seed{self.seed}"
+        """The run's directory name, e.g. ``step_jepa_lbd0.1_k2_cosine_seed82`` (``base``: the untrained model)."""
+        return BASE if self.mode == BASE else f"{self.config_name}_seed{self.seed}"
 
     def mode_flags(self) -> list[str]:
         """The `stepjepa train` flags that select this run's mode, lambda, K and loss."""
@@ -226,14 +245,24 @@ def train_command(cfg: SweepConfig, run: Run, run_dir: Path, overwrite: bool) ->
     ]
 
 
-def eval_command(cfg: SweepConfig, run_dir: Path) -> list[str]:
-    """The command line that evaluates one trained run into its own directory."""
+def eval_command(cfg: SweepConfig, run_dir: Path, model: str | None = None) -> list[str]:
+    """The command line that evaluates one trained run (or ``model``) into the run's directory."""
     limit = ["--max_examples", str(cfg.max_examples)] if cfg.max_examples else []
     limit += ["--task", cfg.task] if cfg.task else []
     return [
         sys.executable, "-m", "stepjepa", "evaluate",
-        "--model_path", str(run_dir), "--test_file", str(cfg.test_file), "--output_file", str(run_dir / EVAL_OUTPUT),
-        *limit, *_split(cfg.eval_args, "eval_args"),
+        "--model_path", model or str(run_dir), "--test_file", str(cfg.test_file),
+        "--output_file", str(run_dir / EVAL_OUTPUT), *limit, *_split(cfg.eval_args, "eval_args"),
+    ]
+
+
+def probe_command(cfg: SweepConfig, run_dir: Path, model: str | None = None) -> list[str]:
+    """The command line that probes one trained run (or ``model``) on the probe file into the run's directory."""
+    return [
+        sys.executable, "-m", "stepjepa", "probe",
+        "--model_path", model or str(run_dir), "--test_file", str(cfg.probe_file or cfg.test_file),
+        "--output_file", str(run_dir / PROBE_OUTPUT), "--mode", cfg.probe_mode, "--debug", "0",
+        *_split(cfg.probe_args, "probe_args"),
     ]
 
 
@@ -241,7 +270,10 @@ def check_commands(cfg: SweepConfig, run: Run, run_dir: Path) -> None:
     """Parse one run's train and evaluate flags now, so a bad pass-through flag fails before hours of runs."""
     from stepjepa.cli import parse_config
 
-    for command, argv in (("train", train_command(cfg, run, run_dir, False)), ("evaluate", eval_command(cfg, run_dir))):
+    commands = [("train", train_command(cfg, run, run_dir, False)), ("evaluate", eval_command(cfg, run_dir))]
+    if not cfg.no_probe:
+        commands.append(("probe", probe_command(cfg, run_dir)))
+    for command, argv in commands:
         flags = argv[argv.index(command) + 1 :]
         try:
             parsed = parse_config(command, flags, prog=f"stepjepa sweep ({command} flags)")
@@ -279,9 +311,21 @@ def check_ledger(ledger: dict[str, dict], cfg: SweepConfig, path: Path) -> None:
 def run_status(output_dir: Path, run: Run, ledger: dict[str, dict]) -> str:
     """``done`` (ledger entry and evaluation present), ``redo`` (a directory left half-finished) or ``new``."""
     run_dir = output_dir / run.name
-    if run.name in ledger and (run_dir / EVAL_SUMMARY).is_file():
+    if run.name in ledger and (run_dir / EVAL_SUMMARY).is_file() and (
+            ledger[run.name].get("probe") is None or (run_dir / PROBE_OUTPUT).is_file()):
         return "done"
     return "redo" if run_dir.exists() else "new"
+
+
+def check_probe_file(cfg: SweepConfig) -> None:
+    """The probe needs chats (with steps): refuse a GSM8K-format probe file before any run starts."""
+    path = Path(cfg.probe_file or cfg.test_file)
+    if cfg.probe_file and not path.is_file():
+        raise UsageError(f"--probe_file {path}: no such file")
+    first = read_jsonl(path)[0]
+    if not (isinstance(first[1], dict) and "messages" in first[1]):
+        raise UsageError(f"{path}:{first[0]}: the probe needs a chat file ({{messages}}); pass --probe_file CHATS.jsonl "
+                         "or --no_probe")
 
 
 def run_child(argv: list[str]) -> int:
@@ -302,8 +346,19 @@ def _read_json(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def ledger_entry(cfg: SweepConfig, run: Run, train: dict, evaluation: dict, seconds: float) -> dict[str, Any]:
-    """One finished run: its settings, training outcome and accuracy, and the settings all runs share."""
+PROBE_KEYS = ("pairs", "gap", "top1", "top5", "matched_cosine", "mismatched_cosine", "effective_rank_a", "effective_rank_b")
+
+
+def probe_scalars(probe: dict | None) -> dict[str, dict[str, float]] | None:
+    """The probe summary's numbers per view (``k0``, ``k2``, ...), without the per-pair lists."""
+    if probe is None:
+        return None
+    return {view: {key: values[key] for key in PROBE_KEYS} for view, values in probe["views"].items()}
+
+
+def ledger_entry(cfg: SweepConfig, run: Run, train: dict, evaluation: dict, seconds: float,
+                 probe: dict | None = None) -> dict[str, Any]:
+    """One finished run: its settings, training outcome, accuracy and probe, and the settings all runs share."""
     return {
         "run": run.name,
         "config": run.config_name,
@@ -317,6 +372,7 @@ def ledger_entry(cfg: SweepConfig, run: Run, train: dict, evaluation: dict, seco
         "correct": evaluation["correct"],
         "total_examples": evaluation["total_examples"],
         "task": evaluation.get("task", "gsm8k"),
+        "probe": probe_scalars(probe),
         "train_loss": train.get("train_loss"),
         "global_step": train.get("global_step"),
         "train_runtime_s": train.get("runtime_s"),
@@ -326,27 +382,43 @@ def ledger_entry(cfg: SweepConfig, run: Run, train: dict, evaluation: dict, seco
     }
 
 
+def _run_step(runner: Runner, argv: list[str], output: Path, run: Run) -> tuple[int, dict | None]:
+    """Run one child command and read the JSON it must write: ``(0, its content)`` or ``(status, None)``."""
+    status = runner(argv)
+    if status:
+        return status, None
+    value = _read_json(output)
+    if value is None:
+        print(f"stepjepa sweep: {run.name}: {argv[argv.index('stepjepa') + 1]} wrote no {output}", file=sys.stderr)
+        return 1, None
+    return 0, value
+
+
 def execute_run(cfg: SweepConfig, run: Run, run_dir: Path, redo: bool, runner: Runner) -> tuple[int, dict | None]:
-    """Train then evaluate one run: ``(0, ledger entry)``, or the failing step's exit status and None."""
+    """Train, evaluate and probe one run (the base model: evaluate and probe only): ``(0, ledger entry)``,
+    or the failing step's exit status and None."""
     started = time.perf_counter()
     if redo:
-        for name in STALE_OUTPUTS:
+        for name in (*STALE_OUTPUTS, PROBE_OUTPUT):
             (run_dir / name).unlink(missing_ok=True)
-    status = runner(train_command(cfg, run, run_dir, overwrite=redo))
+    model = cfg.model_name if run.mode == BASE else None
+    train: dict | None = {}
+    if run.mode != BASE:
+        status, train = _run_step(runner, train_command(cfg, run, run_dir, overwrite=redo),
+                                  run_dir / "train_summary.json", run)
+        if status:
+            return status, None
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    status, evaluation = _run_step(runner, eval_command(cfg, run_dir, model), run_dir / EVAL_SUMMARY, run)
     if status:
         return status, None
-    train = _read_json(run_dir / "train_summary.json")
-    if train is None:
-        print(f"stepjepa sweep: {run.name}: training wrote no {run_dir / 'train_summary.json'}", file=sys.stderr)
-        return 1, None
-    status = runner(eval_command(cfg, run_dir))
-    if status:
-        return status, None
-    evaluation = _read_json(run_dir / EVAL_SUMMARY)
-    if evaluation is None:
-        print(f"stepjepa sweep: {run.name}: evaluation wrote no {run_dir / EVAL_SUMMARY}", file=sys.stderr)
-        return 1, None
-    return 0, ledger_entry(cfg, run, train, evaluation, time.perf_counter() - started)
+    probe = None
+    if not cfg.no_probe:
+        status, probe = _run_step(runner, probe_command(cfg, run_dir, model), run_dir / PROBE_OUTPUT, run)
+        if status:
+            return status, None
+    return 0, ledger_entry(cfg, run, train, evaluation, time.perf_counter() - started, probe)
 
 
 def run_sweep(cfg: SweepConfig, runner: Runner = run_child) -> int:
@@ -358,9 +430,13 @@ def run_sweep(cfg: SweepConfig, runner: Runner = run_child) -> int:
     ledger_path = output_dir / LEDGER
     ledger = read_ledger(ledger_path)
     check_ledger(ledger, cfg, ledger_path)
+    if not cfg.no_probe:
+        check_probe_file(cfg)
     runs = plan_runs(cfg)
     for run in {run.config_name: run for run in runs}.values():
         check_commands(cfg, run, output_dir / run.name)
+    if not cfg.no_base:
+        runs.insert(0, Run(BASE, 0))
     status = {run.name: run_status(output_dir, run, ledger) for run in runs}
     pending = [run for run in runs if status[run.name] != "done"]
 
@@ -370,10 +446,12 @@ def run_sweep(cfg: SweepConfig, runner: Runner = run_child) -> int:
             print(f"  {labels[status[run.name]]:<21} {run.name}")
         redo = sum(status[run.name] == "redo" for run in runs)
         print(f"{len(runs)} runs in {output_dir}: {len(runs) - len(pending)} done, {len(pending)} to run ({redo} redone)")
-        if pending:
-            first = pending[0]
+        first = next((run for run in pending if run.mode != BASE), None)
+        if first:
             print("first run's commands:\n  " + shlex.join(train_command(cfg, first, output_dir / first.name, False)))
             print("  " + shlex.join(eval_command(cfg, output_dir / first.name)))
+            if not cfg.no_probe:
+                print("  " + shlex.join(probe_command(cfg, output_dir / first.name)))
         return 0
 
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -161,10 +161,12 @@ TEMPLATES: dict[str, tuple[Callable[[random.Random, int], Problem], int, int]] =
 }
 
 
-def synthetic_problem(rng: random.Random) -> Problem:
-    """One problem: a template, then a step count within its range, chosen uniformly."""
-    make, low, high = TEMPLATES[rng.choice(sorted(TEMPLATES))]
-    return make(rng, rng.randint(low, high))
+def synthetic_problem(rng: random.Random, max_steps: int = MAX_STEPS) -> Problem:
+    """One problem: a template that can write ``max_steps`` or fewer, then a step count within its range
+    (capped at ``max_steps``), chosen uniformly. With the default cap every template takes part."""
+    names = [name for name in sorted(TEMPLATES) if TEMPLATES[name][1] <= max_steps]
+    make, low, high = TEMPLATES[rng.choice(names)]
+    return make(rng, rng.randint(low, min(high, max_steps)))
 
 
 def n_test_rows(n_train: int) -> int:
@@ -178,18 +180,21 @@ def paired_test_path(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}_test{output.suffix or '.jsonl'}")
 
 
-def synthetic_splits(n_train: int, seed: int) -> tuple[list[Problem], list[Problem]]:
+def synthetic_splits(n_train: int, seed: int, max_steps: int = MAX_STEPS) -> tuple[list[Problem], list[Problem]]:
     """``n_train`` training problems and :func:`n_test_rows` test problems, no question in both.
 
     One stream of problems from ``random.Random(seed)``, repeated questions skipped: the first
-    ``n_train`` distinct ones are the training split, the next ones the test split.
+    ``n_train`` distinct ones are the training split, the next ones the test split. ``max_steps``
+    (2 to 6) sets the difficulty: fewer steps, fewer chances to slip.
     """
+    if not MIN_STEPS <= max_steps <= MAX_STEPS:
+        raise ValueError(f"max_steps must be in {MIN_STEPS}..{MAX_STEPS}, got {max_steps}")
     rng = random.Random(seed)
     wanted = n_train + n_test_rows(n_train)
     seen: set[str] = set()
     problems: list[Problem] = []
     while len(problems) < wanted:
-        problem = synthetic_problem(rng)
+        problem = synthetic_problem(rng, max_steps)
         if problem.question not in seen:
             seen.add(problem.question)
             problems.append(problem)

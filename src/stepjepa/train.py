@@ -15,6 +15,7 @@ from typing import Optional
 from stepjepa.errors import UsageError
 from stepjepa.losses import INFONCE_TEMPERATURE
 from stepjepa.models import EMBEDDED_ALIAS
+from stepjepa.precision import BF16_HELP, BOTH_FLAGS, NO_BF16_HELP, precision_name, use_bf16
 
 
 METRIC_FILES = ("metrics.jsonl", "eval_metrics.jsonl")
@@ -64,6 +65,8 @@ class TrainConfig:
     group_by_length: bool = field(default=False, metadata=_help("Batch examples of similar length together (less padding)."))
     gradient_checkpointing: bool = field(default=False, metadata=_help("Recompute activations in backward (less memory, slower)."))
     attn_implementation: str = field(default="sdpa", metadata=_help("Attention kernel: sdpa or eager."))
+    bf16: bool = field(default=False, metadata=_help(BF16_HELP))
+    no_bf16: bool = field(default=False, metadata=_help(NO_BF16_HELP))
 
     def __post_init__(self) -> None:
         if self.regular and self.step_jepa:
@@ -99,6 +102,8 @@ class TrainConfig:
                 raise UsageError(f"--last_token counts from the end and must be negative, got {offset}")
         if self.attn_implementation not in ("sdpa", "eager"):
             raise UsageError(f"--attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
+        if self.bf16 and self.no_bf16:
+            raise UsageError(BOTH_FLAGS)
         if not self.train_file:
             raise UsageError("--train_file is required")
 
@@ -172,7 +177,7 @@ def describe_counts(cfg: TrainConfig, counts, num_predictors: int) -> str:
 
 
 def training_arguments(cfg: TrainConfig, has_eval: bool):
-    """The Trainer's arguments for this run: CPU float32, or bf16 on CUDA where supported."""
+    """The Trainer's arguments for this run: bf16 mixed precision where fast (or asked), else float32."""
     import torch
     from transformers import TrainingArguments
 
@@ -193,7 +198,7 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
         eval_strategy="steps" if has_eval else "no",
         eval_steps=cfg.eval_steps,
         seed=cfg.seed,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=use_bf16(cfg.bf16, cfg.no_bf16, "cuda" if cuda else "cpu"),
         use_cpu=not cuda,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         **({"activation_checkpointing": True} if cfg.gradient_checkpointing else {}),
@@ -246,7 +251,7 @@ def run_train(cfg: TrainConfig) -> int:
     args = training_arguments(cfg, has_eval=bool(eval_rows))
     trainable, total = trainable_parameter_count(model)
     _say(cfg, 1, f"model {cfg.model_name}: {trainable:,} trainable of {total:,} parameters, "
-                 f"{args.device.type} {'bf16' if args.bf16 else 'fp32'}")
+                 f"{args.device.type} {precision_name(args.bf16)}")
 
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     trainer = JepaTrainer(

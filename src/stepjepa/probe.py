@@ -1,0 +1,255 @@
+"""``stepjepa probe``: how well a model's JEPA views align on held-out chats.
+
+The views are built by the training code itself (``pack_chat``, ``PackedCollator``, ``compute_objective``),
+so a probe measures exactly the embeddings the JEPA loss compares. For N held-out examples with views it
+reports the mean cosine of matched pairs (view_a_i, view_b_i) and of mismatched pairs (i != j), their
+gap, top-1/top-5 retrieval of the right view_b among all N, and the effective rank of each view's
+embeddings. Two views when the model has predictor tokens: K=0 (identity predictor, which every model
+has) and the model's K.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from stepjepa.data import load_chats, write_json_atomic
+from stepjepa.errors import UsageError
+from stepjepa.examples import pack_chat
+from stepjepa.layout import NO_VIEW, PackedCollator
+from stepjepa.models import PREDICTOR_TOKEN, load_model, load_tokenizer
+from stepjepa.objective import Objective, compute_objective
+from stepjepa.tokenization import IGNORE_INDEX
+from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, inference_dtype, resolve_device
+
+PROBE_MODES = ("step_jepa", "llm_jepa")
+TOP_K = 5
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class ProbeConfig:
+    """Flags of ``stepjepa probe``."""
+
+    model_path: Optional[str] = field(default=None, metadata=_help(
+        "Model: a training output directory, a LoRA adapter directory, a hub id, or the embedded alias (required)."))
+    test_file: Optional[str] = field(default=None, metadata=_help("Held-out chat JSONL file (required)."))
+    mode: str = field(default="step_jepa", metadata=_help(
+        "Which views: step_jepa (predictors after step 1 vs step 2 alone) or llm_jepa (user vs assistant)."))
+    predictors: int = field(default=-1, metadata=_help(
+        "K predictor tokens for the K view (-1: as many as the model has; 0: the K=0 view only)."))
+    output_file: str = field(default="probe.json", metadata=_help(
+        "Summary JSON; the plot goes beside it as <stem>.png."))
+    max_examples: Optional[int] = field(default=None, metadata=_help("Probe only the first N chats of the file."))
+    max_length: int = field(default=512, metadata=_help("Conversation tokens kept (as in training)."))
+    batch_size: int = field(default=16, metadata=_help("Chats per forward pass."))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:N or mps."))
+    bf16: bool = field(default=False, metadata=_help("Compute with bf16 weights. " + AUTO_RULE))
+    no_bf16: bool = field(default=False, metadata=_help(NO_BF16_HELP))
+    debug: int = field(default=1, metadata=_help("0 quiet (no table, no progress bar), 1 the table."))
+
+    def __post_init__(self) -> None:
+        if not self.model_path:
+            raise UsageError("--model_path is required")
+        if not self.test_file:
+            raise UsageError("--test_file is required")
+        if self.mode not in PROBE_MODES:
+            raise UsageError(f"--mode must be one of {', '.join(PROBE_MODES)}, got {self.mode!r}")
+        if self.predictors < -1:
+            raise UsageError(f"--predictors must be -1 (the model's), 0 or more, got {self.predictors}")
+        for name in ("max_length", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_examples is not None and self.max_examples < 2:
+            raise UsageError(f"--max_examples must be at least 2 (retrieval needs candidates), got {self.max_examples}")
+        if self.bf16 and self.no_bf16:
+            raise UsageError(BOTH_FLAGS)
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+        if Path(self.output_file).is_dir():
+            raise UsageError(f"--output_file {self.output_file} is a directory; name a .json file")
+
+
+def effective_rank(embeddings: torch.Tensor) -> tuple[float, list[float]]:
+    """exp(entropy) of the normalised singular values of ``embeddings (N, D)``, centred; and that spectrum.
+
+    Centring removes the offset every hidden state shares, which would otherwise count as one dominant
+    direction (RankMe, Garrido et al. 2023, on centred features). Ranges from 1 to min(N, D).
+    """
+    centred = embeddings.double() - embeddings.double().mean(dim=0, keepdim=True)
+    singular = torch.linalg.svdvals(centred)
+    if float(singular.sum()) == 0.0:
+        return 0.0, [0.0] * len(singular)
+    p = singular / singular.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return float(entropy.exp()), [float(v) for v in p]
+
+
+def alignment_metrics(view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, Any]:
+    """Matched vs mismatched cosine, retrieval of view_b_i from view_a_i among all N, effective ranks.
+
+    ``view_a``, ``view_b``: (N, D), row i of each from the same example; N >= 2.
+    """
+    n = len(view_a)
+    cos = F.normalize(view_a.double(), dim=-1) @ F.normalize(view_b.double(), dim=-1).T  # (N, N)
+    matched = cos.diagonal()
+    off_diagonal = cos[~torch.eye(n, dtype=torch.bool)]
+    # Rank of the right view_b in each row: how many candidates score strictly higher (ties count for it).
+    rank = (cos > matched[:, None]).sum(dim=1)
+    rank_a, spectrum_a = effective_rank(view_a)
+    rank_b, spectrum_b = effective_rank(view_b)
+    return {
+        "pairs": n,
+        "matched_cosine": float(matched.mean()),
+        "mismatched_cosine": float(off_diagonal.mean()),
+        "gap": float(matched.mean() - off_diagonal.mean()),
+        "top1": float((rank < 1).double().mean()),
+        "top5": float((rank < TOP_K).double().mean()),
+        "chance_top1": 1 / n,
+        "chance_top5": min(TOP_K, n) / n,
+        "effective_rank_a": rank_a,
+        "effective_rank_b": rank_b,
+        "spectrum_a": spectrum_a,
+        "spectrum_b": spectrum_b,
+        "matched_cosines": [float(v) for v in matched],
+        "mismatched_cosines": [float(v) for v in off_diagonal],
+    }
+
+
+def model_predictor_count(tokenizer: Any) -> int:
+    """How many predictor tokens ``<|predictor_1|>..<|predictor_K|>`` the tokenizer holds (consecutive from 1)."""
+    vocab = tokenizer.get_vocab()
+    k = 0
+    while PREDICTOR_TOKEN.format(k + 1) in vocab:
+        k += 1
+    return k
+
+
+def view_rows(tokenizer: Any, chats: list[list[dict]], mode: str, predictor_ids: list[int],
+              max_length: int) -> list[dict[str, Any]]:
+    """The packed training rows of the chats that have ``mode``'s views (the others are left out)."""
+    rows = [pack_chat(tokenizer, chat, mode, predictor_ids, None, max_length) for chat in chats]
+    return [row for row in rows if row["view_a_index"] != NO_VIEW]
+
+
+@torch.inference_mode()
+def view_embeddings(model: Any, tokenizer: Any, rows: list[dict[str, Any]], mode: str, batch_size: int,
+                    progress: Any = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``view_a (N, D)``, ``view_b (N, D)`` of N packed rows with views, and their token-weighted LM loss."""
+    collator = PackedCollator(tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    view_a, view_b, lm_sum, lm_tokens = [], [], 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        batch = {key: value.to(device) for key, value in collator(chunk).items()}
+        out = compute_objective(model, batch, Objective(mode=mode))
+        view_a.append(out.view_a.float().cpu())
+        view_b.append(out.view_b.float().cpu())
+        labelled = int((batch["labels"] != IGNORE_INDEX).sum())
+        lm_sum, lm_tokens = lm_sum + float(out.lm_loss) * labelled, lm_tokens + labelled
+        if progress is not None:
+            progress.update(len(chunk))
+    return torch.cat(view_a), torch.cat(view_b), lm_sum / lm_tokens
+
+
+def probe_model(cfg: ProbeConfig) -> dict[str, Any]:
+    """Build each view's rows (checked before the model loads), embed them, return the summary."""
+    from tqdm.auto import tqdm
+
+    chats = load_chats(cfg.test_file)[: cfg.max_examples]
+    tokenizer = load_tokenizer(cfg.model_path)
+    available = model_predictor_count(tokenizer)
+    k = available if cfg.predictors == -1 else cfg.predictors
+    if k > available:
+        raise UsageError(f"model '{cfg.model_path}' has {available} predictor tokens; --predictors {k} asks for "
+                         f"{PREDICTOR_TOKEN.format(available + 1)}")
+    predictor_ids = tokenizer.convert_tokens_to_ids([PREDICTOR_TOKEN.format(i) for i in range(1, k + 1)])
+    rows = {kind: view_rows(tokenizer, chats, cfg.mode, predictor_ids[:kind], cfg.max_length)
+            for kind in [0] + ([k] if k else [])}
+    if len(rows[0]) < 2:
+        raise UsageError(f"{cfg.test_file}: {len(rows[0])} of {len(chats)} chats have {cfg.mode} views "
+                         f"(Step-JEPA needs two whole steps within --max_length); the probe needs 2 or more")
+    device = resolve_device(cfg.device)
+    dtype = inference_dtype(device, cfg.bf16, cfg.no_bf16)
+    model = load_model(cfg.model_path, dtype=dtype).to(device).eval()
+    views, lm_loss = {}, None
+    with tqdm(total=sum(map(len, rows.values())), desc=f"probe {cfg.model_path}", unit="view",
+              disable=cfg.debug == 0) as bar:
+        for kind, kind_rows in rows.items():
+            view_a, view_b, lm_loss = view_embeddings(model, tokenizer, kind_rows, cfg.mode, cfg.batch_size, bar)
+            views[f"k{kind}"] = alignment_metrics(view_a, view_b)
+    return {
+        "model_path": cfg.model_path,
+        "test_file": cfg.test_file,
+        "mode": cfg.mode,
+        "chats": len(chats),
+        "precision": str(dtype).removeprefix("torch."),
+        "predictors": k,
+        "lm_loss": lm_loss,
+        "views": views,
+    }
+
+
+SCALARS = ("pairs", "matched_cosine", "mismatched_cosine", "gap", "top1", "top5", "effective_rank_a", "effective_rank_b")
+
+
+def format_probe_table(summary: dict[str, Any]) -> str:
+    """One line per view: pairs, cosines, gap, retrieval against chance, effective ranks."""
+    header = f"{'view':<6}{'pairs':>6}{'matched':>9}{'mismatch':>10}{'gap':>8}{'top-1':>16}{'top-5':>16}{'erank a':>9}{'erank b':>9}"
+    lines = [header]
+    for name, v in summary["views"].items():
+        lines.append(
+            f"{name.upper():<6}{v['pairs']:>6}{v['matched_cosine']:>9.3f}{v['mismatched_cosine']:>10.3f}"
+            f"{v['gap']:>8.3f}{100 * v['top1']:>7.1f}% ({100 * v['chance_top1']:.1f}%)"
+            f"{100 * v['top5']:>7.1f}% ({100 * v['chance_top5']:.1f}%){v['effective_rank_a']:>9.1f}"
+            f"{v['effective_rank_b']:>9.1f}"
+        )
+    return "\n".join(lines)
+
+
+def plot_probe(summary: dict[str, Any], path: Path) -> None:
+    """Per view: histograms of matched and mismatched cosines; the normalised singular-value spectra."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    views = summary["views"]
+    fig, axes = plt.subplots(len(views), 2, figsize=(10, 3.4 * len(views)), squeeze=False)
+    for row, (name, v) in enumerate(views.items()):
+        hist, spectra = axes[row]
+        bins = 30
+        hist.hist(v["mismatched_cosines"], bins=bins, density=True, alpha=0.55, label="mismatched (i != j)")
+        hist.hist(v["matched_cosines"], bins=bins, density=True, alpha=0.55, label="matched (i = j)")
+        hist.set(title=f"{name.upper()}: cos(view_a, view_b), gap {v['gap']:.3f}", xlabel="cosine", ylabel="density")
+        hist.legend(fontsize=8)
+        for key, label in (("spectrum_a", "view_a"), ("spectrum_b", "view_b")):
+            spectra.semilogy(range(1, len(v[key]) + 1), v[key], label=f"{label} (erank {v['effective_rank_' + key[-1]]:.1f})")
+        spectra.set(title=f"{name.upper()}: normalised singular values", xlabel="index", ylabel="share")
+        spectra.legend(fontsize=8)
+    fig.suptitle(f"{summary['model_path']} on {Path(summary['test_file']).name} ({summary['mode']})", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_probe(cfg: ProbeConfig) -> int:
+    """Probe, write the JSON summary and the PNG, print the table; exit status 0."""
+    summary = probe_model(cfg)
+    output = Path(cfg.output_file)
+    plot = output.with_suffix(".png")
+    plot_probe(summary, plot)
+    write_json_atomic(output, summary)
+    if cfg.debug:
+        print(format_probe_table(summary))
+        print(f"held-out LM loss {summary['lm_loss']:.4f}; summary in {output}, plot in {plot}")
+    return 0
