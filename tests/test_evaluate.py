@@ -189,7 +189,7 @@ def fake_generations(responses: dict[str, str], calls: list[int]):
 def canned(monkeypatch, tiny_model_dirs):
     """The tiny Llama's tokenizer with canned replies: right/boxed, right/last number only, right/####, wrong."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["llama"])
-    monkeypatch.setattr(evaluate, "_load", lambda model_path, device: (None, tokenizer))
+    monkeypatch.setattr(evaluate, "_load", lambda model_path, device, dtype: (None, tokenizer))
     responses = {
         GSM8K_ROWS[0]["question"]: "16 - 3 - 4 = 9 eggs.\n\n9 * 2 = 18 dollars.\n\nSo \\boxed{18}.",
         GSM8K_ROWS[1]["question"]: "It takes 2 / 2 = 1 white bolt, 2 + 1 = 3 bolts.",

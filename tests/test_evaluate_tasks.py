@@ -44,7 +44,7 @@ def nlrx_file(tmp_path) -> Path:
 def canned(monkeypatch, tiny_model_dirs):
     """Replies: the gold regex written differently, the gold itself (with a newline), a malformed one, a wrong one."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["llama"])
-    monkeypatch.setattr(evaluate, "_load", lambda model_path, device: (None, tokenizer))
+    monkeypatch.setattr(evaluate, "_load", lambda model_path, device, dtype: (None, tokenizer))
     replies = {
         NLRX[0][0]: "([0-9]|.).*[AEIOUaeiou].*",  # same language: [0-9]|. is just .
         NLRX[1][0]: "(.*)(dog.*[0-9].*)\n",
