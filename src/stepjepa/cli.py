@@ -12,7 +12,7 @@ COMMANDS = {
     "train": ("stepjepa.train", "TrainConfig", "run_train", "fine-tune: regular, LLM-JEPA or Step-JEPA"),
     "prepare": ("stepjepa.prepare", "PrepareConfig", "run_prepare", "convert GSM8K, traces or chats to training data"),
     "validate": ("stepjepa.prepare", "ValidateConfig", "run_validate", "check a chat JSONL file line by line"),
-    "evaluate": ("stepjepa.evaluate", "EvaluateConfig", "run_evaluate", "GSM8K accuracy of one or more models"),
+    "evaluate": ("stepjepa.evaluate", "EvaluateConfig", "run_evaluate", "accuracy (GSM8K, exact match, regex) of models"),
     "probe": ("stepjepa.probe", "ProbeConfig", "run_probe", "held-out alignment of a model's JEPA views"),
     "bench": ("stepjepa.bench", "BenchConfig", "run_bench", "time and memory of a training step per mode"),
     "sweep": ("stepjepa.sweep", "SweepConfig", "run_sweep", "a resumable grid of train + evaluate runs"),

@@ -1,4 +1,4 @@
-"""GSM8K-style evaluation: batched generation, answer extraction, resumable per-problem results."""
+"""Evaluation: batched generation, per-task scoring (see stepjepa.tasks), resumable per-problem results."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from typing import Any, Iterator, Optional
 import torch
 from tqdm.auto import tqdm
 
-from stepjepa.answers import answers_match, extract_answer, extract_strict
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT, append_jsonl, read_jsonl, write_json_atomic
 from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.models import load_model, load_tokenizer
 from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, check_device, inference_dtype, resolve_device
+from stepjepa.tasks import SCORE_NAMES, TASKS, detect_task, gold_answer, score_reply
 
 # Chat templates' end-of-turn tokens; generation stops at whichever the tokenizer has.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>")
@@ -40,6 +40,12 @@ class EvaluateConfig:
         default=None,
         metadata={"help": "GSM8K as published ({question, answer with '#### N'}) or chat JSONL ({messages}, "
                   "optional 'answer')."},
+    )
+    task: Optional[str] = field(
+        default=None,
+        metadata={"help": "gsm8k (numeric answer), exact_match (the reply equals the gold assistant message, "
+                  "surrounding whitespace aside) or regex (exact match, or the same language: NL-RX). Default: "
+                  "exact_match for a chat file whose gold reply declares no math answer, else gsm8k."},
     )
     output_file: str = field(
         default="evaluation_results.jsonl",
@@ -74,6 +80,8 @@ class EvaluateConfig:
             raise UsageError("--model_path (or --compare MODEL ...) is required")
         if not self.test_file:
             raise UsageError("--test_file is required")
+        if self.task is not None and self.task not in TASKS:
+            raise UsageError(f"--task must be one of {', '.join(TASKS)}, got '{self.task}'")
         if self.max_new_tokens < 1:
             raise UsageError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
@@ -97,7 +105,7 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class Problem:
-    """One test problem: its prompt (system?, user) and the number it must come to."""
+    """One test problem: its prompt (the chat before the gold reply) and the gold answer replies are scored against."""
 
     index: int
     question: str
@@ -132,23 +140,44 @@ def _chat_problem(row: dict, use_test_prompts: bool) -> tuple[str, list[dict[str
     return users[-1], _prompt(system, users[-1]), truth
 
 
-def load_problems(path: str, use_test_prompts: bool = False) -> list[Problem]:
-    """The problems of a GSM8K or chat JSONL file, indexed by their order in the file."""
+def _reply_problem(row: dict) -> tuple[str, list[dict[str, str]], str | None]:
+    """``(question, prompt, gold reply)`` of a chat for exact_match/regex: every message before the last
+    assistant message, verbatim (its own system prompt), and that message."""
+    messages = row["messages"]
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+    ):
+        raise ValueError("'messages' must be a list of {role, content} with string content")
+    roles = [m["role"] for m in messages]
+    last = len(roles) - 1 - roles[::-1].index("assistant") if "assistant" in roles else len(roles)
+    prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:last]]
+    users = [m["content"] for m in prompt if m["role"] == "user"]
+    if not users or not users[-1].strip():
+        raise ValueError("no user message before the assistant's")
+    return users[-1], prompt, messages[last]["content"] if last < len(messages) else None
+
+
+def load_problems(path: str, use_test_prompts: bool = False, task: str = "gsm8k") -> list[Problem]:
+    """The problems of a GSM8K or chat JSONL file for ``task``, indexed by their order in the file.
+
+    gsm8k prompts use the training system prompt unless ``use_test_prompts``; exact_match and
+    regex prompts are the chat's own messages.
+    """
     problems = []
     for index, (line, row) in enumerate(read_jsonl(path)):
         try:
             if not isinstance(row, dict):
                 raise ValueError("expected a JSON object")
-            if "messages" in row:
+            if "messages" in row and task != "gsm8k":
+                question, messages, truth = _reply_problem(row)
+            elif "messages" in row:
                 question, messages, truth = _chat_problem(row, use_test_prompts)
             elif isinstance(row.get("question"), str) and "answer" in row:
                 question, truth = row["question"], str(row["answer"])
                 messages = _prompt(None if use_test_prompts else DEFAULT_SYSTEM_PROMPT, question)
             else:
                 raise ValueError("expected {question, answer} (GSM8K) or {messages} (chat)")
-            gt_answer = extract_answer(truth) if truth is not None else None
-            if gt_answer is None:
-                raise ValueError("no numeric ground-truth answer ('answer' field, '#### N' or \\boxed{N})")
+            gt_answer = gold_answer(task, truth)
         except ValueError as exc:
             raise UsageError(f"{path}:{line}: {exc}") from None
         problems.append(Problem(index, question, messages, truth, gt_answer))
@@ -255,8 +284,8 @@ def output_for(output_file: str, model_path: str, several: bool) -> Path:
     return path.with_name(f"{path.stem}_{slug}{path.suffix}")
 
 
-def _finished(path: Path, problems: list[Problem], model_path: str) -> dict[int, dict]:
-    """Rows already in ``path`` for these problems; refuses a file of another model or another test file."""
+def _finished(path: Path, problems: list[Problem], model_path: str, task: str) -> dict[int, dict]:
+    """Rows already in ``path`` for these problems; refuses a file of another model, task or test file."""
     if not path.is_file() or not path.read_bytes().strip():
         return {}
     done: dict[int, dict] = {}
@@ -267,6 +296,10 @@ def _finished(path: Path, problems: list[Problem], model_path: str) -> dict[int,
             raise UsageError(
                 f"{path}: holds results of model '{row.get('model_path')}', not '{model_path}'; "
                 "pass another --output_file"
+            )
+        if row.get("task", "gsm8k") != task:
+            raise UsageError(
+                f"{path}: holds results of task {row.get('task', 'gsm8k')}, not {task}; pass another --output_file"
             )
         index = row["index"]
         if index < len(problems) and row.get("question") != problems[index].question:
@@ -292,9 +325,11 @@ def _score(rows: list[dict]) -> dict[str, float | int]:
     }
 
 
-def evaluate_model(model_path: str, problems: list[Problem], output_file: Path, cfg: EvaluateConfig) -> dict:
+def evaluate_model(
+    model_path: str, problems: list[Problem], output_file: Path, cfg: EvaluateConfig, task: str = "gsm8k"
+) -> dict:
     """Generate and score the problems not yet in ``output_file``; append their rows; write and return the summary."""
-    done = _finished(output_file, problems, model_path)
+    done = _finished(output_file, problems, model_path, task)
     todo = [p for p in problems if p.index not in done]
     rows = list(done.values())
     elapsed = 0.0
@@ -310,18 +345,14 @@ def evaluate_model(model_path: str, problems: list[Problem], output_file: Path, 
             for results in batches:
                 for position, response in results:
                     problem = todo[position]
-                    gen_answer = extract_answer(response)
-                    gen_strict = extract_strict(response)
                     row = {
                         "index": problem.index,
                         "question": problem.question,
                         "ground_truth": problem.ground_truth,
                         "generated_response": response,
                         "gt_answer": problem.gt_answer,
-                        "gen_answer": gen_answer,
-                        "gen_answer_strict": gen_strict,
-                        "correct": answers_match(gen_answer, problem.gt_answer),
-                        "strict_correct": answers_match(gen_strict, problem.gt_answer),
+                        **score_reply(task, response, problem.gt_answer),
+                        "task": task,
                         "model_path": model_path,
                     }
                     rows.append(row)
@@ -343,6 +374,7 @@ def evaluate_model(model_path: str, problems: list[Problem], output_file: Path, 
     summary = {
         "model_path": model_path,
         "test_file": cfg.test_file,
+        "task": task,
         **_score(rows),
         "max_new_tokens": cfg.max_new_tokens,
         "temperature": cfg.temperature,
@@ -367,8 +399,9 @@ def _previous_speed(summary_file: Path) -> float | None:
 
 
 def format_table(summaries: list[dict]) -> str:
-    """A plain-text table: one row per model with its examples, accuracies and speed."""
-    header = ("model", "examples", "accuracy", "strict", "examples/s")
+    """A plain-text table: one row per model with its examples, the task's two scores and speed."""
+    flexible, strict = SCORE_NAMES[summaries[0].get("task", "gsm8k")]
+    header = ("model", "examples", flexible, strict, "examples/s")
     lines = [
         (
             s["model_path"],
@@ -413,16 +446,19 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
 
 def _evaluate_models(cfg: EvaluateConfig) -> int:
     """Evaluate every requested model on the test file's problems; print the results; exit status 0."""
-    problems = load_problems(cfg.test_file, cfg.use_test_prompts)[: cfg.max_examples]
+    task = cfg.task or detect_task(read_jsonl(cfg.test_file)[0][1])
+    problems = load_problems(cfg.test_file, cfg.use_test_prompts, task)[: cfg.max_examples]
+    flexible, strict = SCORE_NAMES[task]
     models = cfg.model_paths()
     summaries = []
     for model_path in models:
         output_file = output_for(cfg.output_file, model_path, several=len(models) > 1)
-        summary = evaluate_model(model_path, problems, output_file, cfg)
+        summary = evaluate_model(model_path, problems, output_file, cfg, task)
         summaries.append(summary)
         print(
-            f"{model_path}: accuracy {100 * summary['accuracy']:.1f}% "
-            f"(strict {100 * summary['strict_accuracy']:.1f}%) on {summary['total_examples']} problems; "
+            f"{model_path}: task {task}{'' if cfg.task else ' (chosen from the first row)'}: "
+            f"{flexible} {100 * summary['accuracy']:.1f}% "
+            f"({strict} {100 * summary['strict_accuracy']:.1f}%) on {summary['total_examples']} problems; "
             f"results in {output_file}, summary in {summary_path(output_file)}"
         )
     if len(models) > 1:

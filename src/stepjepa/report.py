@@ -15,6 +15,7 @@ from typing import Iterator, Optional
 from stepjepa.data import plain_file_mode, read_jsonl
 from stepjepa.errors import UsageError
 from stepjepa.sweep import BASE, LEDGER, MODES, read_ledger
+from stepjepa.tasks import SCORE_MEANINGS
 
 
 @dataclass
@@ -286,6 +287,8 @@ def render_report(runs_dir: Path, entries: list[dict], summaries: list[ConfigSum
         "with regular fine-tuning on the seeds both have: Δ is the mean paired difference in percentage points, "
         "p the one-sided paired t-test (H1: the configuration beats regular).",
         *name_legend(entries),
+        "",
+        *[f"Task `{task}`: {SCORE_MEANINGS[task]}." for task in sorted({e.get("task", "gsm8k") for e in entries})],
         "",
         summary_table(summaries),
         "",

@@ -32,14 +32,14 @@ SWEEP_TRAIN_FLAGS = {
     "--lbd", "--predictors", "--jepa_l2", "--jepa_mse", "--infonce", "--overwrite_output_dir",
     "--resume_from_checkpoint", "--step_pairs", "--target_stop_grad",
 }
-SWEEP_EVAL_FLAGS = {"--model_path", "--test_file", "--output_file", "--max_examples", "--compare"}
+SWEEP_EVAL_FLAGS = {"--model_path", "--test_file", "--output_file", "--max_examples", "--compare", "--task"}
 SWEEP_PROBE_FLAGS = {"--model_path", "--test_file", "--output_file"}
 PROBE_OUTPUT = "probe.json"
 BASE = "base"
 # The YAML types of the fields that are not lists (list fields take a scalar or a list).
 YAML_SCALARS = {"train_file": str, "test_file": str, "model_name": str, "output_dir": str, "launcher": str,
                 "train_args": str, "eval_args": str, "dry_run": bool, "max_examples": int, "no_probe": bool,
-                "probe_file": str, "probe_args": str, "no_base": bool}
+                "probe_file": str, "probe_args": str, "no_base": bool, "task": str}
 # Exit statuses of a child stopped by Ctrl-C or SIGTERM -> the signal: the sweep stops too instead of going on.
 INTERRUPTED = {130: signal.SIGINT, -signal.SIGINT: signal.SIGINT, 143: signal.SIGTERM, -signal.SIGTERM: signal.SIGTERM}
 
@@ -96,6 +96,9 @@ class SweepConfig:
         "JEPA mode)."))
     no_base: bool = field(default=False, metadata=_help(
         "Skip evaluating (and probing) the untrained --model_name once as the `base` row."))
+    task: Optional[str] = field(default=None, metadata=_help(
+        "Evaluation task of every run (`stepjepa evaluate --task`): gsm8k, exact_match or regex; "
+        "default: chosen from the test file's first row."))
 
     def __post_init__(self) -> None:
         if self.config:
@@ -172,6 +175,7 @@ class SweepConfig:
             "train_args": _split(self.train_args, "train_args"),
             "eval_args": _split(self.eval_args, "eval_args"),
             "max_examples": self.max_examples,
+            "task": self.task,
         }
 
 
@@ -281,6 +285,7 @@ def train_command(cfg: SweepConfig, run: Run, run_dir: Path, overwrite: bool, re
 def eval_command(cfg: SweepConfig, run_dir: Path, model: str | None = None) -> list[str]:
     """The command line that evaluates one trained run (or ``model``) into the run's directory."""
     limit = ["--max_examples", str(cfg.max_examples)] if cfg.max_examples else []
+    limit += ["--task", cfg.task] if cfg.task else []
     return [
         sys.executable, "-m", "stepjepa", "evaluate",
         "--model_path", model or str(run_dir), "--test_file", str(cfg.test_file),
@@ -430,6 +435,7 @@ def ledger_entry(cfg: SweepConfig, run: Run, train: dict, evaluation: dict, seco
         "strict_accuracy": evaluation["strict_accuracy"],
         "correct": evaluation["correct"],
         "total_examples": evaluation["total_examples"],
+        "task": evaluation.get("task", "gsm8k"),
         "probe": probe_scalars(probe),
         "train_loss": train.get("train_loss"),
         "global_step": train.get("global_step"),
