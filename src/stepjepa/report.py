@@ -176,7 +176,8 @@ def runs_table(entries: list[dict]) -> str:
     for e in entries:
         loss = "—" if e.get("train_loss") is None else f"{e['train_loss']:.4f}"
         lines.append(f"| {e['run']} | {e['seed']} | {_percent(e['accuracy'])} | {_percent(e['strict_accuracy'])} "
-                     f"| {e['correct']}/{e['total_examples']} | {e.get('global_step', '—')} | {loss} |")
+                     f"| {e['correct']}/{e['total_examples']} | {'—' if e.get('global_step') is None else e['global_step']} "
+                     f"| {loss} |")
     return "\n".join(lines)
 
 
