@@ -155,7 +155,7 @@ class BenchConfig:
             raise UsageError(BOTH_FLAGS)
         if self.precisions and (self.bf16 or self.no_bf16):
             raise UsageError("--precisions names the precisions itself; drop --bf16/--no_bf16")
-        precisions = [p.strip() for p in self.precisions.split(",") if p.strip()]
+        precisions = self._named_precisions()
         if self.precisions and (not precisions or set(precisions) - set(PRECISIONS) or len(set(precisions)) != len(precisions)):
             raise UsageError(f"--precisions '{self.precisions}': give distinct precisions of {', '.join(PRECISIONS)}, comma-separated")
         modes = self.mode_list()
@@ -166,10 +166,13 @@ class BenchConfig:
     def mode_list(self) -> list[str]:
         return [m.strip() for m in self.modes.split(",") if m.strip()]
 
+    def _named_precisions(self) -> list[str]:
+        return [p.strip() for p in self.precisions.split(",") if p.strip()]
+
     def precision_list(self) -> list[str]:
         """The precisions to time: --precisions, else the one --bf16/--no_bf16/auto picks on this device."""
         if self.precisions:
-            return [p.strip() for p in self.precisions.split(",") if p.strip()]
+            return self._named_precisions()
         cuda = self.device.startswith("cuda") or (self.device == "auto" and torch.cuda.is_available())
         return [precision_name(use_bf16(self.bf16, self.no_bf16, "cuda" if cuda else "cpu"))]
 

@@ -333,9 +333,10 @@ def evaluate_model(
     todo = [p for p in problems if p.index not in done]
     rows = list(done.values())
     elapsed = 0.0
+    device = resolve_device(cfg.device)
+    dtype = inference_dtype(device, cfg.bf16, cfg.no_bf16)
     if todo:
-        device = resolve_device(cfg.device)
-        model, tokenizer = _load(model_path, device, inference_dtype(device, cfg.bf16, cfg.no_bf16))
+        model, tokenizer = _load(model_path, device, dtype)
         torch.manual_seed(cfg.seed)
         output_file.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
@@ -380,7 +381,7 @@ def evaluate_model(
         "temperature": cfg.temperature,
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
-        "precision": str(inference_dtype(resolve_device(cfg.device), cfg.bf16, cfg.no_bf16)).removeprefix("torch."),
+        "precision": str(dtype).removeprefix("torch."),
         "examples_per_s": examples_per_s,
         "generated_this_run": len(todo),
         "output_file": str(output_file),
