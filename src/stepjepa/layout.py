@@ -151,14 +151,18 @@ def pack_llm_jepa(
     return _packed(chat, [user, assistant], [(length + view_a, length + len(user_ids) + view_b)], [(length, end)])
 
 
+def may_attend(query: torch.Tensor, key: torch.Tensor, block_start: torch.Tensor,
+               context_end: torch.Tensor) -> torch.Tensor:
+    """The packed rule on broadcastable tensors of query and key columns and the query's block start and context
+    end: ``key <= query and (key >= block_start or key < context_end)``. The dense mask and FlexAttention's
+    ``mask_mod`` both call it."""
+    return (key <= query) & ((key >= block_start) | (key < context_end))
+
+
 def allowed_attention(block_start: torch.Tensor, context_end: torch.Tensor) -> torch.Tensor:
     """Boolean ``(B, T, T)``: may query ``i`` attend to key ``j``; from ``(B, T)`` block starts and context ends."""
     index = torch.arange(block_start.shape[-1], device=block_start.device)
-    query, key = index[:, None], index[None, :]  # (T, 1), (1, T)
-    causal = key <= query
-    in_block = key >= block_start[:, :, None]
-    in_context = key < context_end[:, :, None]
-    return causal & (in_block | in_context)
+    return may_attend(index[:, None], index[None, :], block_start[:, :, None], context_end[:, :, None])
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -172,6 +176,8 @@ class PackedCollator:
     """Pads packed rows into a batch: conversations left-aligned to the batch's longest, view blocks after.
 
     Aligning the conversation region lets the LM head run on it alone; padding tokens see only themselves.
+    ``dense_mask``: add the ``(B, 1, T, T)`` additive ``attention_mask`` (sdpa, eager); without it the model
+    builds its mask from ``block_start`` and ``context_end`` ``(B, T)`` on the device (flex_attention).
     Every JEPA pair of the batch, in row order: ``pair_row``, ``pair_view_a``, ``pair_view_b`` ``(P,)`` and
     ``pair_span`` ``(P, 2)`` (its blocks' columns); ``view_a_index``/``view_b_index`` ``(B,)`` are each row's
     first pair (NO_VIEW: the row trains LM only).
@@ -182,6 +188,7 @@ class PackedCollator:
     """
 
     pad_token_id: int
+    dense_mask: bool = True
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(row["conversation_length"] for row in rows)
@@ -213,7 +220,8 @@ class PackedCollator:
                 pair_a.append(self._shift(a, length, shift))
                 pair_b.append(self._shift(v, length, shift))
                 pair_span.append((start + shift, end + shift))
-        batch["attention_mask"] = additive_mask(allowed_attention(batch["block_start"], batch["context_end"]))
+        if self.dense_mask:
+            batch["attention_mask"] = additive_mask(allowed_attention(batch["block_start"], batch["context_end"]))
         batch["view_a_index"] = torch.tensor(view_a, dtype=torch.long)
         batch["view_b_index"] = torch.tensor(view_b, dtype=torch.long)
         batch["pair_row"] = torch.tensor(pair_row, dtype=torch.long)
@@ -241,7 +249,8 @@ def conversation_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     sliced = dict(batch)
     for key in TOKEN_KEYS:
         sliced[key] = batch[key][:, :width]
-    sliced["attention_mask"] = batch["attention_mask"][:, :, :width, :width]
+    if "attention_mask" in batch:
+        sliced["attention_mask"] = batch["attention_mask"][:, :, :width, :width]
     sliced["view_a_index"] = torch.full_like(batch["view_a_index"], NO_VIEW)
     sliced["view_b_index"] = torch.full_like(batch["view_b_index"], NO_VIEW)
     for key in PAIR_KEYS:
@@ -277,8 +286,9 @@ def select_pairs(batch: dict[str, torch.Tensor], keep: torch.Tensor, pad_token_i
             selected[key][b, : len(kept)] = batch[key][b, index]
         # A kept token's block start is its own block's first column (kept with it) or 0 (the conversation).
         selected["block_start"][b, : len(kept)] = new_column[b, batch["block_start"][b, index]]
-    selected["attention_mask"] = additive_mask(allowed_attention(selected["block_start"], selected["context_end"]),
-                                               batch["attention_mask"].dtype)
+    if "attention_mask" in batch:
+        selected["attention_mask"] = additive_mask(
+            allowed_attention(selected["block_start"], selected["context_end"]), batch["attention_mask"].dtype)
     kept = torch.tensor(kept_pairs, dtype=torch.long, device=device)
     pair_row = batch["pair_row"][kept]
     selected["pair_row"] = pair_row

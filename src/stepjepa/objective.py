@@ -6,12 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
+from stepjepa.attention import model_attention_mask
 from stepjepa.layout import conversation_only
-from stepjepa.losses import INFONCE_TEMPERATURE, jepa_loss, lm_loss
+from stepjepa.losses import INFONCE_TEMPERATURE, infonce_sum_across_ranks, jepa_loss, lm_loss, world_size
 from stepjepa.tokenization import IGNORE_INDEX
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
-
 
 @dataclass(frozen=True)
 class Objective:
@@ -25,13 +23,29 @@ class Objective:
     target_stop_grad: bool = False
 
 
+@dataclass(frozen=True)
+class LossScale:
+    """The divisors that make one micro-batch's loss its share of the whole optimizer step's.
+
+    ``lm_tokens``, ``pairs``: labelled tokens and JEPA pairs of every micro-batch of the step on every rank, so
+    each token (pair) weighs the same whatever micro-batch it came in. ``world_size``: DDP averages the ranks'
+    gradients, so each rank's loss is multiplied back by it.
+    """
+
+    lm_tokens: float
+    pairs: float
+    world_size: int = 1
+
+
 @dataclass
 class ObjectiveOutput:
-    loss: torch.Tensor
-    lm_loss: torch.Tensor
-    jepa_loss: torch.Tensor | None  # None when no JEPA term was computed
+    loss: torch.Tensor  # the weighted loss to differentiate (this micro-batch's share of the step with a LossScale)
+    lm_loss: torch.Tensor  # mean over this batch's labelled tokens
+    jepa_loss: torch.Tensor | None  # mean over this batch's pairs; None when it has no JEPA term
     view_a: torch.Tensor | None  # (P, D) embeddings of the batch's P pairs, in row order
     view_b: torch.Tensor | None
+    lm_tokens: int = 0  # labelled tokens of this batch
+    pairs: int = 0  # JEPA pairs of this batch
 
 
 def _lm_window(labels: torch.Tensor) -> tuple[int, int]:
@@ -41,28 +55,47 @@ def _lm_window(labels: torch.Tensor) -> tuple[int, int]:
 
 
 def compute_objective(model: torch.nn.Module, batch: dict[str, torch.Tensor], objective: Objective,
-                      use_jepa: bool = True) -> ObjectiveOutput:
-    """Run the packed batch once; ``use_jepa=False`` drops the view blocks and computes LM only."""
-    use_jepa = use_jepa and objective.mode != "regular" and len(batch["pair_row"]) > 0
-    if not use_jepa:
+                      use_jepa: bool = True, scale: LossScale | None = None) -> ObjectiveOutput:
+    """Run the packed batch once; ``use_jepa=False`` drops the view blocks and computes LM only.
+
+    Without ``scale`` the loss is ``gamma * (token mean) + lbd * (pair mean)`` over this batch; with it, the sums
+    are divided by the step's counts instead. InfoNCE with several ranks takes its negatives from every rank (a
+    collective: every rank computes it whenever the JEPA term is on, with or without pairs of its own).
+    """
+    use_jepa = use_jepa and objective.mode != "regular"
+    has_pairs = len(batch["pair_row"]) > 0
+    across_ranks = use_jepa and objective.loss == "infonce" and world_size() > 1
+    if not (use_jepa and has_pairs):
         batch = conversation_only(batch)
     lo, hi = _lm_window(batch["labels"])
-    inputs = {key: batch[key] for key in MODEL_INPUTS}
-    dtype = getattr(model, "dtype", torch.float32)
-    inputs["attention_mask"] = inputs["attention_mask"].to(dtype if dtype.is_floating_point else torch.float32)
+    inputs = {key: batch[key] for key in ("input_ids", "position_ids")}
+    inputs["attention_mask"] = model_attention_mask(batch, getattr(model, "dtype", torch.float32))
+    embeds = use_jepa and (has_pairs or across_ranks)
     out = model(
         **inputs,
-        output_hidden_states=use_jepa,
+        output_hidden_states=embeds,
         use_cache=False,
         logits_to_keep=torch.arange(lo, hi, device=batch["input_ids"].device),
     )
-    lm = lm_loss(out.logits, batch["labels"][:, lo + 1 : hi + 1])  # logits (B, hi-lo, V)
-    if not use_jepa:
-        return ObjectiveOutput(objective.gamma * lm, lm, None, None, None)
+    targets = batch["labels"][:, lo + 1 : hi + 1]
+    lm_tokens = int((targets != IGNORE_INDEX).sum())
+    lm_sum = lm_loss(out.logits, targets, reduction="sum")  # logits (B, hi-lo, V)
+    lm = lm_sum / lm_tokens
+    lm_term = lm if scale is None else lm_sum / scale.lm_tokens
+    factor = 1 if scale is None else scale.world_size
+    if not embeds:
+        return ObjectiveOutput(factor * objective.gamma * lm_term, lm, None, None, None, lm_tokens, 0)
     hidden = out.hidden_states[-1]  # (B, T, D)
-    view_a = hidden[batch["pair_row"], batch["pair_view_a"]]  # (P, D)
+    view_a = hidden[batch["pair_row"], batch["pair_view_a"]]  # (P, D); P = 0: an InfoNCE rank without pairs
     view_b = hidden[batch["pair_row"], batch["pair_view_b"]]
     if objective.target_stop_grad:
         view_b = view_b.detach()  # the target branch gets no gradient (I-JEPA, BYOL)
-    jepa = jepa_loss(view_a, view_b, objective.loss, objective.temperature)
-    return ObjectiveOutput(objective.gamma * lm + objective.lbd * jepa, lm, jepa, view_a, view_b)
+    pairs = len(view_a)
+    if across_ranks:
+        jepa_sum = infonce_sum_across_ranks(view_a, view_b, objective.temperature)
+    else:
+        jepa_sum = jepa_loss(view_a, view_b, objective.loss, objective.temperature, reduction="sum")
+    jepa = jepa_sum / pairs if pairs else None
+    jepa_term = (jepa if jepa is not None else jepa_sum) if scale is None else jepa_sum / max(scale.pairs, 1)
+    loss = factor * (objective.gamma * lm_term + objective.lbd * jepa_term)
+    return ObjectiveOutput(loss, lm, jepa, view_a if pairs else None, view_b if pairs else None, lm_tokens, pairs)

@@ -15,7 +15,10 @@ from transformers.trainer_callback import ProgressCallback
 from stepjepa.checkpoints import mark_complete, rotate
 from stepjepa.data import append_jsonl, give_plain_modes
 from stepjepa.layout import draw_one_pair_per_row, select_pairs
-from stepjepa.objective import Objective, compute_objective
+from stepjepa.objective import LossScale, Objective, compute_objective
+
+
+SUM_COLUMNS = 5  # per step: LM loss sum, labelled tokens, JEPA loss sum, pairs, conversation tokens
 
 
 class NonFiniteLoss(Exception):
@@ -29,6 +32,10 @@ class JepaTrainer(Trainer):
     the newest ``save_total_limit`` are deleted (0 keeps all).
     """
 
+    # compute_loss returns each micro-batch's share of the whole step's token- and pair-weighted loss: the
+    # Trainer must not divide it by the accumulation steps again.
+    loss_is_scaled_for_ga = True
+
     def __init__(self, *args, objective: Objective, jepa_ratio: float = -1.0, one_pair_per_example: bool = False,
                  debug: int = 0, run_record: dict | None = None, save_total_limit: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -38,44 +45,74 @@ class JepaTrainer(Trainer):
         self.debug = debug
         self.run_record = run_record
         self.save_total_limit = save_total_limit
-        # Our loss is a per-micro-batch mean: let the Trainer divide it by the accumulation steps.
-        self.model_accepts_loss_kwargs = False
-        self._sums: dict[str, defaultdict] = {"train": defaultdict(float), "eval": defaultdict(float)}
-        self._micro = (-1, 0)  # (global step, micro-batch index within it)
+        # The Trainer counts each optimizer step's labelled tokens over its micro-batches and ranks
+        # (num_items_in_batch) only for models that take loss kwargs; compute_loss divides by that count.
+        self.model_accepts_loss_kwargs = True
+        # split -> optimizer step -> [LM loss sum, labelled tokens, JEPA loss sum, pairs, conversation tokens]
+        self._sums: dict[str, defaultdict] = {split: defaultdict(lambda: [0.0] * SUM_COLUMNS)
+                                              for split in ("train", "eval")}
+        self._step_scale: LossScale | None = None  # the current optimizer step's divisors (get_batch_samples)
+        self._announced = False
         self._last_log_time = time.perf_counter()
 
-    def _draw_jepa(self) -> bool:
+    def _draw_jepa(self, micro: int) -> bool:
         """Random JEPA-loss dropout: with ``0 < jepa_ratio < 1`` a batch gets the JEPA term with that probability.
 
-        The draw depends on (seed, step, micro-batch) only, so a resumed run draws what the uninterrupted one did.
+        The draw depends on (seed, step, micro-batch index) only, so every rank draws alike and a resumed run
+        draws what the uninterrupted one did.
         """
         if not 0 < self.jepa_ratio < 1:
             return True
-        step, micro = self._micro
-        self._micro = (self.state.global_step, micro + 1 if step == self.state.global_step else 0)
-        rng = random.Random(f"{self.args.seed}:{self._micro[0]}:{self._micro[1]}")
+        rng = random.Random(f"{self.args.seed}:{self.state.global_step}:{micro}")
         return rng.random() < self.jepa_ratio
 
+    def _pairs_trained(self, batch: dict) -> int:
+        """The JEPA pairs a micro-batch trains: all of them, or one per row with ``--step_pairs random``."""
+        if self.objective.mode == "regular":
+            return 0
+        if self.one_pair_per_example:
+            return len(set(batch["pair_row"].tolist()))
+        return len(batch["pair_row"])
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The step's micro-batches, each told whether it computes the JEPA term, and the step's divisors:
+        its labelled tokens (the Trainer's ``num_items_in_batch``) and JEPA pairs, both over every rank."""
+        batches, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        pairs = 0
+        for micro, batch in enumerate(batches):
+            batch["use_jepa"] = self._draw_jepa(micro)
+            pairs += self._pairs_trained(batch) if batch["use_jepa"] else 0
+        pairs = torch.tensor(float(pairs), device=device)
+        if self.args.world_size > 1:
+            pairs = self.accelerator.reduce(pairs, reduction="sum")
+        self._step_scale = LossScale(float(num_items_in_batch), float(pairs), self.accelerator.num_processes)
+        return batches, num_items_in_batch
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Training: this micro-batch's share of the step's loss (:class:`LossScale`); evaluation: its own means."""
         split = "train" if model.training else "eval"
-        use_jepa = self._draw_jepa() if split == "train" else True
+        use_jepa = inputs["use_jepa"] if split == "train" else True
         if use_jepa and self.one_pair_per_example and len(inputs["pair_row"]):
             keep = draw_one_pair_per_row(inputs, self.args.seed, self.state.global_step)
             inputs = select_pairs(inputs, keep, self.processing_class.pad_token_id)
-        out = compute_objective(model, inputs, self.objective, use_jepa=use_jepa)
-        sums = self._sums[split]
-        if split == "train" and not self._sums["train"]["batches"] and self.state.global_step == 0:
+        scale = self._step_scale if split == "train" else None
+        out = compute_objective(model, inputs, self.objective, use_jepa=use_jepa, scale=scale)
+        if split == "train" and not self._announced and self.state.global_step == 0:
+            self._announced = True
             self._announce_first_batch(inputs)
         lm = out.lm_loss.item()
         jepa = out.jepa_loss.item() if out.jepa_loss is not None else None
         if split == "train":
             self._check_finite(lm, jepa, out.loss.item())
-        sums["batches"] += 1
-        sums["lm_loss"] += lm
-        sums["tokens"] += int(inputs["num_tokens"])
+        # Per optimizer step, token- and pair-weighted sums (over micro-batches, then ranks): a step's logged
+        # means are those its loss was made of. Evaluation is one "step".
+        sums = self._sums[split][self.state.global_step if split == "train" else 0]
+        sums[0] += lm * out.lm_tokens
+        sums[1] += out.lm_tokens
         if jepa is not None:
-            sums["jepa_batches"] += 1
-            sums["jepa_loss"] += jepa
+            sums[2] += jepa * out.pairs
+            sums[3] += out.pairs
+        sums[4] += int(inputs["num_tokens"])
         return (out.loss, {"loss": out.loss}) if return_outputs else out.loss
 
     def _check_finite(self, lm: float, jepa: float | None, total: float) -> None:
@@ -101,29 +138,33 @@ class JepaTrainer(Trainer):
             print(f"rank {self.args.process_index}/{self.args.world_size}: first batch {tuple(ids.shape)}, "
                   f"token-id sum {int(ids.sum())}", flush=True)
 
-    def _reduced_sums(self, split: str) -> dict[str, float]:
-        """This log period's sums, added over all processes (every rank calls ``log``)."""
-        keys = ("batches", "lm_loss", "jepa_batches", "jepa_loss", "tokens")
-        local = self._sums[split]
-        values = torch.tensor([float(local[key]) for key in keys], device=self.args.device)
+    def _period_means(self, split: str) -> tuple[float | None, float | None, float]:
+        """This log period's LM and JEPA losses (each step's token- and pair-weighted means over all processes,
+        averaged over the period's steps, as the Trainer averages ``loss``) and its conversation tokens.
+        Every rank calls ``log``, with the same steps."""
+        steps = self._sums[split]
+        values = torch.tensor([steps[step] for step in sorted(steps)], dtype=torch.float64,
+                              device=self.args.device).reshape(-1, SUM_COLUMNS)  # (steps, SUM_COLUMNS)
         if self.args.world_size > 1:
             values = self.accelerator.reduce(values, reduction="sum")
-        local.clear()
-        return dict(zip(keys, values.tolist()))
+        steps.clear()
+        lm_sum, lm_tokens, jepa_sum, pairs, tokens = values.T
+        lm = (lm_sum[lm_tokens > 0] / lm_tokens[lm_tokens > 0]).mean().item() if (lm_tokens > 0).any() else None
+        jepa = (jepa_sum[pairs > 0] / pairs[pairs > 0]).mean().item() if (pairs > 0).any() else None
+        return lm, jepa, tokens.sum().item()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         if split == "train" and "loss" not in logs:
             return super().log(logs, start_time)
-        sums, prefix = self._reduced_sums(split), "eval_" if split == "eval" else ""
-        if sums["batches"]:
-            logs[f"{prefix}lm_loss"] = round(sums["lm_loss"] / sums["batches"], 6)
-            logs[f"{prefix}jepa_loss"] = (
-                round(sums["jepa_loss"] / sums["jepa_batches"], 6) if sums["jepa_batches"] else None
-            )
+        lm, jepa, tokens = self._period_means(split)
+        prefix = "eval_" if split == "eval" else ""
+        if lm is not None:
+            logs[f"{prefix}lm_loss"] = round(lm, 6)
+            logs[f"{prefix}jepa_loss"] = round(jepa, 6) if jepa is not None else None
         if split == "train":
             now = time.perf_counter()
-            logs["tokens_per_s"] = round(sums["tokens"] / max(now - self._last_log_time, 1e-9), 1)
+            logs["tokens_per_s"] = round(tokens / max(now - self._last_log_time, 1e-9), 1)
             self._last_log_time = now
         super().log(logs, start_time)
 
