@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from stepjepa.errors import UsageError
+from stepjepa.attention import ATTN_IMPLEMENTATIONS
 from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.layout import STEP_PAIRS
 from stepjepa.losses import INFONCE_TEMPERATURE
@@ -74,7 +75,9 @@ class TrainConfig:
     resume_from_checkpoint: Optional[str] = field(default=None, metadata=_help("Checkpoint directory, or 'latest' in --output_dir."))
     group_by_length: bool = field(default=False, metadata=_help("Batch examples of similar length together (less padding)."))
     gradient_checkpointing: bool = field(default=False, metadata=_help("Recompute activations in backward (less memory, slower)."))
-    attn_implementation: str = field(default="sdpa", metadata=_help("Attention kernel: sdpa or eager."))
+    attn_implementation: str = field(default="sdpa", metadata=_help(
+        "Attention kernel: sdpa (default; dense mask), eager, or flex_attention (CUDA only: a BlockMask built on "
+        "the GPU, no T x T mask; Llama-family models)."))
     bf16: bool = field(default=False, metadata=_help(BF16_HELP))
     no_bf16: bool = field(default=False, metadata=_help(NO_BF16_HELP))
 
@@ -124,8 +127,9 @@ class TrainConfig:
                 raise UsageError(f"--last_token must be 'auto' or a negative integer, got {self.last_token!r}") from None
             if offset >= 0:
                 raise UsageError(f"--last_token counts from the end and must be negative, got {offset}")
-        if self.attn_implementation not in ("sdpa", "eager"):
-            raise UsageError(f"--attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise UsageError(f"--attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, "
+                             f"got {self.attn_implementation!r}")
         if self.bf16 and self.no_bf16:
             raise UsageError(BOTH_FLAGS)
         if not self.train_file:
@@ -274,8 +278,10 @@ def _train(cfg: TrainConfig) -> int:
         _say(cfg, 0, f"run already finished: {resume} is its last step; nothing to train")
         return 0
 
+    import torch
     from transformers import set_seed
 
+    from stepjepa.attention import uses_dense_mask
     from stepjepa.data import load_chats, write_json_atomic
     from stepjepa.examples import build_rows
     from stepjepa.layout import PackedCollator
@@ -302,7 +308,7 @@ def _train(cfg: TrainConfig) -> int:
               "and train with the LM loss only")
     if cfg.step_jepa and cfg.last_token != "auto":
         _say(cfg, 1, "note: --last_token is not used by Step-JEPA (its views end at their embedding token)")
-    collator = PackedCollator(tokenizer.pad_token_id)
+    collator = PackedCollator(tokenizer.pad_token_id, dense_mask=uses_dense_mask(cfg.attn_implementation))
     if cfg.debug >= 7:
         print_first_batch(tokenizer, rows, collator, min(cfg.batch_size, 2))
         return 0
@@ -311,6 +317,9 @@ def _train(cfg: TrainConfig) -> int:
         eval_rows, _ = build_rows(tokenizer, eval_chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length,
                                   cfg.step_pairs)
 
+    if cfg.attn_implementation == "flex_attention" and not torch.cuda.is_available():
+        raise UsageError("--attn_implementation flex_attention needs a CUDA GPU (FlexAttention has no backward on "
+                         "the CPU); use sdpa")
     set_seed(cfg.seed)
     model = load_model(cfg.model_name, attn_implementation=cfg.attn_implementation)
     resize_for_tokenizer(model, tokenizer)
