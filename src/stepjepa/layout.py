@@ -148,7 +148,9 @@ def pack_llm_jepa(
     if view_a == NO_VIEW or view_b == NO_VIEW:
         return pack_regular(chat)
     end = length + len(user_ids) + len(assistant_view.input_ids)
-    return _packed(chat, [user, assistant], [(length + view_a, length + len(user_ids) + view_b)], [(length, end)])
+    row = _packed(chat, [user, assistant], [(length + view_a, length + len(user_ids) + view_b)], [(length, end)])
+    row["isolated_blocks"] = [(length, length + len(user_ids)), (length + len(user_ids), end)]  # see only themselves
+    return row
 
 
 def may_attend(query: torch.Tensor, key: torch.Tensor, block_start: torch.Tensor,
@@ -171,6 +173,17 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
     return mask.masked_fill_(~allowed, float("-inf"))[:, None]
 
 
+VIEW_ROWS = ("auto", "always", "never")
+# The row width at which a token's attention work equals its other work (projections, MLP), for the cost model.
+ATTENTION_WIDTH = 1000
+
+
+def layout_cost(rows: int, width: int) -> float:
+    """A batch's relative compute: every padded token's projections and MLP, plus its attention over the row's
+    width (the dense mask makes every query pay for every column)."""
+    return rows * width * (1 + width / ATTENTION_WIDTH)
+
+
 @dataclass
 class PackedCollator:
     """Pads packed rows into a batch: conversations left-aligned to the batch's longest, view blocks after.
@@ -178,9 +191,13 @@ class PackedCollator:
     Aligning the conversation region lets the LM head run on it alone; padding tokens see only themselves.
     ``dense_mask``: add the ``(B, 1, T, T)`` additive ``attention_mask`` (sdpa, eager); without it the model
     builds its mask from ``block_start`` and ``context_end`` ``(B, T)`` on the device (flex_attention).
-    Every JEPA pair of the batch, in row order: ``pair_row``, ``pair_view_a``, ``pair_view_b`` ``(P,)`` and
-    ``pair_span`` ``(P, 2)`` (its blocks' columns); ``view_a_index``/``view_b_index`` ``(B,)`` are each row's
-    first pair (NO_VIEW: the row trains LM only).
+    ``view_rows``: blocks that see only themselves (LLM-JEPA's views, ``isolated_blocks`` of a row) go to rows of
+    their own after the B conversation rows, packed first-fit: ``auto`` whenever that costs less than appending
+    them (:func:`layout_cost`), ``always``, or ``never``.
+    Every JEPA pair of the batch, in example order: ``pair_row`` (its example's row), ``pair_a_row``,
+    ``pair_b_row`` (the rows holding view_a and view_b), ``pair_view_a``, ``pair_view_b`` (their columns) ``(P,)``
+    and ``pair_span`` ``(P, 2)`` (its blocks' columns when appended); ``view_a_index``/``view_b_index`` ``(B,)``
+    are the columns of each example's first pair (NO_VIEW: the example trains LM only).
 
     >>> batch = PackedCollator(pad_token_id=0)([pack_regular(EncodedChat([5, 6, 7], [-100, 6, 7], 1, [], False))])
     >>> batch["input_ids"].tolist(), batch["attention_mask"].shape
@@ -189,49 +206,126 @@ class PackedCollator:
 
     pad_token_id: int
     dense_mask: bool = True
+    view_rows: str = "auto"
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(row["conversation_length"] for row in rows)
-        tail = max(len(row["input_ids"]) - row["conversation_length"] for row in rows)
-        total = width + tail
-        batch = {
-            "input_ids": torch.full((len(rows), total), self.pad_token_id, dtype=torch.long),
-            "labels": torch.full((len(rows), total), IGNORE_INDEX, dtype=torch.long),
-            "position_ids": torch.zeros((len(rows), total), dtype=torch.long),
-            "block_start": torch.arange(total).repeat(len(rows), 1),
-            "context_end": torch.zeros((len(rows), total), dtype=torch.long),
-        }
-        view_a, view_b = [], []
-        pair_row, pair_a, pair_b, pair_span = [], [], [], []
-        for b, row in enumerate(rows):
-            length, shift = row["conversation_length"], width - row["conversation_length"]
-            size = len(row["input_ids"])
-            for key in ("input_ids", "labels", "position_ids", "context_end"):
-                values = torch.tensor(row[key], dtype=torch.long)
-                batch[key][b, :length] = values[:length]
-                batch[key][b, width : width + size - length] = values[length:]
-            starts = torch.tensor(row["block_start"], dtype=torch.long)
-            batch["block_start"][b, :length] = starts[:length]
-            batch["block_start"][b, width : width + size - length] = starts[length:] + shift
-            view_a.append(self._shift(row["view_a_index"], length, shift))
-            view_b.append(self._shift(row["view_b_index"], length, shift))
-            for (a, v), (start, end) in zip(row["view_pairs"], row["pair_spans"]):
-                pair_row.append(b)
-                pair_a.append(self._shift(a, length, shift))
-                pair_b.append(self._shift(v, length, shift))
-                pair_span.append((start + shift, end + shift))
+        if self.view_rows not in VIEW_ROWS:
+            raise ValueError(f"unknown view_rows {self.view_rows!r}; expected one of {VIEW_ROWS}")
+        bins = self._view_row_bins(rows, width, self.view_rows) if self.view_rows != "never" else None
+        batch = self._appended(rows, width) if bins is None else self._own_rows(rows, width, *bins)
         if self.dense_mask:
             batch["attention_mask"] = additive_mask(allowed_attention(batch["block_start"], batch["context_end"]))
-        batch["view_a_index"] = torch.tensor(view_a, dtype=torch.long)
-        batch["view_b_index"] = torch.tensor(view_b, dtype=torch.long)
-        batch["pair_row"] = torch.tensor(pair_row, dtype=torch.long)
-        batch["pair_view_a"] = torch.tensor(pair_a, dtype=torch.long)
-        batch["pair_view_b"] = torch.tensor(pair_b, dtype=torch.long)
-        batch["pair_span"] = torch.tensor(pair_span, dtype=torch.long).reshape(-1, 2)
+        for key in ("pair_row", "pair_a_row", "pair_b_row", "pair_view_a", "pair_view_b"):
+            batch[key] = torch.tensor(batch[key], dtype=torch.long)
+        batch["pair_span"] = torch.tensor(batch["pair_span"], dtype=torch.long).reshape(-1, 2)
+        batch["view_a_index"] = torch.tensor(batch["view_a_index"], dtype=torch.long)
+        batch["view_b_index"] = torch.tensor(batch["view_b_index"], dtype=torch.long)
         if all("example_index" in row for row in rows):
             batch["example_index"] = torch.tensor([row["example_index"] for row in rows], dtype=torch.long)
         batch["conversation_width"] = torch.tensor(width, dtype=torch.long)
+        batch["conversation_rows"] = torch.tensor(len(rows), dtype=torch.long)
         batch["num_tokens"] = torch.tensor(sum(row["conversation_length"] for row in rows), dtype=torch.long)
+        return batch
+
+    def _empty(self, count: int, total: int) -> dict[str, Any]:
+        """``count`` rows of ``total`` padding tokens (each sees only itself) and no pairs yet."""
+        return {
+            "input_ids": torch.full((count, total), self.pad_token_id, dtype=torch.long),
+            "labels": torch.full((count, total), IGNORE_INDEX, dtype=torch.long),
+            "position_ids": torch.zeros((count, total), dtype=torch.long),
+            "block_start": torch.arange(total).repeat(count, 1),
+            "context_end": torch.zeros((count, total), dtype=torch.long),
+            **{key: [] for key in ("view_a_index", "view_b_index", "pair_row", "pair_a_row", "pair_b_row",
+                                   "pair_view_a", "pair_view_b", "pair_span")},
+        }
+
+    @staticmethod
+    def _place(batch: dict[str, Any], row: dict[str, Any], b: int, into: int, start: int, end: int) -> None:
+        """Copy ``row``'s columns ``[start, end)`` to batch row ``b`` from column ``into``; their block starts
+        move with them (a block starting at ``start`` or later shifts by ``into - start``)."""
+        for key in ("input_ids", "labels", "position_ids", "context_end"):
+            batch[key][b, into : into + end - start] = torch.tensor(row[key][start:end], dtype=torch.long)
+        starts = torch.tensor(row["block_start"][start:end], dtype=torch.long)
+        batch["block_start"][b, into : into + end - start] = torch.where(starts >= start, starts + into - start, starts)
+
+    def _appended(self, rows: list[dict[str, Any]], width: int) -> dict[str, Any]:
+        """Each example's view blocks in its own row, after the batch's longest conversation."""
+        tail = max(len(row["input_ids"]) - row["conversation_length"] for row in rows)
+        batch = self._empty(len(rows), width + tail)
+        for b, row in enumerate(rows):
+            length, shift = row["conversation_length"], width - row["conversation_length"]
+            self._place(batch, row, b, 0, 0, length)
+            self._place(batch, row, b, width, length, len(row["input_ids"]))
+            batch["view_a_index"].append(self._shift(row["view_a_index"], length, shift))
+            batch["view_b_index"].append(self._shift(row["view_b_index"], length, shift))
+            for (a, v), (start, end) in zip(row["view_pairs"], row["pair_spans"]):
+                batch["pair_row"].append(b)
+                batch["pair_a_row"].append(b)
+                batch["pair_b_row"].append(b)
+                batch["pair_view_a"].append(self._shift(a, length, shift))
+                batch["pair_view_b"].append(self._shift(v, length, shift))
+                batch["pair_span"].append((start + shift, end + shift))
+        return batch
+
+    @staticmethod
+    def _view_row_bins(rows: list[dict[str, Any]], width: int,
+                       when: str) -> tuple[list[list[tuple[int, int, int]]], int] | None:
+        """Rows of their own for the isolated blocks, packed first-fit longest first, and their width: each bin
+        lists ``(example, start, end)``; None when some example's views are not all isolated, or (``auto``) when
+        appending costs no more."""
+        if any(row["view_pairs"] and not row.get("isolated_blocks") for row in rows):
+            return None
+        blocks = [(b, start, end) for b, row in enumerate(rows) for start, end in row.get("isolated_blocks", ())]
+        if not blocks:
+            return None
+        size = max(width, max(end - start for _, start, end in blocks))
+        bins: list[list[tuple[int, int, int]]] = []
+        room: list[int] = []
+        for block in sorted(blocks, key=lambda block: block[1] - block[2]):  # longest first, stable
+            length = block[2] - block[1]
+            fits = next((i for i, free in enumerate(room) if free >= length), None)
+            if fits is None:
+                bins.append([])
+                room.append(size)
+                fits = len(bins) - 1
+            bins[fits].append(block)
+            room[fits] -= length
+        if when == "always":
+            return bins, size
+        tail = max(len(row["input_ids"]) - row["conversation_length"] for row in rows)
+        own = layout_cost(len(rows) + len(bins), size)
+        return (bins, size) if own < layout_cost(len(rows), width + tail) else None
+
+    def _own_rows(self, rows: list[dict[str, Any]], width: int, bins: list[list[tuple[int, int, int]]],
+                  size: int) -> dict[str, Any]:
+        """The B conversations, then the isolated blocks in rows of their own, ``size`` columns wide."""
+        batch = self._empty(len(rows) + len(bins), size)
+        where = {}  # (example, block start) -> (batch row, its column there)
+        for r, placed in enumerate(bins, start=len(rows)):
+            column = 0
+            for b, start, end in placed:
+                self._place(batch, rows[b], r, column, start, end)
+                where[b, start] = (r, column)
+                column += end - start
+        for b, row in enumerate(rows):
+            self._place(batch, row, b, 0, 0, row["conversation_length"])
+
+            def locate(index: int) -> tuple[int, int]:
+                start = next(s for s, e in row["isolated_blocks"] if s <= index < e)
+                r, column = where[b, start]
+                return r, column + index - start
+
+            for key in ("view_a_index", "view_b_index"):
+                batch[key].append(locate(row[key])[1] if row["view_pairs"] else NO_VIEW)
+            for a, v in row["view_pairs"]:
+                (row_a, column_a), (row_b, column_b) = locate(a), locate(v)
+                batch["pair_row"].append(b)
+                batch["pair_a_row"].append(row_a)
+                batch["pair_b_row"].append(row_b)
+                batch["pair_view_a"].append(column_a)
+                batch["pair_view_b"].append(column_b)
+                batch["pair_span"].append((0, 0))  # blocks not in the example's row: select_pairs refuses
         return batch
 
     @staticmethod
@@ -239,18 +333,18 @@ class PackedCollator:
         return index + shift if index >= length else index
 
 
-PAIR_KEYS = ("pair_row", "pair_view_a", "pair_view_b", "pair_span")
+PAIR_KEYS = ("pair_row", "pair_a_row", "pair_b_row", "pair_view_a", "pair_view_b", "pair_span")
 TOKEN_KEYS = ("input_ids", "labels", "position_ids", "block_start", "context_end")
 
 
 def conversation_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The batch without its view blocks (an LM-only step): the leading conversation region."""
-    width = int(batch["conversation_width"])
+    width, rows = int(batch["conversation_width"]), int(batch["conversation_rows"])
     sliced = dict(batch)
     for key in TOKEN_KEYS:
-        sliced[key] = batch[key][:, :width]
+        sliced[key] = batch[key][:rows, :width]
     if "attention_mask" in batch:
-        sliced["attention_mask"] = batch["attention_mask"][:, :, :width, :width]
+        sliced["attention_mask"] = batch["attention_mask"][:rows, :, :width, :width]
     sliced["view_a_index"] = torch.full_like(batch["view_a_index"], NO_VIEW)
     sliced["view_b_index"] = torch.full_like(batch["view_b_index"], NO_VIEW)
     for key in PAIR_KEYS:
@@ -265,6 +359,8 @@ def select_pairs(batch: dict[str, torch.Tensor], keep: torch.Tensor, pad_token_i
     """
     width = int(batch["conversation_width"])
     rows, total = batch["input_ids"].shape
+    if rows > int(batch["conversation_rows"]):
+        raise ValueError("select_pairs needs every pair's blocks in its example's row (view_rows=False)")
     kept_pairs = keep.to(torch.bool).nonzero().flatten().tolist()
     spans, pair_rows = batch["pair_span"].tolist(), batch["pair_row"].tolist()  # host copies: no sync per pair
     columns = [list(range(width)) for _ in range(rows)]
@@ -291,7 +387,7 @@ def select_pairs(batch: dict[str, torch.Tensor], keep: torch.Tensor, pad_token_i
             allowed_attention(selected["block_start"], selected["context_end"]), batch["attention_mask"].dtype)
     kept = torch.tensor(kept_pairs, dtype=torch.long, device=device)
     pair_row = batch["pair_row"][kept]
-    selected["pair_row"] = pair_row
+    selected["pair_row"] = selected["pair_a_row"] = selected["pair_b_row"] = pair_row
     selected["pair_view_a"] = new_column[pair_row, batch["pair_view_a"][kept]]
     selected["pair_view_b"] = new_column[pair_row, batch["pair_view_b"][kept]]
     starts = new_column[pair_row, batch["pair_span"][kept, 0]]

@@ -54,6 +54,16 @@ def _lm_window(labels: torch.Tensor) -> tuple[int, int]:
     return int(labelled[0]) - 1, int(labelled[-1])
 
 
+def _plain_output_head(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The output embedding, where the model's logits are exactly it applied to the last hidden state (no logit
+    scaling or soft-capping in its config); None otherwise. ``model`` may be wrapped by DDP or PEFT."""
+    model = getattr(model, "module", model)  # DDP
+    config = model.config
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) not in (None, 1.0):
+        return None
+    return model.get_output_embeddings()
+
+
 def compute_objective(model: torch.nn.Module, batch: dict[str, torch.Tensor], objective: Objective,
                       use_jepa: bool = True, scale: LossScale | None = None) -> ObjectiveOutput:
     """Run the packed batch once; ``use_jepa=False`` drops the view blocks and computes LM only.
@@ -67,6 +77,8 @@ def compute_objective(model: torch.nn.Module, batch: dict[str, torch.Tensor], ob
     across_ranks = use_jepa and objective.loss == "infonce" and world_size() > 1
     if not (use_jepa and has_pairs):
         batch = conversation_only(batch)
+    conversations = int(batch["conversation_rows"])
+    head = _plain_output_head(model) if len(batch["input_ids"]) > conversations else None
     lo, hi = _lm_window(batch["labels"])
     inputs = {key: batch[key] for key in ("input_ids", "position_ids")}
     inputs["attention_mask"] = model_attention_mask(batch, getattr(model, "dtype", torch.float32))
@@ -75,19 +87,24 @@ def compute_objective(model: torch.nn.Module, batch: dict[str, torch.Tensor], ob
         **inputs,
         output_hidden_states=embeds,
         use_cache=False,
-        logits_to_keep=torch.arange(lo, hi, device=batch["input_ids"].device),
+        # With view rows, the head runs below on the conversation rows alone (view rows have no labels).
+        logits_to_keep=1 if head is not None else torch.arange(lo, hi, device=batch["input_ids"].device),
     )
-    targets = batch["labels"][:, lo + 1 : hi + 1]
+    if head is not None:
+        logits = head(out.hidden_states[-1][:conversations, lo:hi])
+    else:
+        logits = out.logits[:conversations]
+    targets = batch["labels"][:conversations, lo + 1 : hi + 1]
     lm_tokens = int((targets != IGNORE_INDEX).sum())
-    lm_sum = lm_loss(out.logits, targets, reduction="sum")  # logits (B, hi-lo, V)
+    lm_sum = lm_loss(logits, targets, reduction="sum")  # logits (B, hi-lo, V)
     lm = lm_sum / lm_tokens
     lm_term = lm if scale is None else lm_sum / scale.lm_tokens
     factor = 1 if scale is None else scale.world_size
     if not embeds:
         return ObjectiveOutput(factor * objective.gamma * lm_term, lm, None, None, None, lm_tokens, 0)
-    hidden = out.hidden_states[-1]  # (B, T, D)
-    view_a = hidden[batch["pair_row"], batch["pair_view_a"]]  # (P, D); P = 0: an InfoNCE rank without pairs
-    view_b = hidden[batch["pair_row"], batch["pair_view_b"]]
+    hidden = out.hidden_states[-1]  # (rows, T, D)
+    view_a = hidden[batch["pair_a_row"], batch["pair_view_a"]]  # (P, D); P = 0: an InfoNCE rank without pairs
+    view_b = hidden[batch["pair_b_row"], batch["pair_view_b"]]
     if objective.target_stop_grad:
         view_b = view_b.detach()  # the target branch gets no gradient (I-JEPA, BYOL)
     pairs = len(view_a)
