@@ -195,18 +195,17 @@ def _finished(cfg: TrainConfig, checkpoint: str) -> bool:
     return step >= (cfg.max_steps if cfg.max_steps > 0 else planned)
 
 
-def print_first_batch(tokenizer, rows: list[dict], collator, count: int = 2) -> None:
-    """--debug 7: the layout of the first rows (regions, positions, mask)."""
+def print_first_batch(tokenizer, rows: list[dict], count: int = 2) -> None:
+    """--debug 7: the layout of the first rows (regions, positions, mask), each as packed before collation."""
+    import torch
+
     from stepjepa.layout import allowed_attention, render_layout
 
-    batch = collator(rows[:count])
     for b, row in enumerate(rows[:count]):
-        width, length = int(batch["conversation_width"]), row["conversation_length"]
-        keep = list(range(length)) + list(range(width, width + len(row["input_ids"]) - length))
-        allowed = allowed_attention(batch["block_start"][b : b + 1], batch["context_end"][b : b + 1])[0]
-        allowed = allowed[keep][:, keep]
+        columns = [torch.tensor([row[key]]) for key in ("block_start", "context_end")]
+        allowed = allowed_attention(*columns)[0]
         tokens = tokenizer.convert_ids_to_tokens(row["input_ids"])
-        print(f"--- row {b} ({len(tokens)} tokens, conversation {length}) ---")
+        print(f"--- row {b} ({len(tokens)} tokens, conversation {row['conversation_length']}) ---")
         print(render_layout(tokens, row, allowed))
 
 
@@ -310,7 +309,7 @@ def _train(cfg: TrainConfig) -> int:
         _say(cfg, 1, "note: --last_token is not used by Step-JEPA (its views end at their embedding token)")
     collator = PackedCollator(tokenizer.pad_token_id, dense_mask=uses_dense_mask(cfg.attn_implementation))
     if cfg.debug >= 7:
-        print_first_batch(tokenizer, rows, collator, min(cfg.batch_size, 2))
+        print_first_batch(tokenizer, rows, min(cfg.batch_size, 2))
         return 0
     eval_rows = None
     if eval_chats:
