@@ -75,6 +75,15 @@ class TrainConfig:
     group_by_length: bool = field(default=False, metadata=_help("Batch examples of similar length together (less padding)."))
     gradient_checkpointing: bool = field(default=False, metadata=_help("Recompute activations in backward (less memory, slower)."))
     attn_implementation: str = field(default="sdpa", metadata=_help("Attention kernel: sdpa or eager."))
+    num_proc: Optional[int] = field(default=None, metadata=_help(
+        "Processes that tokenize the data (default: the machine's cores, at most one per MiB of data)."))
+    cache_dir: Optional[str] = field(default=None, metadata=_help(
+        "Where tokenized rows are cached, keyed by data, tokenizer, template and row settings "
+        "(default: $STEPJEPA_DATA_CACHE, else data/ in the model cache, ~/.cache/stepjepa/data)."))
+    no_data_cache: bool = field(default=False, metadata=_help("Tokenize afresh and store nothing in the cache."))
+    report_to: str = field(default="none", metadata=_help(
+        "Trackers that also receive the logged metrics (transformers' report_to): none, tensorboard, wandb, "
+        "... or several, comma-separated; tensorboard writes under --output_dir/runs."))
     bf16: bool = field(default=False, metadata=_help(BF16_HELP))
     no_bf16: bool = field(default=False, metadata=_help(NO_BF16_HELP))
 
@@ -128,6 +137,8 @@ class TrainConfig:
             raise UsageError(f"--attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
         if self.bf16 and self.no_bf16:
             raise UsageError(BOTH_FLAGS)
+        if self.num_proc is not None and self.num_proc < 1:
+            raise UsageError(f"--num_proc must be >= 1, got {self.num_proc}")
         if not self.train_file:
             raise UsageError("--train_file is required")
 
@@ -191,6 +202,17 @@ def _finished(cfg: TrainConfig, checkpoint: str) -> bool:
     return step >= (cfg.max_steps if cfg.max_steps > 0 else planned)
 
 
+def _packed_rows(cfg: TrainConfig, path: str, tokenizer, settings: RowSettings):
+    """The packed rows of one data file (cached unless --no_data_cache); bad data is a UsageError."""
+    from stepjepa.dataset_cache import packed_rows
+
+    try:
+        return packed_rows(path, tokenizer, cfg.model_name, settings, cache_dir=cfg.cache_dir,
+                           use_cache=not cfg.no_data_cache, num_proc=cfg.num_proc)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+
+
 def print_first_batch(tokenizer, rows: list[dict], collator, count: int = 2) -> None:
     """--debug 7: the layout of the first rows (regions, positions, mask)."""
     from stepjepa.layout import allowed_attention, render_layout
@@ -218,6 +240,12 @@ def describe_counts(cfg: TrainConfig, counts, num_predictors: int) -> str:
             f"{counts['lm_only_few_steps']} LM-only (fewer than two steps), "
             f"{counts['lm_only_truncated']} LM-only (views cut by --max_length), {counts['truncated']} truncated, "
             f"{counts['dropped_no_labels']} dropped (no assistant token within --max_length)")
+
+
+def report_to(value: str) -> str | list[str]:
+    """``--report_to``: 'none', or the trackers named, comma-separated (as transformers' ``report_to``)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    return "none" if not names or names == ["none"] else names
 
 
 def training_arguments(cfg: TrainConfig, has_eval: bool):
@@ -248,7 +276,7 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
         **({"activation_checkpointing": True} if cfg.gradient_checkpointing else {}),
         remove_unused_columns=False,
         label_names=["labels"],
-        report_to=[],
+        report_to=report_to(cfg.report_to),
         disable_tqdm=cfg.debug == 0,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every parameter takes part in every step
@@ -276,20 +304,28 @@ def _train(cfg: TrainConfig) -> int:
 
     from transformers import set_seed
 
-    from stepjepa.data import load_chats, write_json_atomic
-    from stepjepa.examples import build_rows
+    from stepjepa.data import write_json_atomic
     from stepjepa.layout import PackedCollator
     from stepjepa.models import add_predictor_tokens, apply_lora, load_model, load_tokenizer, resize_for_tokenizer
     from stepjepa.objective import Objective
     from stepjepa.trainer import (JepaTrainer, MetricsFileCallback, NonFiniteLoss, QuietProgressCallback,
                                   trainable_parameter_count)
 
-    chats = load_chats(cfg.train_file)
-    eval_chats = load_chats(cfg.eval_file) if cfg.eval_file else None
+    from stepjepa.dataset_cache import RowSettings, with_regions
+
+    for path in (cfg.train_file, cfg.eval_file):
+        if path and not Path(path).is_file():
+            raise UsageError(f"{path}: no such file")
     tokenizer = load_tokenizer(cfg.model_name)
     predictor_ids = add_predictor_tokens(tokenizer, cfg.predictors) if cfg.mode != "regular" and cfg.predictors else []
-    rows, counts = build_rows(tokenizer, chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length,
-                              cfg.step_pairs)
+    settings = RowSettings(cfg.mode, tuple(predictor_ids), cfg.last_token_offset, cfg.max_length, cfg.step_pairs)
+    args = training_arguments(cfg, has_eval=bool(cfg.eval_file))
+    # Rank 0 of each machine tokenizes (or finds the cache); the other ranks then read what it stored.
+    with args.main_process_first(desc="tokenizing the data"):
+        rows = _packed_rows(cfg, cfg.train_file, tokenizer, settings)
+        eval_rows = _packed_rows(cfg, cfg.eval_file, tokenizer, settings) if cfg.eval_file else None
+    counts = rows.counts
+    _say(cfg, 1, rows.describe())
     _say(cfg, 1, describe_counts(cfg, counts, len(predictor_ids)))
     if cfg.mode != "regular" and not counts["jepa"]:
         raise UsageError(f"no example has its JEPA views within --max_length {cfg.max_length} "
@@ -304,19 +340,15 @@ def _train(cfg: TrainConfig) -> int:
         _say(cfg, 1, "note: --last_token is not used by Step-JEPA (its views end at their embedding token)")
     collator = PackedCollator(tokenizer.pad_token_id)
     if cfg.debug >= 7:
-        print_first_batch(tokenizer, rows, collator, min(cfg.batch_size, 2))
+        first = [rows.dataset[i] for i in range(min(cfg.batch_size, 2, len(rows.dataset)))]
+        print_first_batch(tokenizer, with_regions(first, cfg.train_file, tokenizer, settings), collator, len(first))
         return 0
-    eval_rows = None
-    if eval_chats:
-        eval_rows, _ = build_rows(tokenizer, eval_chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length,
-                                  cfg.step_pairs)
 
     set_seed(cfg.seed)
     model = load_model(cfg.model_name, attn_implementation=cfg.attn_implementation)
     resize_for_tokenizer(model, tokenizer)
     if cfg.lora:
         model = apply_lora(model, cfg.lora_rank)
-    args = training_arguments(cfg, has_eval=bool(eval_rows))
     trainable, total = trainable_parameter_count(model)
     _say(cfg, 1, f"model {cfg.model_name}: {trainable:,} trainable of {total:,} parameters, "
                  f"{args.device.type} {precision_name(args.bf16)}")
@@ -325,8 +357,8 @@ def _train(cfg: TrainConfig) -> int:
     trainer = JepaTrainer(
         model=model,
         args=args,
-        train_dataset=rows,
-        eval_dataset=eval_rows,
+        train_dataset=rows.dataset,
+        eval_dataset=eval_rows.dataset if eval_rows else None,
         data_collator=collator,
         processing_class=tokenizer,
         callbacks=[MetricsFileCallback(cfg.output_dir)],
