@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from stepjepa.checkpoints import file_sha256
 from stepjepa.data import chat_problem
 from stepjepa.tokenization import IGNORE_INDEX
 
@@ -78,15 +79,6 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of the file's bytes (read in chunks: any size, bounded memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def tokenizer_digest(tokenizer) -> str:
     """What of the tokenizer shapes rows: its full definition (vocabulary, merges, normalizer, added tokens,
     the predictor tokens among them), the chat template and the special ids end-of-turn detection uses."""
@@ -111,7 +103,7 @@ def _packing_code_digest() -> str:
 
 def cache_key_parts(path: Path, tokenizer, model_name: str, settings: RowSettings) -> dict[str, Any]:
     """The parts the cache key hashes (kept readable in the entry's manifest)."""
-    return {"data_sha256": file_digest(path), "tokenizer": model_name, "tokenizer_sha256": tokenizer_digest(tokenizer),
+    return {"data_sha256": file_sha256(path), "tokenizer": model_name, "tokenizer_sha256": tokenizer_digest(tokenizer),
             "code_sha256": _packing_code_digest(), **asdict(settings)}
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -39,12 +42,14 @@ BASE = "base"
 # The YAML types of the fields that are not lists (list fields take a scalar or a list).
 YAML_SCALARS = {"train_file": str, "test_file": str, "model_name": str, "output_dir": str, "launcher": str,
                 "train_args": str, "eval_args": str, "dry_run": bool, "max_examples": int, "no_probe": bool,
-                "probe_file": str, "probe_args": str, "no_base": bool, "task": str}
+                "probe_file": str, "probe_args": str, "no_base": bool, "task": str, "jobs": int, "devices": str}
+LOGS = "logs"  # parallel runs: each run's children write to logs/RUN.log instead of the terminal
 # Exit statuses of a child stopped by Ctrl-C or SIGTERM -> the signal: the sweep stops too instead of going on.
 INTERRUPTED = {130: signal.SIGINT, -signal.SIGINT: signal.SIGINT, 143: signal.SIGTERM, -signal.SIGTERM: signal.SIGTERM}
 
-# A runner executes one command line and returns its exit status.
-Runner = Callable[[list[str]], int]
+# A runner executes one command line and returns its exit status; runners of parallel sweeps also take
+# ``env`` (the child's environment) and ``log`` (a file for its output) as keywords.
+Runner = Callable[..., int]
 
 
 def _help(text: str) -> dict:
@@ -99,6 +104,12 @@ class SweepConfig:
     task: Optional[str] = field(default=None, metadata=_help(
         "Evaluation task of every run (`stepjepa evaluate --task`): gsm8k, exact_match or regex; "
         "default: chosen from the test file's first row."))
+    jobs: int = field(default=1, metadata=_help(
+        "Runs at a time. Without --devices each child gets an equal share of the CPU cores (OMP_NUM_THREADS); "
+        "parallel runs write their output to OUTPUT_DIR/logs/RUN.log."))
+    devices: str = field(default="", metadata=_help(
+        "GPUs, one run at a time on each: '0,1,2,3' (CUDA_VISIBLE_DEVICES per child; sets --jobs); join the "
+        "GPUs of one run with '+' for a multi-GPU --launcher, e.g. '0+1,2+3' with 'torchrun --nproc_per_node 2'."))
 
     def __post_init__(self) -> None:
         if self.config:
@@ -135,6 +146,22 @@ class SweepConfig:
             if taken:
                 raise UsageError(f"--{name} may not set {', '.join(taken)}: the sweep sets it for each run")
         _split(self.launcher, "launcher")
+        if self.jobs < 1:
+            raise UsageError(f"--jobs must be >= 1, got {self.jobs}")
+        slots = self.device_slots
+        if slots and any(not slot or not all(part.strip() for part in slot.split(",")) for slot in slots):
+            raise UsageError(f"--devices: expected GPU numbers like 0,1,2 or 0+1,2+3, got {self.devices!r}")
+        if slots and self.jobs not in (1, len(slots)):
+            raise UsageError(f"--jobs {self.jobs} and --devices {self.devices} disagree: one run per device slot")
+
+    @property
+    def device_slots(self) -> list[str]:
+        """The CUDA_VISIBLE_DEVICES value of each parallel job ('0+1' -> '0,1')."""
+        return [slot.strip().replace("+", ",") for slot in self.devices.split(",")] if self.devices.strip() else []
+
+    @property
+    def parallel_jobs(self) -> int:
+        return len(self.device_slots) or self.jobs
 
     def _apply_yaml(self, path: Path) -> None:
         """Fill the fields still at their defaults from a YAML mapping of flag names to values."""
@@ -367,26 +394,39 @@ def check_probe_file(cfg: SweepConfig) -> None:
 
 class ChildRunner:
     """Runs each command as a child in its own session (and process group), so a terminal's Ctrl-C reaches
-    the sweep alone; ``forward`` (the sweep's SIGINT/SIGTERM handler) passes each signal on to the running
-    child, which checkpoints and exits. After a signal no further child starts."""
+    the sweep alone; ``forward`` (the sweep's SIGINT/SIGTERM handler) passes each signal on to every running
+    child, which checkpoints and exits. After a signal no further child starts. Safe to call from several
+    threads (parallel runs)."""
 
     def __init__(self) -> None:
-        self.process: subprocess.Popen | None = None
+        self.processes: set[subprocess.Popen] = set()
         self.signal: int | None = None
+        self._lock = threading.Lock()
 
-    def __call__(self, argv: list[str]) -> int:
-        if self.signal:
-            return 128 + self.signal
-        self.process = subprocess.Popen(argv, start_new_session=True)  # process_group= needs Python 3.11
+    def __call__(self, argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> int:
+        output = open(log, "ab") if log else None
         try:
-            return self.process.wait()
+            with self._lock:
+                if self.signal:
+                    return 128 + self.signal
+                process = subprocess.Popen(argv, start_new_session=True, env=env, stdout=output,  # process_group=: 3.11
+                                           stderr=subprocess.STDOUT if output else None)
+                self.processes.add(process)
+            if self.signal:  # came while the child was starting
+                process.send_signal(self.signal)
+            try:
+                return process.wait()
+            finally:
+                with self._lock:
+                    self.processes.discard(process)
         finally:
-            self.process = None
+            if output:
+                output.close()
 
     def forward(self, signum: int, frame) -> None:
         self.signal = signum
-        if self.process is not None:
-            self.process.send_signal(signum)
+        for process in self.processes.copy():
+            process.send_signal(signum)
 
 
 def has_whole_checkpoint(run_dir: Path) -> bool:
@@ -537,27 +577,12 @@ def _run_grid(cfg: SweepConfig, runner: Runner) -> int:
         return 0
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    failed = []
-    for number, run in enumerate(pending, start=1):
-        run_dir = output_dir / run.name
-        print(f"[{number}/{len(pending)}] {run.name}{' (redone)' if status[run.name] == 'redo' else ''}", flush=True)
-        code, entry = execute_run(cfg, run, run_dir, status[run.name] == "redo", runner)
-        received = getattr(runner, "signal", None) or INTERRUPTED.get(code)
-        if received and entry is not None:
-            append_jsonl(ledger_path, entry)  # it finished just as the signal came
-        if received:
-            state = "finished" if entry else "unfinished (not in the ledger)"
-            print(f"stepjepa sweep: interrupted by {signal.Signals(received).name} during {run.name}, which is "
-                  f"{state}; run the same command again to go on", file=sys.stderr)
-            return 128 + received
-        if entry is None:
-            print(f"stepjepa sweep: {run.name} failed (exit status {code}); the sweep goes on", file=sys.stderr)
-            failed.append(run.name)
-            continue
-        append_jsonl(ledger_path, entry)
-        print(f"[{number}/{len(pending)}] {run.name}: accuracy {100 * entry['accuracy']:.1f}% "
-              f"(strict {100 * entry['strict_accuracy']:.1f}%) on {entry['total_examples']} problems, "
-              f"{entry['run_seconds']:.0f}s", flush=True)
+    jobs = cfg.parallel_jobs
+    outcome = _run_parallel(cfg, pending, status, runner, output_dir, jobs) if jobs > 1 else _run_in_turn(
+        cfg, pending, status, runner, output_dir)
+    if isinstance(outcome, int):
+        return outcome
+    failed = outcome
     print(f"sweep {output_dir}: {len(runs)} runs, {len(runs) - len(pending)} were done, "
           f"{len(pending) - len(failed)} ran now, {len(failed)} failed; ledger {ledger_path}; "
           f"report: stepjepa report {output_dir}")
@@ -565,3 +590,108 @@ def _run_grid(cfg: SweepConfig, runner: Runner) -> int:
         print(f"failed runs (run the same command again to retry them): {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _record(cfg: SweepConfig, run: Run, code: int, entry: dict | None, label: str, received: int | None,
+            failed: list[str], log: Path | None = None) -> None:
+    """The parent's part after a run ends: the ledger line (the one writer) and what to say."""
+    ledger_path = Path(cfg.output_dir) / LEDGER
+    if entry is not None:
+        append_jsonl(ledger_path, entry)
+    if received:
+        state = "finished" if entry else "unfinished (not in the ledger)"
+        print(f"stepjepa sweep: interrupted by {signal.Signals(received).name} during {run.name}, which is "
+              f"{state}; run the same command again to go on", file=sys.stderr)
+    elif entry is None:
+        print(f"stepjepa sweep: {run.name} failed (exit status {code}); the sweep goes on"
+              + (f"; its output: {log}" if log else ""), file=sys.stderr)
+        failed.append(run.name)
+    else:
+        print(f"{label} {run.name}: accuracy {100 * entry['accuracy']:.1f}% "
+              f"(strict {100 * entry['strict_accuracy']:.1f}%) on {entry['total_examples']} problems, "
+              f"{entry['run_seconds']:.0f}s", flush=True)
+
+
+def _run_in_turn(cfg: SweepConfig, pending: list[Run], status: dict[str, str], runner: Runner,
+                 output_dir: Path) -> list[str] | int:
+    """One run after the other, children on this terminal: the failed runs, or the status of an interruption."""
+    failed: list[str] = []
+    for number, run in enumerate(pending, start=1):
+        label = f"[{number}/{len(pending)}]"
+        print(f"{label} {run.name}{' (redone)' if status[run.name] == 'redo' else ''}", flush=True)
+        code, entry = execute_run(cfg, run, output_dir / run.name, status[run.name] == "redo", runner)
+        received = getattr(runner, "signal", None) or INTERRUPTED.get(code)
+        _record(cfg, run, code, entry, label, received, failed)
+        if received:
+            return 128 + received
+    return failed
+
+
+def job_environments(cfg: SweepConfig) -> list[dict[str, str]]:
+    """The environment of each parallel job: its GPUs (--devices), else an equal share of the CPU cores; and its
+    own rendezvous port, so that two jobs' torchrun launchers do not collide."""
+    from stepjepa.dataset_cache import available_cores
+
+    slots = cfg.device_slots
+    share = str(max(1, available_cores() // cfg.parallel_jobs))
+    envs = []
+    for number in range(cfg.parallel_jobs):
+        env = dict(os.environ)
+        if slots:
+            env["CUDA_VISIBLE_DEVICES"] = slots[number]
+        else:
+            env.update(OMP_NUM_THREADS=share, MKL_NUM_THREADS=share)
+        port = str(29500 + 11 * (number + 1))
+        env.update(MASTER_PORT=port, PET_MASTER_PORT=port)
+        envs.append(env)
+    return envs
+
+
+def _run_parallel(cfg: SweepConfig, pending: list[Run], status: dict[str, str], runner: Runner, output_dir: Path,
+                  jobs: int) -> list[str] | int:
+    """Up to ``jobs`` runs at once, one per job environment; threads wait on the children, this thread alone
+    writes the ledger. An interruption reaches every running child (each checkpoints); none starts after it."""
+    envs = job_environments(cfg)
+    (output_dir / LOGS).mkdir(exist_ok=True)
+    queue, free = list(enumerate(pending, start=1)), list(range(jobs))
+    running: dict = {}  # future -> (number, run, job)
+    failed: list[str] = []
+    stopped: int | None = None
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while True:
+            stopped = stopped or getattr(runner, "signal", None)
+            while queue and free and not stopped:
+                (number, run), job = queue.pop(0), free.pop(0)
+                log = output_dir / LOGS / f"{run.name}.log"
+                devices = f", CUDA_VISIBLE_DEVICES={envs[job]['CUDA_VISIBLE_DEVICES']}" if cfg.device_slots else ""
+                print(f"[{number}/{len(pending)}] {run.name}{' (redone)' if status[run.name] == 'redo' else ''} "
+                      f"started (job {job + 1}{devices}; output {log})", flush=True)
+
+                def job_runner(argv: list[str], env=envs[job], log=log) -> int:
+                    return runner(argv, env=env, log=log)
+
+                future = pool.submit(execute_run, cfg, run, output_dir / run.name, status[run.name] == "redo",
+                                     job_runner)
+                running[future] = (number, run, job)
+            if not running:
+                break
+            # A timeout keeps this thread returning to Python, where the signal handler runs.
+            done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                number, run, job = running.pop(future)
+                free.append(job)
+                code, entry = future.result()
+                received = getattr(runner, "signal", None) or INTERRUPTED.get(code)
+                if received and not stopped:
+                    stopped = received
+                    forward = getattr(runner, "forward", None)
+                    if forward and not getattr(runner, "signal", None):
+                        forward(received, None)  # a child stopped by a signal stops the sweep: the others too
+                _record(cfg, run, code, entry, f"[{number}/{len(pending)}]", received, failed,
+                        output_dir / LOGS / f"{run.name}.log")
+    if stopped:
+        if queue:
+            print(f"stepjepa sweep: {len(queue)} runs not started after {signal.Signals(stopped).name}; run the same "
+                  "command again to go on", file=sys.stderr)
+        return 128 + stopped
+    return failed
