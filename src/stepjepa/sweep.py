@@ -165,6 +165,9 @@ class SweepConfig:
 
     def _apply_yaml(self, path: Path) -> None:
         """Fill the fields still at their defaults from a YAML mapping of flag names to values."""
+        from stepjepa.extras import require
+
+        require("yaml", "--config")
         import yaml
 
         if not path.is_file():

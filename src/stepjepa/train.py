@@ -137,6 +137,7 @@ class TrainConfig:
             raise UsageError(f"--attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
         if self.bf16 and self.no_bf16:
             raise UsageError(BOTH_FLAGS)
+        check_trackers(report_to(self.report_to))
         if self.num_proc is not None and self.num_proc < 1:
             raise UsageError(f"--num_proc must be >= 1, got {self.num_proc}")
         if not self.train_file:
@@ -246,6 +247,24 @@ def report_to(value: str) -> str | list[str]:
     """``--report_to``: 'none', or the trackers named, comma-separated (as transformers' ``report_to``)."""
     names = [name.strip() for name in value.split(",") if name.strip()]
     return "none" if not names or names == ["none"] else names
+
+
+def check_trackers(names: str | list[str]) -> None:
+    """Every tracker of --report_to is one transformers knows and is installed (tensorboard: our extra)."""
+    if names == "none":
+        return
+    from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
+                                                             get_available_reporting_integrations)
+
+    from stepjepa.extras import require
+
+    for name in names:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise UsageError(f"--report_to: unknown tracker {name!r}; one of none, {', '.join(INTEGRATION_TO_CALLBACK)}")
+        if name == "tensorboard":
+            require("tensorboard", "--report_to tensorboard")
+        elif name not in get_available_reporting_integrations():
+            raise UsageError(f"--report_to {name} needs its package: pip install {name}")
 
 
 def training_arguments(cfg: TrainConfig, has_eval: bool):
