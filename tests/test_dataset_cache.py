@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from stepjepa import dataset_cache
 from stepjepa.cli import run_command
 from stepjepa.data import load_chats
-from stepjepa.dataset_cache import RowSettings, compact_row, expand_row, packed_rows, plan_shards
+from stepjepa.dataset_cache import ExpandingCollator, RowSettings, compact_row, expand_row, packed_rows, plan_shards
 from stepjepa.examples import build_rows
+from stepjepa.layout import PackedCollator
 from stepjepa.models import add_predictor_tokens, load_tokenizer
 
 STEP = RowSettings("step_jepa", (), None, 512, "first")
@@ -67,7 +69,7 @@ def test_cache_key_hits_on_same_settings_and_misses_on_template_k_max_length_dat
     before = entries(cache)
     bypass = packed_rows(data_file, tokenizer, "llama", STEP, cache_dir=cache, use_cache=False)
     assert not bypass.cache_hit and bypass.location is None and entries(cache) == before
-    assert [bypass.dataset[i] for i in range(len(bypass.dataset))] == [first.dataset[i] for i in range(len(first.dataset))]
+    assert [bypass.row(i) for i in range(len(bypass.dataset))] == [first.row(i) for i in range(len(first.dataset))]
 
 
 SETTINGS = [("regular", 0, None, 512, "first"), ("llm_jepa", 2, None, 512, "first"), ("llm_jepa", 1, -2, 60, "first"),
@@ -87,12 +89,16 @@ def test_cached_rows_equal_freshly_built_rows(tiny_model_dir, data_file, tmp_pat
         fresh, counts = build_rows(tokenizer, load_chats(data_file), mode, ids, last_token, max_length, pairs)
         for row in fresh:
             del row["regions"]  # debug-only: not stored
-        assert [packed.dataset[i] for i in range(len(packed.dataset))] == fresh
-        assert packed.dataset.__getitems__([2, 0]) == [fresh[2], fresh[0]]  # the DataLoader's batched access
+        assert [packed.row(i) for i in range(len(packed.dataset))] == fresh
+        # The Trainer's path: the DataLoader's batched read of stored rows, expanded by the collator.
+        collator = PackedCollator(tokenizer.pad_token_id)
+        batch = ExpandingCollator(collator)(packed.dataset.__getitems__([2, 0]))
+        expected = collator([fresh[2], fresh[0]])
+        assert batch.keys() == expected.keys() and all(torch.equal(batch[k], expected[k]) for k in batch)
         assert dict(packed.counts) == dict(counts)
         assert packed.tokens == sum(len(row["input_ids"]) for row in fresh)
         cached = packed_rows(data_file, tokenizer, "tiny", settings, cache_dir=tmp_path / "c", num_proc=processes)
-        assert cached.cache_hit and [cached.dataset[i] for i in range(len(fresh))] == fresh
+        assert cached.cache_hit and [cached.row(i) for i in range(len(fresh))] == fresh
 
 
 def test_shards_end_at_line_ends_and_count_examples(tmp_path):
@@ -141,20 +147,31 @@ def test_start_line_says_whether_the_cache_was_hit(tiny_model_dirs, chat_file, t
     assert "step_2_copy p1" in first  # --debug 7's regions, packed again on demand
     assert run_command("train", argv) == 0
     second = capsys.readouterr().out
-    assert "from the cache (hit)" in second and "tokenized" not in second
+    assert "from the cache in" in second and "(hit)" in second and "tokenized" not in second
     # The layout printed from the cache is the one printed when the rows were built.
     assert second[second.index("--- row 0"):] == first[first.index("--- row 0"):]
     assert run_command("train", [*argv, "--no_data_cache"]) == 0
     assert "not cached (--no_data_cache)" in capsys.readouterr().out
 
 
-def test_tensorboard_receives_the_metrics_file_values(tiny_model_dirs, chat_file, tmp_path):
+def test_group_by_length_reads_the_stored_rows(tiny_model_dirs, chat_file, tmp_path):
+    """The Trainer's length-grouped sampler takes each row's length from the dataset it is given."""
+    out = tmp_path / "out"
+    argv = ["--train_file", str(chat_file), "--step_jepa", "--model_name", str(tiny_model_dirs["gpt2"]),
+            "--output_dir", str(out), "--max_steps", "2", "--batch_size", "4", "--logging_steps", "1",
+            "--debug", "0", "--group_by_length"]
+    assert run_command("train", argv) == 0
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_tensorboard_receives_the_metrics_files_values(tiny_model_dirs, chat_file, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "out"
     argv = ["--train_file", str(chat_file), "--step_jepa", "--predictors", "1", "--model_name",
             str(tiny_model_dirs["llama"]), "--output_dir", str(out), "--max_steps", "3", "--batch_size", "2",
-            "--logging_steps", "1", "--debug", "0", "--report_to", "tensorboard"]
+            "--logging_steps", "1", "--debug", "0", "--report_to", "tensorboard", "--eval_file", str(chat_file),
+            "--eval_steps", "3"]
     assert run_command("train", argv) == 0
     events = list((out / "runs").rglob("events.out.tfevents.*"))
     assert len(events) == 1
@@ -166,3 +183,28 @@ def test_tensorboard_receives_the_metrics_file_values(tiny_model_dirs, chat_file
         scalars = accumulator.Scalars(f"train/{name}")
         assert [s.step for s in scalars] == [1, 2, 3]
         assert [s.value for s in scalars] == pytest.approx([row[name] for row in rows], rel=1e-6)
+    # The evaluation at step 3 (rows of --eval_file, from the same cache entry: same file, same settings).
+    (evaluation,) = [json.loads(line) for line in (out / "eval_metrics.jsonl").read_text().splitlines()]
+    assert evaluation["step"] == 3 and evaluation["eval_jepa_loss"] is not None
+    for name in ("lm_loss", "jepa_loss", "loss"):
+        (scalar,) = accumulator.Scalars(f"eval/{name}")
+        assert (scalar.step, scalar.value) == (3, pytest.approx(evaluation[f"eval_{name}"], rel=1e-6))
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_tokenize_once(tiny_model_dirs, chat_file, tmp_path):
+    """Rank 0 tokenizes and stores the rows; rank 1 waits for it (main_process_first) and reads the cache."""
+    import subprocess
+    import sys
+
+    from test_distributed import free_port
+
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "stepjepa", "train", "--train_file", str(chat_file), "--step_jepa", "--model_name",
+           str(tiny_model_dirs["gpt2"]), "--output_dir", str(tmp_path / "out"), "--cache_dir", str(cache),
+           "--max_steps", "1", "--batch_size", "2", "--debug", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 0/2: data tokenized here" in done.stdout and "rank 1/2: data from the cache" in done.stdout
+    assert len(entries(cache)) == 1 and not [p for p in cache.iterdir() if p.name.startswith(".")]

@@ -3,9 +3,9 @@
 A chat JSONL file becomes packed rows (:func:`stepjepa.examples.pack_chat`) once per (file content, tokenizer,
 chat template, row settings, packing code); later runs, and every rank of a distributed run, memory-map the
 cached Arrow files instead of tokenizing again. Rows are stored compactly: the token ids, the spans whose labels
-are the tokens themselves, and runs of (position, block start, context end) that a packed row is made of; the
-dataset's transform expands them back into the exact rows the collator reads (the debug-only ``regions`` are
-not stored, see :func:`with_regions`).
+are the tokens themselves, and runs of (position, block start, context end) that a packed row is made of, about
+4.5 bytes per token; an :class:`ExpandingCollator` expands them back into the exact rows the collator reads as
+each batch is made (the debug-only ``regions`` are not stored, see :func:`with_regions`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -32,8 +32,6 @@ FORMAT = 1
 PACKING_MODULES = ("tokenization.py", "steps.py", "layout.py", "examples.py", "dataset_cache.py")
 SHARD_BYTES = 1 << 20  # one tokenizing task reads about this much of the file
 MANIFEST = "manifest.json"
-ROW_KEYS = ("input_ids", "labels", "position_ids", "block_start", "context_end", "conversation_length",
-            "view_a_index", "view_b_index", "view_pairs", "pair_spans", "truncated", "num_steps", "example_index")
 
 
 @dataclass(frozen=True)
@@ -49,9 +47,10 @@ class RowSettings:
 
 @dataclass
 class PackedRows:
-    """The rows of one data file: ``dataset`` yields the collator's row dicts; ``counts`` as ``build_rows``."""
+    """The rows of one data file: ``dataset`` holds them as stored (:func:`compact_row`; the Trainer reads it
+    with an :class:`ExpandingCollator`), :meth:`row` as the collator reads them; ``counts`` as ``build_rows``."""
 
-    dataset: Any  # datasets.Dataset with the expanding transform
+    dataset: Any  # datasets.Dataset, memory-mapped
     counts: Counter
     tokens: int  # all tokens of all rows (conversations and view blocks)
     cache_hit: bool
@@ -59,11 +58,15 @@ class PackedRows:
     processes: int  # tokenizing processes (0 on a cache hit)
     seconds: float
 
+    def row(self, index: int) -> dict[str, Any]:
+        return expand_row(self.dataset[index])
+
     def describe(self) -> str:
         """The start line's data part: hit or built, where, how long."""
-        where = f"cache {self.location}" if self.location else "not cached (--no_data_cache)"
         if self.cache_hit:
-            return f"data: {len(self.dataset)} rows, {self.tokens} tokens from the cache (hit) {self.location}"
+            return (f"data: {len(self.dataset)} rows, {self.tokens} tokens from the cache in {self.seconds:.2f}s "
+                    f"(hit): {self.location}")
+        where = f"cache {self.location}" if self.location else "not cached (--no_data_cache)"
         return (f"data: {len(self.dataset)} rows, {self.tokens} tokens tokenized by {self.processes} "
                 f"process{'es' if self.processes > 1 else ''} in {self.seconds:.1f}s; {where}")
 
@@ -141,7 +144,6 @@ def compact_row(row: dict[str, Any]) -> dict[str, Any]:
         "truncated": row["truncated"],
         "num_steps": row["num_steps"],
         "example_index": row["example_index"],
-        "length": len(row["input_ids"]),
     }
 
 
@@ -173,14 +175,14 @@ def expand_row(stored: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def expand_batch(batch: dict[str, list]) -> dict[str, list]:
-    """The dataset's transform: stored columns -> the collator's row keys; a lone column (``length``, which the
-    Trainer's length-grouped sampler reads) passes through."""
-    if "runs" not in batch:
-        return batch
-    size = len(batch["runs"])
-    rows = [expand_row({key: values[i] for key, values in batch.items()}) for i in range(size)]
-    return {key: [row[key] for row in rows] for key in ROW_KEYS}
+@dataclass
+class ExpandingCollator:
+    """A collator of packed rows (``PackedCollator``) fed the stored rows the Trainer reads from the dataset."""
+
+    collator: Callable[[list[dict[str, Any]]], dict]
+
+    def __call__(self, stored: list[dict[str, Any]]) -> dict:
+        return self.collator([expand_row(row) for row in stored])
 
 
 def features():
@@ -191,7 +193,7 @@ def features():
         "input_ids": ints, "label_spans": ints, "runs": ints,
         "conversation_length": Value("int32"), "view_a_index": Value("int32"), "view_b_index": Value("int32"),
         "view_pairs": ints, "pair_spans": ints, "truncated": Value("bool"), "num_steps": Value("int32"),
-        "example_index": Value("int64"), "length": Value("int32"),
+        "example_index": Value("int64"),
     })
 
 
@@ -309,6 +311,7 @@ def _load_entry(entry: Path):
 def _build(path: Path, tokenizer, settings: RowSettings, target: Path, parts: dict[str, Any],
            num_proc: int | None) -> int:
     """Tokenize ``path`` into a fresh directory, then move it to ``target`` whole; returns the process count."""
+    import pyarrow.compute as pc
     from datasets import Dataset, disable_progress_bars
 
     shards, examples = plan_shards(path, SHARD_BYTES)
@@ -328,14 +331,14 @@ def _build(path: Path, tokenizer, settings: RowSettings, target: Path, parts: di
         )
         files = [Path(f["filename"]).name for f in built.cache_files]
         counts = count_rows(built, examples, settings.mode)
-        tokens = int(np.asarray(built.data.column("length").to_numpy()).sum()) if len(built) else 0
+        tokens = int(pc.sum(pc.list_value_length(built.data.column("input_ids"))).as_py() or 0)
         manifest = {"files": files, "counts": dict(counts), "tokens": tokens, "examples": examples, "key": parts}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         del built, plan
         try:
             os.replace(staging, target)
         except OSError:
-            # Another process (a sweep job, a rank without the cache's lock) stored the same entry first.
+            # Another process (a parallel sweep job, a run started meanwhile) stored the same entry first.
             if _load_entry(target) is None:
                 raise
             shutil.rmtree(staging, ignore_errors=True)
@@ -380,7 +383,7 @@ def packed_rows(path: str | os.PathLike, tokenizer, model_name: str, settings: R
     dataset, manifest = loaded
     if not len(dataset):
         raise ValueError(f"--max_length {settings.max_length} leaves no assistant token in any example")
-    return PackedRows(dataset=dataset.with_transform(expand_batch), counts=Counter(manifest["counts"]),
+    return PackedRows(dataset=dataset, counts=Counter(manifest["counts"]),
                       tokens=manifest["tokens"], cache_hit=hit, location=entry, processes=processes,
                       seconds=time.perf_counter() - started)
 

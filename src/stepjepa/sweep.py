@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import signal
-import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from stepjepa.data import append_jsonl, read_jsonl
 from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
+from stepjepa.jobs import ChildRunner, Runner, job_environments, run_parallel
 from stepjepa.layout import STEP_PAIRS
 from stepjepa.models import EMBEDDED_ALIAS
 
@@ -47,9 +44,6 @@ LOGS = "logs"  # parallel runs: each run's children write to logs/RUN.log instea
 # Exit statuses of a child stopped by Ctrl-C or SIGTERM -> the signal: the sweep stops too instead of going on.
 INTERRUPTED = {130: signal.SIGINT, -signal.SIGINT: signal.SIGINT, 143: signal.SIGTERM, -signal.SIGTERM: signal.SIGTERM}
 
-# A runner executes one command line and returns its exit status; runners of parallel sweeps also take
-# ``env`` (the child's environment) and ``log`` (a file for its output) as keywords.
-Runner = Callable[..., int]
 
 
 def _help(text: str) -> dict:
@@ -395,43 +389,6 @@ def check_probe_file(cfg: SweepConfig) -> None:
                          "or --no_probe")
 
 
-class ChildRunner:
-    """Runs each command as a child in its own session (and process group), so a terminal's Ctrl-C reaches
-    the sweep alone; ``forward`` (the sweep's SIGINT/SIGTERM handler) passes each signal on to every running
-    child, which checkpoints and exits. After a signal no further child starts. Safe to call from several
-    threads (parallel runs)."""
-
-    def __init__(self) -> None:
-        self.processes: set[subprocess.Popen] = set()
-        self.signal: int | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self, argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> int:
-        output = open(log, "ab") if log else None
-        try:
-            with self._lock:
-                if self.signal:
-                    return 128 + self.signal
-                process = subprocess.Popen(argv, start_new_session=True, env=env, stdout=output,  # process_group=: 3.11
-                                           stderr=subprocess.STDOUT if output else None)
-                self.processes.add(process)
-            if self.signal:  # came while the child was starting
-                process.send_signal(self.signal)
-            try:
-                return process.wait()
-            finally:
-                with self._lock:
-                    self.processes.discard(process)
-        finally:
-            if output:
-                output.close()
-
-    def forward(self, signum: int, frame) -> None:
-        self.signal = signum
-        for process in self.processes.copy():
-            process.send_signal(signum)
-
-
 def has_whole_checkpoint(run_dir: Path) -> bool:
     """Whether training in ``run_dir`` can resume (a whole checkpoint is there)."""
     from stepjepa.checkpoints import latest_complete
@@ -581,8 +538,7 @@ def _run_grid(cfg: SweepConfig, runner: Runner) -> int:
 
     output_dir.mkdir(parents=True, exist_ok=True)
     jobs = cfg.parallel_jobs
-    outcome = _run_parallel(cfg, pending, status, runner, output_dir, jobs) if jobs > 1 else _run_in_turn(
-        cfg, pending, status, runner, output_dir)
+    outcome = (_run_parallel if jobs > 1 else _run_in_turn)(cfg, pending, status, runner, output_dir)
     if isinstance(outcome, int):
         return outcome
     failed = outcome
@@ -630,71 +586,39 @@ def _run_in_turn(cfg: SweepConfig, pending: list[Run], status: dict[str, str], r
     return failed
 
 
-def job_environments(cfg: SweepConfig) -> list[dict[str, str]]:
-    """The environment of each parallel job: its GPUs (--devices), else an equal share of the CPU cores; and its
-    own rendezvous port, so that two jobs' torchrun launchers do not collide."""
-    from stepjepa.dataset_cache import available_cores
-
-    slots = cfg.device_slots
-    share = str(max(1, available_cores() // cfg.parallel_jobs))
-    envs = []
-    for number in range(cfg.parallel_jobs):
-        env = dict(os.environ)
-        if slots:
-            env["CUDA_VISIBLE_DEVICES"] = slots[number]
-        else:
-            env.update(OMP_NUM_THREADS=share, MKL_NUM_THREADS=share)
-        port = str(29500 + 11 * (number + 1))
-        env.update(MASTER_PORT=port, PET_MASTER_PORT=port)
-        envs.append(env)
-    return envs
-
-
-def _run_parallel(cfg: SweepConfig, pending: list[Run], status: dict[str, str], runner: Runner, output_dir: Path,
-                  jobs: int) -> list[str] | int:
-    """Up to ``jobs`` runs at once, one per job environment; threads wait on the children, this thread alone
-    writes the ledger. An interruption reaches every running child (each checkpoints); none starts after it."""
-    envs = job_environments(cfg)
+def _run_parallel(cfg: SweepConfig, pending: list[Run], status: dict[str, str], runner: Runner,
+                  output_dir: Path) -> list[str] | int:
+    """Up to ``--jobs`` runs at once, one job environment each, their output in ``logs/``; this thread alone
+    writes the ledger. The failed runs, or the status of an interruption."""
+    envs = job_environments(cfg.device_slots, cfg.parallel_jobs)
     (output_dir / LOGS).mkdir(exist_ok=True)
-    queue, free = list(enumerate(pending, start=1)), list(range(jobs))
-    running: dict = {}  # future -> (number, run, job)
     failed: list[str] = []
-    stopped: int | None = None
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        while True:
-            stopped = stopped or getattr(runner, "signal", None)
-            while queue and free and not stopped:
-                (number, run), job = queue.pop(0), free.pop(0)
-                log = output_dir / LOGS / f"{run.name}.log"
-                devices = f", CUDA_VISIBLE_DEVICES={envs[job]['CUDA_VISIBLE_DEVICES']}" if cfg.device_slots else ""
-                print(f"[{number}/{len(pending)}] {run.name}{' (redone)' if status[run.name] == 'redo' else ''} "
-                      f"started (job {job + 1}{devices}; output {log})", flush=True)
+    label = {run.name: f"[{number}/{len(pending)}]" for number, run in enumerate(pending, start=1)}
 
-                def job_runner(argv: list[str], env=envs[job], log=log) -> int:
-                    return runner(argv, env=env, log=log)
+    def log(run: Run) -> Path:
+        return output_dir / LOGS / f"{run.name}.log"
 
-                future = pool.submit(execute_run, cfg, run, output_dir / run.name, status[run.name] == "redo",
-                                     job_runner)
-                running[future] = (number, run, job)
-            if not running:
-                break
-            # A timeout keeps this thread returning to Python, where the signal handler runs.
-            done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
-            for future in done:
-                number, run, job = running.pop(future)
-                free.append(job)
-                code, entry = future.result()
-                received = getattr(runner, "signal", None) or INTERRUPTED.get(code)
-                if received and not stopped:
-                    stopped = received
-                    forward = getattr(runner, "forward", None)
-                    if forward and not getattr(runner, "signal", None):
-                        forward(received, None)  # a child stopped by a signal stops the sweep: the others too
-                _record(cfg, run, code, entry, f"[{number}/{len(pending)}]", received, failed,
-                        output_dir / LOGS / f"{run.name}.log")
+    def announce(run: Run, job: int) -> None:
+        devices = f", CUDA_VISIBLE_DEVICES={envs[job]['CUDA_VISIBLE_DEVICES']}" if cfg.device_slots else ""
+        print(f"{label[run.name]} {run.name}{' (redone)' if status[run.name] == 'redo' else ''} started "
+              f"(job {job + 1}{devices}; output {log(run)})", flush=True)
+
+    def work(run: Run, job: int) -> tuple[int, dict | None]:
+        def job_runner(argv: list[str]) -> int:
+            return runner(argv, env=envs[job], log=log(run))
+
+        return execute_run(cfg, run, output_dir / run.name, status[run.name] == "redo", job_runner)
+
+    def finish(run: Run, result: tuple[int, dict | None]) -> int | None:
+        code, entry = result
+        received = getattr(runner, "signal", None) or INTERRUPTED.get(code)
+        _record(cfg, run, code, entry, label[run.name], received, failed, log(run))
+        return received
+
+    stopped, not_started = run_parallel(pending, work, finish, runner, cfg.parallel_jobs, announce)
     if stopped:
-        if queue:
-            print(f"stepjepa sweep: {len(queue)} runs not started after {signal.Signals(stopped).name}; run the same "
-                  "command again to go on", file=sys.stderr)
+        if not_started:
+            print(f"stepjepa sweep: {len(not_started)} runs not started after {signal.Signals(stopped).name}; run "
+                  "the same command again to go on", file=sys.stderr)
         return 128 + stopped
     return failed

@@ -324,13 +324,12 @@ def _train(cfg: TrainConfig) -> int:
     from transformers import set_seed
 
     from stepjepa.data import write_json_atomic
+    from stepjepa.dataset_cache import ExpandingCollator, RowSettings, with_regions
     from stepjepa.layout import PackedCollator
     from stepjepa.models import add_predictor_tokens, apply_lora, load_model, load_tokenizer, resize_for_tokenizer
     from stepjepa.objective import Objective
     from stepjepa.trainer import (JepaTrainer, MetricsFileCallback, NonFiniteLoss, QuietProgressCallback,
                                   trainable_parameter_count)
-
-    from stepjepa.dataset_cache import RowSettings, with_regions
 
     for path in (cfg.train_file, cfg.eval_file):
         if path and not Path(path).is_file():
@@ -344,6 +343,9 @@ def _train(cfg: TrainConfig) -> int:
         rows = _packed_rows(cfg, cfg.train_file, tokenizer, settings)
         eval_rows = _packed_rows(cfg, cfg.eval_file, tokenizer, settings) if cfg.eval_file else None
     counts = rows.counts
+    if cfg.debug >= 1 and args.world_size > 1:
+        print(f"rank {args.process_index}/{args.world_size}: data "
+              f"{'from the cache' if rows.cache_hit else 'tokenized here'}", flush=True)
     _say(cfg, 1, rows.describe())
     _say(cfg, 1, describe_counts(cfg, counts, len(predictor_ids)))
     if cfg.mode != "regular" and not counts["jepa"]:
@@ -359,7 +361,7 @@ def _train(cfg: TrainConfig) -> int:
         _say(cfg, 1, "note: --last_token is not used by Step-JEPA (its views end at their embedding token)")
     collator = PackedCollator(tokenizer.pad_token_id)
     if cfg.debug >= 7:
-        first = [rows.dataset[i] for i in range(min(cfg.batch_size, 2, len(rows.dataset)))]
+        first = [rows.row(i) for i in range(min(cfg.batch_size, 2, len(rows.dataset)))]
         print_first_batch(tokenizer, with_regions(first, cfg.train_file, tokenizer, settings), collator, len(first))
         return 0
 
@@ -378,7 +380,7 @@ def _train(cfg: TrainConfig) -> int:
         args=args,
         train_dataset=rows.dataset,
         eval_dataset=eval_rows.dataset if eval_rows else None,
-        data_collator=collator,
+        data_collator=ExpandingCollator(collator),
         processing_class=tokenizer,
         callbacks=[MetricsFileCallback(cfg.output_dir)],
         objective=Objective(mode=cfg.mode, loss=cfg.loss_kind, lbd=cfg.lbd, gamma=cfg.gamma,
