@@ -7,7 +7,6 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from stepjepa.errors import UsageError
 from stepjepa.layout import NO_VIEW, pack_llm_jepa, pack_regular, pack_step_jepa, step_pair_numbers
 from stepjepa.tokenization import IGNORE_INDEX, encode_chat, encode_view
 
@@ -56,5 +55,5 @@ def build_rows(tokenizer: PreTrainedTokenizerBase, chats: list[list[dict]], mode
         rows.append(row)
     counts["rows"] = len(rows)
     if not rows:
-        raise UsageError(f"--max_length {max_length} leaves no assistant token in any example")
+        raise ValueError(f"--max_length {max_length} leaves no assistant token in any example")
     return rows, counts
