@@ -36,7 +36,7 @@ def test_bad_json_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"x": 1}\n{"x": \n')
     # '{"x": ' ends at column 6: the missing value is looked for at column 7.
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: invalid JSON \(Expecting value\), column 7$"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: invalid JSON \(Expecting value at column 7\)$"):
         read_jsonl(path)
 
 
@@ -44,7 +44,7 @@ def test_bad_byte_names_its_column_and_costs_one_line_in_the_lenient_reader(tmp_
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(b'{"x": 1}\n{"x": "caf\xe9"}\n{"x": 3}\n')
     # b'{"x": "caf' is 10 bytes: the bad byte is the 11th.
-    with pytest.raises(ValueError, match=r"latin1.jsonl:2: not UTF-8 text, byte 0xe9 at column 11$"):
+    with pytest.raises(ValueError, match=r"latin1.jsonl:2: not UTF-8 text \(byte 0xe9 at column 11\)$"):
         read_jsonl(path)
     assert read_records(path) == [(1, {"x": 1}, None), (2, None, "not UTF-8 text"), (3, {"x": 3}, None)]
 

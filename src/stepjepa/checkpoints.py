@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stepjepa.data import write_json_atomic
+from stepjepa.modes import Mode
 
 RUN_RECORD = "stepjepa_run.json"
 TRAINER_STATE = "trainer_state.json"
@@ -41,7 +42,7 @@ def model_identity(name: str) -> str:
     return str(Path(name).resolve()) if Path(name).is_dir() else name
 
 
-def run_record(mode: str, model_name: str, train_file: str, predictors: int, seed: int) -> dict[str, Any]:
+def run_record(mode: Mode, model_name: str, train_file: str, predictors: int, seed: int) -> dict[str, Any]:
     """The identity of a fresh run, with a new ``run_id`` (a resumed run takes its checkpoint's ``run_id``)."""
     return {
         "mode": mode,

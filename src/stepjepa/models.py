@@ -72,20 +72,20 @@ def resolve_model_path(name: str) -> str:
 
 
 def _load_error(name: str, exc: Exception) -> ValueError:
-    """The one-line error for a model or tokenizer that transformers could not load, by cause: a missing file
-    or hub id, no network, or a bad hub id (OSError, HFValidationError) is "not reachable"; anything else
-    transformers refused (a config it does not know, say) is reported with its own words."""
+    """The one-line error for a model or tokenizer that transformers could not load: a local directory without
+    one; a name that is no directory and no reachable hub id (OSError: missing, offline; HFValidationError: not
+    an id); else what transformers refused about the hub model (a config it does not know, say), in its words."""
     from huggingface_hub.errors import HFValidationError
 
+    if Path(name).is_dir():
+        return ValueError(f"model directory '{name}' holds no model and tokenizer that transformers can load "
+                          f"(config.json, weights, tokenizer files): {type(exc).__name__}")
     if isinstance(exc, (OSError, HFValidationError)):
-        if Path(name).is_dir():
-            return ValueError(f"model directory '{name}' holds no model and tokenizer that transformers can load "
-                              f"(config.json, weights, tokenizer files): {type(exc).__name__}")
         return ValueError(
             f"model '{name}' is neither a local directory nor reachable on the Hugging Face hub "
             f"(the hub needs network; the embedded model is '{EMBEDDED_ALIAS}'): {type(exc).__name__}"
         )
-    reason = (str(exc).splitlines() or [""])[0][:300]
+    reason = (str(exc).strip().splitlines() or [""])[0][:300]
     return ValueError(f"model '{name}' cannot be loaded: {type(exc).__name__}: {reason}")
 
 

@@ -23,11 +23,12 @@ from stepjepa.data import load_chats, write_json_atomic
 from stepjepa.examples import pack_chat
 from stepjepa.layout import NO_VIEW, PackedCollator
 from stepjepa.models import PREDICTOR_TOKEN, load_model, load_tokenizer
+from stepjepa.modes import Mode, check_mode
 from stepjepa.objective import Objective, compute_objective
 from stepjepa.tokenization import IGNORE_INDEX
 from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, check_device, inference_dtype, resolve_device
 
-PROBE_MODES = ("step_jepa", "llm_jepa")
+PROBE_MODES: tuple[Mode, ...] = ("step_jepa", "llm_jepa")
 PROBE_PAIRS = ("first", "all")
 TOP_K = 5
 
@@ -64,8 +65,7 @@ class ProbeConfig:
             raise ValueError("--model_path is required")
         if not self.test_file:
             raise ValueError("--test_file is required")
-        if self.mode not in PROBE_MODES:
-            raise ValueError(f"--mode must be one of {', '.join(PROBE_MODES)}, got {self.mode!r}")
+        check_mode(self.mode, allowed=PROBE_MODES)
         if self.step_pairs not in PROBE_PAIRS:
             raise ValueError(f"--step_pairs must be one of {', '.join(PROBE_PAIRS)}, got {self.step_pairs!r}")
         if self.step_pairs == "all" and self.mode != "step_jepa":

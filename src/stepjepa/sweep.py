@@ -17,8 +17,8 @@ from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.layout import STEP_PAIRS
 from stepjepa.models import EMBEDDED_ALIAS
+from stepjepa.modes import MODES
 
-MODES = ("regular", "llm_jepa", "step_jepa")
 LOSS_FLAGS = {"cosine": [], "l2": ["--jepa_l2"], "mse": ["--jepa_mse"], "infonce": ["--infonce"]}
 LEDGER = "ledger.jsonl"
 EVAL_OUTPUT = "eval.jsonl"

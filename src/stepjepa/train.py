@@ -16,6 +16,7 @@ from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.layout import STEP_PAIRS
 from stepjepa.losses import INFONCE_TEMPERATURE
 from stepjepa.models import EMBEDDED_ALIAS
+from stepjepa.modes import Mode
 from stepjepa.precision import BF16_HELP, BOTH_FLAGS, NO_BF16_HELP, precision_name, use_bf16
 from stepjepa.runlock import LOCK_NAME, output_dir_lock
 
@@ -131,7 +132,8 @@ class TrainConfig:
             raise ValueError("--train_file is required")
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
+        """The mode the flags choose: --regular, --step_jepa, else LLM-JEPA."""
         return "regular" if self.regular else "step_jepa" if self.step_jepa else "llm_jepa"
 
     @property

@@ -19,8 +19,8 @@ def json_line(value: Any) -> str:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, Any, str | None, str]]:
-    """Every non-blank line as ``(number, value, error, where)``: a line that is not UTF-8 or not JSON has value
-    None, the error (one text per kind, so rows can be counted by it) and where in the line it is."""
+    """Every non-blank line as ``(number, value, error, detail)``: a line that is not UTF-8 or not JSON has value
+    None, the error (one text per kind, so rows can be counted by it) and the error with its column."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     # Split bytes on "\n" only, as JSON Lines does: U+2028 inside a string is not a line end, and a bad byte
@@ -29,14 +29,15 @@ def _lines(path: Path) -> Iterator[tuple[int, Any, str | None, str]]:
         try:
             line = raw.decode("utf-8-sig")  # -sig: a byte-order mark from Windows editors is not JSON
         except UnicodeDecodeError as exc:
-            yield number, None, "not UTF-8 text", f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
+            where = f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
+            yield number, None, "not UTF-8 text", f"not UTF-8 text ({where})"
             continue
         if not line.strip():
             continue
         try:
             yield number, json.loads(line), None, ""
         except json.JSONDecodeError as exc:
-            yield number, None, f"invalid JSON ({exc.msg})", f"column {exc.colno}"
+            yield number, None, f"invalid JSON ({exc.msg})", f"invalid JSON ({exc.msg} at column {exc.colno})"
 
 
 def read_records(path: str | os.PathLike) -> list[Record]:
@@ -56,9 +57,9 @@ def read_jsonl(path: str | os.PathLike) -> list[tuple[int, Any]]:
     ``path:line`` and the column."""
     path = Path(path)
     rows = []
-    for number, value, error, where in _lines(path):
+    for number, value, error, detail in _lines(path):
         if error:
-            raise ValueError(f"{path}:{number}: {error}, {where}")
+            raise ValueError(f"{path}:{number}: {detail}")
         rows.append((number, value))
     if not rows:
         raise ValueError(f"{path}: file is empty")
