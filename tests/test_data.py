@@ -105,3 +105,10 @@ def test_load_chats_reports_the_first_bad_line(tmp_path):
     path.write_text(json.dumps(good) + "\n" + json.dumps({"messages": [{"role": "user", "content": "q"}]}) + "\n")
     with pytest.raises(ValueError, match=r"chats.jsonl:2: roles are \['user'\]"):
         load_chats(path)
+
+
+def test_gsm8k_final_is_the_bare_number_of_the_last_marker():
+    from stepjepa.data import gsm8k_final
+
+    assert gsm8k_final("Natalia sold 48/2 = 24 clips.\n#### $1,234") == "1234"
+    assert gsm8k_final("#### 1 000") == "1000" and gsm8k_final("72") is None

@@ -15,7 +15,9 @@ from fractions import Fraction
 
 # "\boxed{", also "\fbox{" and a bare "boxed{" (small models drop the backslash).
 _BOXED = re.compile(r"(?:boxed|fbox)\s*\{")
-_HASHES = re.compile(r"####([^\n]*)")
+# GSM8K's final-answer marker: "#### 72" ends a published solution.
+HASH_MARK = "####"
+_HASHES = re.compile(re.escape(HASH_MARK) + r"([^\n]*)")
 # \frac{a}{b}, \dfrac{a}{b}, \tfrac{a}{b}.
 _LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _PLAIN = re.compile(r"\s*-?[0-9]+(?:\.[0-9]+)?\s*")

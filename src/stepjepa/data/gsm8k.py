@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from stepjepa.answers import hash_answer
+from stepjepa.answers import HASH_MARK, hash_answer
 from stepjepa.data.fields import Dropped, text_field, unix_newlines
 from stepjepa.synthetic import Problem, boxed_final_step
 
@@ -26,7 +26,7 @@ def gsm8k_problem(row: dict, keep_calculator: bool, changes: Counter) -> Problem
     lines = [line.strip() for line in answer.split("\n")]
     while lines and not lines[-1]:
         lines.pop()
-    if not lines or not lines[-1].startswith("####"):
+    if not lines or not lines[-1].startswith(HASH_MARK):
         raise Dropped("no final '#### N' line")
     final = gsm8k_final(lines.pop())
     if not final:
