@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 from stepjepa.cli import main
-from stepjepa.errors import UsageError
 from stepjepa.extras import EXTRAS
 
 ROOT = Path(__file__).resolve().parents[1]
 # Import name -> the distribution that provides it, where the two differ.
-DISTRIBUTIONS = {"yaml": "pyyaml", "automata": "automata-lib"}
+DISTRIBUTIONS = {"yaml": "pyyaml", "automata": "automata-lib", "huggingface_hub": "huggingface-hub"}
 
 
 def requirement_names(requirements: list[str]) -> set[str]:
@@ -79,7 +78,7 @@ def test_regex_equivalence_without_automata_names_the_extra(without):
 
     assert regex_equivalent("a", "a")  # the same tree: no automaton needed
     without("automata")
-    with pytest.raises(UsageError, match=r"pip install 'stepjepa\[regex\]'"):
+    with pytest.raises(ValueError, match=r"pip install 'stepjepa\[regex\]'"):
         regex_equivalent("a|b", "b|a")
 
 

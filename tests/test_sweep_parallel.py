@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from stepjepa.dataset_cache import available_cores
-from stepjepa.errors import UsageError
 from stepjepa.sweep import run_sweep
 
 from test_sweep import TINY_TRAIN, config, data_files, ledger  # noqa: F401  (data_files is a fixture)
@@ -95,11 +94,11 @@ def test_devices_give_each_job_its_gpus(data_files, tmp_path):
     assert all(len(devices) == 1 for devices in by_run.values())  # train and evaluate on the same GPUs
     assert set().union(*by_run.values()) == {"0,1", "2,3"}
     assert config(data_files, tmp_path / "t", devices="0,1,2,3").device_slots == ["0", "1", "2", "3"]
-    with pytest.raises(UsageError, match="--jobs 3 and --devices 0,1 disagree"):
+    with pytest.raises(ValueError, match="--jobs 3 and --devices 0,1 disagree"):
         config(data_files, tmp_path / "t", devices="0,1", jobs=3)
-    with pytest.raises(UsageError, match="--devices: expected GPU numbers"):
+    with pytest.raises(ValueError, match="--devices: expected GPU numbers"):
         config(data_files, tmp_path / "t", devices="0,,1")
-    with pytest.raises(UsageError, match="--jobs must be >= 1"):
+    with pytest.raises(ValueError, match="--jobs must be >= 1"):
         config(data_files, tmp_path / "t", jobs=0)
 
 

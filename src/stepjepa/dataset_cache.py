@@ -201,10 +201,15 @@ def features():
 
 
 def _is_blank(raw: bytes) -> bool:
-    """A blank line as ``read_jsonl`` sees it (Unicode whitespace only)."""
+    """A blank line as ``read_jsonl`` sees it (Unicode whitespace only; a line that is not UTF-8 is not blank)."""
     if not raw.strip():
         return True
-    return not raw.isascii() and not raw.decode("utf-8-sig", errors="ignore").strip()
+    if raw.isascii():
+        return False
+    try:
+        return not raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        return False
 
 
 def plan_shards(path: Path, shard_bytes: int) -> tuple[list[dict[str, int]], int]:
@@ -228,28 +233,17 @@ def plan_shards(path: Path, shard_bytes: int) -> tuple[list[dict[str, int]], int
 def iter_chats(path: Path, start: int = 0, end: int | None = None, first_line: int = 1,
                first_example: int = 0) -> Iterator[tuple[int, list[dict]]]:
     """``(example_index, messages)`` of each non-blank line in ``[start, end)`` bytes; a bad line raises
-    ValueError naming the file and line, with ``read_jsonl``'s and ``load_chats``' words."""
+    ValueError naming the file and line, in ``load_chats``' words."""
+    from stepjepa.data.jsonl import split_lines
+
     with open(path, "rb") as handle:
         handle.seek(start)
         data = handle.read() if end is None else handle.read(end - start)
-    example = first_example
-    for number, raw in enumerate(data.split(b"\n"), start=first_line):
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
-                             f"{exc.start + 1})") from None
-        if not text.strip():
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-        problem = chat_problem(value)
+    for example, (number, value, error, detail) in enumerate(split_lines(data, first_line), start=first_example):
+        problem = detail if error else chat_problem(value)
         if problem:
             raise ValueError(f"{path}:{number}: {problem}")
         yield example, [{"role": m["role"], "content": m["content"]} for m in value["messages"]]
-        example += 1
 
 
 def _pack_shards(shards: dict[str, list[int]], path: str, tokenizer, settings: RowSettings) -> dict[str, list]:

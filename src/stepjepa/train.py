@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.layout import STEP_PAIRS
 from stepjepa.losses import INFONCE_TEMPERATURE
 from stepjepa.models import EMBEDDED_ALIAS
+from stepjepa.modes import Mode
 from stepjepa.precision import BF16_HELP, BOTH_FLAGS, NO_BF16_HELP, precision_name, use_bf16
 from stepjepa.runlock import LOCK_NAME, output_dir_lock
 
@@ -91,60 +91,61 @@ class TrainConfig:
         check_finite_floats(self)
         check_seed("seed", self.seed)
         if self.regular and self.step_jepa:
-            raise UsageError("--regular and --step_jepa contradict each other; choose one mode")
+            raise ValueError("--regular and --step_jepa contradict each other; choose one mode")
         losses = [flag for flag in ("jepa_l2", "jepa_mse", "infonce") if getattr(self, flag)]
         if len(losses) > 1:
-            raise UsageError(f"choose one JEPA loss, got --{' and --'.join(losses)}")
+            raise ValueError(f"choose one JEPA loss, got --{' and --'.join(losses)}")
         # A weight at its default cannot be told from an absent flag: only other values are refused.
         weights = [name for name in ("lbd", "gamma") if getattr(self, name) != self.__dataclass_fields__[name].default]
         if self.regular and (losses or self.predictors or weights):
-            raise UsageError("--regular trains without JEPA; drop the JEPA options (" + ", ".join(
+            raise ValueError("--regular trains without JEPA; drop the JEPA options (" + ", ".join(
                 [f"--{flag}" for flag in losses + weights] + (["--predictors"] if self.predictors else [])) + ")")
         if self.regular and self.target_stop_grad:
-            raise UsageError("--regular trains without JEPA; drop --target_stop_grad")
+            raise ValueError("--regular trains without JEPA; drop --target_stop_grad")
         if self.step_pairs not in STEP_PAIRS:
-            raise UsageError(f"--step_pairs must be one of {', '.join(STEP_PAIRS)}, got {self.step_pairs!r}")
+            raise ValueError(f"--step_pairs must be one of {', '.join(STEP_PAIRS)}, got {self.step_pairs!r}")
         if self.step_pairs != "first" and not self.step_jepa:
-            raise UsageError(f"--step_pairs {self.step_pairs} needs --step_jepa (LLM-JEPA has one pair per example)")
+            raise ValueError(f"--step_pairs {self.step_pairs} needs --step_jepa (LLM-JEPA has one pair per example)")
         if self.predictors < 0:
-            raise UsageError(f"--predictors must be >= 0, got {self.predictors}")
+            raise ValueError(f"--predictors must be >= 0, got {self.predictors}")
         if self.jepa_ratio > 1:
-            raise UsageError(f"--jepa_ratio is a probability, at most 1; got {self.jepa_ratio}")
+            raise ValueError(f"--jepa_ratio is a probability, at most 1; got {self.jepa_ratio}")
         for name in ("lbd", "gamma"):
             if getattr(self, name) < 0:
-                raise UsageError(f"--{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_length", "batch_size", "grad_accum", "lora_rank", "eval_steps", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate is not None and self.learning_rate <= 0:
-            raise UsageError(f"--learning_rate must be > 0, got {self.learning_rate}")
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
         if self.max_steps == 0 or self.max_steps < -1:
-            raise UsageError(f"--max_steps must be -1 (run the epochs) or >= 1, got {self.max_steps}")
+            raise ValueError(f"--max_steps must be -1 (run the epochs) or >= 1, got {self.max_steps}")
         if self.save_total_limit < 0:
-            raise UsageError(f"--save_total_limit must be >= 0 (0 keeps every checkpoint), got {self.save_total_limit}")
+            raise ValueError(f"--save_total_limit must be >= 0 (0 keeps every checkpoint), got {self.save_total_limit}")
         if self.num_epochs <= 0:
-            raise UsageError(f"--num_epochs must be > 0, got {self.num_epochs}")
+            raise ValueError(f"--num_epochs must be > 0, got {self.num_epochs}")
         if not 0 <= self.warmup_ratio < 1:
-            raise UsageError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.last_token != "auto":
             try:
                 offset = int(self.last_token)
             except ValueError:
-                raise UsageError(f"--last_token must be 'auto' or a negative integer, got {self.last_token!r}") from None
+                raise ValueError(f"--last_token must be 'auto' or a negative integer, got {self.last_token!r}") from None
             if offset >= 0:
-                raise UsageError(f"--last_token counts from the end and must be negative, got {offset}")
+                raise ValueError(f"--last_token counts from the end and must be negative, got {offset}")
         if self.attn_implementation not in ("sdpa", "eager"):
-            raise UsageError(f"--attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
+            raise ValueError(f"--attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
         if self.bf16 and self.no_bf16:
-            raise UsageError(BOTH_FLAGS)
+            raise ValueError(BOTH_FLAGS)
         check_trackers(report_to(self.report_to))
         if self.num_proc is not None and self.num_proc < 1:
-            raise UsageError(f"--num_proc must be >= 1, got {self.num_proc}")
+            raise ValueError(f"--num_proc must be >= 1, got {self.num_proc}")
         if not self.train_file:
-            raise UsageError("--train_file is required")
+            raise ValueError("--train_file is required")
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
+        """The mode the flags choose: --regular, --step_jepa, else LLM-JEPA."""
         return "regular" if self.regular else "step_jepa" if self.step_jepa else "llm_jepa"
 
     @property
@@ -165,11 +166,11 @@ def check_output_dir(cfg: TrainConfig) -> None:
     """Never delete or empty a directory; refuse a non-empty one unless told to overwrite or resume."""
     path = Path(cfg.output_dir)
     if path.exists() and not path.is_dir():
-        raise UsageError(f"--output_dir {path} exists and is not a directory")
+        raise ValueError(f"--output_dir {path} exists and is not a directory")
     # The lock file alone (rank 0 of this very run, or a dead run's) does not make a directory "not empty".
     if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()) and not (
             cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
-        raise UsageError(
+        raise ValueError(
             f"--output_dir {path} is not empty; pass --overwrite_output_dir, --resume_from_checkpoint, or another directory"
         )
 
@@ -190,7 +191,7 @@ def _resume_path(cfg: TrainConfig, record: dict) -> str | None:
     else:
         checkpoint = Path(cfg.resume_from_checkpoint)
         if not checkpoint.is_dir():
-            raise UsageError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint directory")
+            raise ValueError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint directory")
     record["run_id"] = check_same_run(checkpoint, record)["run_id"]
     return str(checkpoint)
 
@@ -204,14 +205,15 @@ def _finished(cfg: TrainConfig, checkpoint: str) -> bool:
 
 
 def _packed_rows(cfg: TrainConfig, path: str, tokenizer, settings: RowSettings):
-    """The packed rows of one data file (cached unless --no_data_cache); bad data is a UsageError."""
+    """The packed rows of one data file (cached unless --no_data_cache)."""
     from stepjepa.dataset_cache import packed_rows
 
     try:
         return packed_rows(path, tokenizer, cfg.model_name, settings, cache_dir=cfg.cache_dir,
                            use_cache=not cfg.no_data_cache, num_proc=cfg.num_proc)
-    except (ValueError, FileNotFoundError) as exc:
-        raise UsageError(str(exc)) from None
+    except ValueError as exc:
+        # A tokenizing process's error is re-raised inside datasets: say it from here, in one line (cli.py).
+        raise ValueError(str(exc)) from None
 
 
 def print_first_batch(tokenizer, rows: list[dict], collator, count: int = 2) -> None:
@@ -260,11 +262,11 @@ def check_trackers(names: str | list[str]) -> None:
 
     for name in names:
         if name not in INTEGRATION_TO_CALLBACK:
-            raise UsageError(f"--report_to: unknown tracker {name!r}; one of none, {', '.join(INTEGRATION_TO_CALLBACK)}")
+            raise ValueError(f"--report_to: unknown tracker {name!r}; one of none, {', '.join(INTEGRATION_TO_CALLBACK)}")
         if name == "tensorboard":
             require("tensorboard", "--report_to tensorboard")
         elif name not in get_available_reporting_integrations():
-            raise UsageError(f"--report_to {name} needs its package: pip install {name}")
+            raise ValueError(f"--report_to {name} needs its package: pip install {name}")
 
 
 def training_arguments(cfg: TrainConfig, has_eval: bool):
@@ -333,7 +335,7 @@ def _train(cfg: TrainConfig) -> int:
 
     for path in (cfg.train_file, cfg.eval_file):
         if path and not Path(path).is_file():
-            raise UsageError(f"{path}: no such file")
+            raise FileNotFoundError(f"{path}: no such file")
     tokenizer = load_tokenizer(cfg.model_name)
     predictor_ids = add_predictor_tokens(tokenizer, cfg.predictors) if cfg.mode != "regular" and cfg.predictors else []
     settings = RowSettings(cfg.mode, tuple(predictor_ids), cfg.last_token_offset, cfg.max_length, cfg.step_pairs)
@@ -349,7 +351,7 @@ def _train(cfg: TrainConfig) -> int:
     _say(cfg, 1, rows.describe())
     _say(cfg, 1, describe_counts(cfg, counts, len(predictor_ids)))
     if cfg.mode != "regular" and not counts["jepa"]:
-        raise UsageError(f"no example has its JEPA views within --max_length {cfg.max_length} "
+        raise ValueError(f"no example has its JEPA views within --max_length {cfg.max_length} "
                          f"({counts['lm_only_truncated']} cut, {counts['lm_only_few_steps']} with fewer than two steps): "
                          "the run would be LM-only; raise --max_length or train with --regular")
     if cfg.mode == "step_jepa" and counts["lm_only_few_steps"]:
@@ -423,7 +425,7 @@ def _train(cfg: TrainConfig) -> int:
             result = None if finished else trainer.train(resume_from_checkpoint=resume)
     except NonFiniteLoss as exc:
         kept = [path for _, path in numbered_checkpoints(cfg.output_dir)]
-        raise UsageError(f"{exc}; training stopped, no model saved"
+        raise ValueError(f"{exc}; training stopped, no model saved"
                          + (f", the checkpoints are kept (last {kept[-1]})" if kept else "")) from None
     if interrupted["signal"]:
         trainer._save_checkpoint(trainer.model, trial=None)
