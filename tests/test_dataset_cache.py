@@ -208,3 +208,60 @@ def test_torchrun_two_ranks_tokenize_once(tiny_model_dirs, chat_file, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 0/2: data tokenized here" in done.stdout and "rank 1/2: data from the cache" in done.stdout
     assert len(entries(cache)) == 1 and not [p for p in cache.iterdir() if p.name.startswith(".")]
+
+
+def test_streamed_rows_are_the_cached_rows_in_a_shuffled_order(tiny_model_dirs, data_file, tmp_path, monkeypatch):
+    from itertools import islice
+
+    from stepjepa.dataset_cache import streamed_rows
+
+    monkeypatch.setattr(dataset_cache, "SHARD_BYTES", 700)  # several shards, read in a shuffled order
+    tokenizer = load_tokenizer(str(tiny_model_dirs["llama"]))
+    settings = RowSettings("step_jepa", (), None, 512, "all")
+    fresh, _ = build_rows(tokenizer, load_chats(data_file), "step_jepa", [], None, 512, "all")
+    for row in fresh:
+        del row["regions"]
+    stream = streamed_rows(data_file, tokenizer, settings, seed=3, buffer_size=5)
+    streamed = [expand_row(row) for row in stream]
+    assert sorted(streamed, key=lambda row: row["example_index"]) == fresh
+    assert [row["example_index"] for row in streamed] != list(range(len(fresh)))
+    # The same seed gives the same order; another epoch another one (the Trainer calls set_epoch).
+    again = streamed_rows(data_file, tokenizer, settings, seed=3, buffer_size=5)
+    assert [row["example_index"] for row in again] == [row["example_index"] for row in streamed]
+    again.set_epoch(1)
+    assert [row["example_index"] for row in islice(again, 20)] != [row["example_index"] for row in streamed]
+
+
+def test_streaming_run_trains_without_the_cache(tiny_model_dirs, chat_file, tmp_path, capsys):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = ["--train_file", str(chat_file), "--step_jepa", "--model_name", str(tiny_model_dirs["gpt2"]),
+            "--output_dir", str(out), "--cache_dir", str(cache), "--streaming", "--shuffle_buffer", "8",
+            "--max_steps", "12", "--batch_size", "2", "--logging_steps", "1", "--debug", "1"]
+    assert run_command("train", argv) == 0
+    assert "data: streaming" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # 20 examples in batches of 2: step 11 is the second pass over the stream.
+    assert [row["step"] for row in rows] == list(range(1, 13)) and all(row["jepa_loss"] is not None for row in rows)
+    assert not cache.exists()
+    assert run_command("train", ["--train_file", str(chat_file), "--streaming"]) == 2
+    assert "--streaming needs --max_steps" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_streaming_ranks_read_their_own_rows(tiny_model_dirs, chat_file, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from test_distributed import free_port
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "stepjepa", "train", "--train_file", str(chat_file), "--step_jepa", "--model_name",
+           str(tiny_model_dirs["gpt2"]), "--output_dir", str(out), "--streaming", "--max_steps", "3",
+           "--batch_size", "2", "--logging_steps", "1", "--debug", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    firsts = dict(re.findall(r"rank (\d)/2: first batch \S+ \S+, token-id sum (\d+)", done.stdout))
+    assert set(firsts) == {"0", "1"} and firsts["0"] != firsts["1"]  # every other example each
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]

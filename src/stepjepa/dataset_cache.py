@@ -246,22 +246,47 @@ def iter_chats(path: Path, start: int = 0, end: int | None = None, first_line: i
         yield example, [{"role": m["role"], "content": m["content"]} for m in value["messages"]]
 
 
-def _pack_shards(shards: dict[str, list[int]], path: str, tokenizer, settings: RowSettings) -> dict[str, list]:
-    """``datasets.map`` function: the compact rows of a batch of shards (rows without any label are dropped)."""
+def _shard_rows(path: Path, shard: dict[str, int], tokenizer, settings: RowSettings) -> Iterator[dict[str, Any]]:
+    """The compact rows of one shard of the file (rows without any label are dropped, as ``build_rows`` does)."""
     from stepjepa.examples import pack_chat
 
-    out: dict[str, list] = {name: [] for name in features()}
-    for start, end, line, example in zip(shards["start"], shards["end"], shards["first_line"],
-                                         shards["first_example"]):
-        for index, messages in iter_chats(Path(path), start, end, line, example):
-            row = pack_chat(tokenizer, messages, settings.mode, list(settings.predictor_ids), settings.last_token,
-                            settings.max_length, settings.step_pairs)
-            if all(label == IGNORE_INDEX for label in row["labels"]):
-                continue
+    for index, messages in iter_chats(path, shard["start"], shard["end"], shard["first_line"],
+                                      shard["first_example"]):
+        row = pack_chat(tokenizer, messages, settings.mode, list(settings.predictor_ids), settings.last_token,
+                        settings.max_length, settings.step_pairs)
+        if any(label != IGNORE_INDEX for label in row["labels"]):
             row["example_index"] = index
-            for key, value in compact_row(row).items():
+            yield compact_row(row)
+
+
+def _pack_shards(shards: dict[str, list[int]], path: str, tokenizer, settings: RowSettings) -> dict[str, list]:
+    """``datasets.map`` function: the compact rows of a batch of shards, as columns."""
+    out: dict[str, list] = {name: [] for name in features()}
+    for values in zip(*shards.values()):
+        for row in _shard_rows(Path(path), dict(zip(shards, values)), tokenizer, settings):
+            for key, value in row.items():
                 out[key].append(value)
     return out
+
+
+def _stream_shards(shards: list[dict[str, int]], path: str, tokenizer, settings: RowSettings) -> Iterator[dict]:
+    for shard in shards:
+        yield from _shard_rows(Path(path), shard, tokenizer, settings)
+
+
+def streamed_rows(path: str | os.PathLike, tokenizer, settings: RowSettings, seed: int, buffer_size: int):
+    """The packed rows of a chat JSONL file of any size as a ``datasets.IterableDataset``, tokenized as they are
+    read: shards (MiB slices of the file) in a shuffled order, rows shuffled within ``buffer_size`` of them
+    (reshuffled each epoch by the Trainer's ``set_epoch``). Nothing is cached and memory holds the buffer only."""
+    from datasets import IterableDataset
+
+    path = Path(path)
+    shards, examples = plan_shards(path, SHARD_BYTES)
+    if not examples:
+        raise ValueError(f"{path}: file is empty")
+    stream = IterableDataset.from_generator(_stream_shards, features=features(), gen_kwargs={
+        "shards": shards, "path": str(path), "tokenizer": tokenizer, "settings": settings})
+    return stream.shuffle(seed=seed, buffer_size=buffer_size)
 
 
 def count_rows(dataset, examples: int, mode: str) -> Counter:
