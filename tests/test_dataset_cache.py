@@ -103,7 +103,7 @@ def test_cached_rows_equal_freshly_built_rows(tiny_model_dir, data_file, tmp_pat
 
 def test_shards_end_at_line_ends_and_count_examples(tmp_path):
     path = tmp_path / "lines.jsonl"
-    path.write_bytes(b"aaaa\n\nbb\n  \ncccccc\nd")  # lines 1..6; 2 and 4 blank
+    path.write_bytes(b"aaaa\n\nbb\n\x1c \ncccccc\nd")  # lines 1..6; 2 and 4 blank (str.strip takes \x1c too)
     shards, examples = plan_shards(path, 6)
     assert examples == 4
     # "aaaa\n\n" reaches 6 bytes after line 2; "bb\n  \n" after line 4; "cccccc\n" after line 5; "d" is the rest.

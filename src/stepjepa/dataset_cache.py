@@ -201,11 +201,9 @@ def features():
 
 
 def _is_blank(raw: bytes) -> bool:
-    """A blank line as ``read_jsonl`` sees it (Unicode whitespace only; a line that is not UTF-8 is not blank)."""
+    """A line that ``data.jsonl`` skips as blank (whitespace only once decoded; not UTF-8 is not blank)."""
     if not raw.strip():
         return True
-    if raw.isascii():
-        return False
     try:
         return not raw.decode("utf-8-sig").strip()
     except UnicodeDecodeError:
