@@ -165,6 +165,7 @@ def test_group_by_length_reads_the_stored_rows(tiny_model_dirs, chat_file, tmp_p
 
 
 def test_tensorboard_receives_the_metrics_files_values(tiny_model_dirs, chat_file, tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "out"
