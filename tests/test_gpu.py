@@ -15,7 +15,7 @@ import torch
 from test_objective import MAX_LENGTH, batch_chats, grads, oracle, setup
 
 from stepjepa.cli import run_command
-from stepjepa.evaluate import generate_responses
+from stepjepa.generation import generate_responses
 from stepjepa.examples import pack_chat
 from stepjepa.layout import PackedCollator
 from stepjepa.objective import Objective, compute_objective

@@ -8,10 +8,10 @@ import torch
 from test_objective import MAX_LENGTH, batch_chats, grads, oracle, setup
 
 from stepjepa.examples import pack_chat
-from stepjepa.layout import (PackedCollator, allowed_attention, conversation_only, draw_one_pair_per_row,
-                             layout_cost, select_pairs)
+from stepjepa.layout import PackedCollator, allowed_attention, conversation_only, draw_one_pair_per_row, select_pairs
 from stepjepa.losses import JEPA_LOSSES
 from stepjepa.objective import Objective, compute_objective
+from stepjepa.view_rows import isolated_blocks, layout_cost
 
 
 def llm_rows(tokenizer, chats, predictor_ids):
@@ -90,7 +90,7 @@ def test_auto_chooses_the_cheaper_layout(tiny_model_dirs, tiny_chats):
     chats = batch_chats(tiny_chats)
     rows = llm_rows(tokenizer, chats, predictor_ids)
     assert [row["conversation_length"] for row in rows] == [103, 103, 103, 106]
-    assert [[end - start for start, end in row["isolated_blocks"]] for row in rows] == [[27, 62]] * 3 + [[27, 65]]
+    assert [[end - start for start, end in isolated_blocks(row)] for row in rows] == [[27, 62]] * 3 + [[27, 65]]
     assert layout_cost(4, 198) == pytest.approx(948.82, abs=0.01)
     assert layout_cost(8, 106) == pytest.approx(937.89, abs=0.01)
     assert PackedCollator(tokenizer.eos_token_id)(rows)["input_ids"].shape == (8, 106)
@@ -104,6 +104,7 @@ def test_auto_chooses_the_cheaper_layout(tiny_model_dirs, tiny_chats):
     assert auto["input_ids"].shape == (4, width + 92)
     assert layout_cost(4, width + 92) < layout_cost(6, width)  # the 8 views fill 2 rows of their own
     step_rows = [pack_chat(tokenizer, m, "step_jepa", predictor_ids, None, MAX_LENGTH) for m in chats]
+    assert all(isolated_blocks(row) is None for row in step_rows if row["view_pairs"])  # K = 0: view_a in the chat
     step = PackedCollator(tokenizer.eos_token_id, view_rows="always")(step_rows)
     assert len(step["input_ids"]) == len(chats)
     assert torch.equal(step["pair_a_row"], step["pair_row"]) and torch.equal(step["pair_b_row"], step["pair_row"])

@@ -19,8 +19,8 @@ from itertools import groupby
 import torch
 
 from stepjepa.tokenization import IGNORE_INDEX, EncodedChat, EncodedView
+from stepjepa.view_rows import VIEW_ROWS, view_row_bins
 
-MODES = ("regular", "llm_jepa", "step_jepa")
 STEP_PAIRS = ("first", "all", "random")  # Step-JEPA: step 1 -> 2 only, every step -> the next, one drawn per step
 NO_VIEW = -1
 
@@ -148,9 +148,7 @@ def pack_llm_jepa(
     if view_a == NO_VIEW or view_b == NO_VIEW:
         return pack_regular(chat)
     end = length + len(user_ids) + len(assistant_view.input_ids)
-    row = _packed(chat, [user, assistant], [(length + view_a, length + len(user_ids) + view_b)], [(length, end)])
-    row["isolated_blocks"] = [(length, length + len(user_ids)), (length + len(user_ids), end)]  # see only themselves
-    return row
+    return _packed(chat, [user, assistant], [(length + view_a, length + len(user_ids) + view_b)], [(length, end)])
 
 
 def may_attend(query: torch.Tensor, key: torch.Tensor, block_start: torch.Tensor,
@@ -173,17 +171,6 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
     return mask.masked_fill_(~allowed, float("-inf"))[:, None]
 
 
-VIEW_ROWS = ("auto", "always", "never")
-# The row width at which a token's attention work equals its other work (projections, MLP), for the cost model.
-ATTENTION_WIDTH = 1000
-
-
-def layout_cost(rows: int, width: int) -> float:
-    """A batch's relative compute: every padded token's projections and MLP, plus its attention over the row's
-    width (the dense mask makes every query pay for every column)."""
-    return rows * width * (1 + width / ATTENTION_WIDTH)
-
-
 @dataclass
 class PackedCollator:
     """Pads packed rows into a batch: conversations left-aligned to the batch's longest, view blocks after.
@@ -191,9 +178,9 @@ class PackedCollator:
     Aligning the conversation region lets the LM head run on it alone; padding tokens see only themselves.
     ``dense_mask``: add the ``(B, 1, T, T)`` additive ``attention_mask`` (sdpa, eager); without it the model
     builds its mask from ``block_start`` and ``context_end`` ``(B, T)`` on the device (flex_attention).
-    ``view_rows``: blocks that see only themselves (LLM-JEPA's views, ``isolated_blocks`` of a row) go to rows of
+    ``view_rows``: blocks that see only themselves (LLM-JEPA's views, :func:`stepjepa.view_rows.isolated_blocks`) go to rows of
     their own after the B conversation rows, packed first-fit: ``auto`` whenever that costs less than appending
-    them (:func:`layout_cost`), ``always``, or ``never``.
+    them (:func:`stepjepa.view_rows.layout_cost`), ``always``, or ``never``.
     Every JEPA pair of the batch, in example order: ``pair_row`` (its example's row), ``pair_a_row``,
     ``pair_b_row`` (the rows holding view_a and view_b), ``pair_view_a``, ``pair_view_b`` (their columns) ``(P,)``
     and ``pair_span`` ``(P, 2)`` (its blocks' columns when appended); ``view_a_index``/``view_b_index`` ``(B,)``
@@ -212,7 +199,7 @@ class PackedCollator:
         width = max(row["conversation_length"] for row in rows)
         if self.view_rows not in VIEW_ROWS:
             raise ValueError(f"unknown view_rows {self.view_rows!r}; expected one of {VIEW_ROWS}")
-        bins = self._view_row_bins(rows, width, self.view_rows) if self.view_rows != "never" else None
+        bins = view_row_bins(rows, width, self.view_rows) if self.view_rows != "never" else None
         batch = self._appended(rows, width) if bins is None else self._own_rows(rows, width, *bins)
         if self.dense_mask:
             batch["attention_mask"] = additive_mask(allowed_attention(batch["block_start"], batch["context_end"]))
@@ -268,52 +255,23 @@ class PackedCollator:
                 batch["pair_span"].append((start + shift, end + shift))
         return batch
 
-    @staticmethod
-    def _view_row_bins(rows: list[dict[str, Any]], width: int,
-                       when: str) -> tuple[list[list[tuple[int, int, int]]], int] | None:
-        """Rows of their own for the isolated blocks, packed first-fit longest first, and their width: each bin
-        lists ``(example, start, end)``; None when some example's views are not all isolated, or (``auto``) when
-        appending costs no more."""
-        if any(row["view_pairs"] and not row.get("isolated_blocks") for row in rows):
-            return None
-        blocks = [(b, start, end) for b, row in enumerate(rows) for start, end in row.get("isolated_blocks", ())]
-        if not blocks:
-            return None
-        size = max(width, max(end - start for _, start, end in blocks))
-        bins: list[list[tuple[int, int, int]]] = []
-        room: list[int] = []
-        for block in sorted(blocks, key=lambda block: block[1] - block[2]):  # longest first, stable
-            length = block[2] - block[1]
-            fits = next((i for i, free in enumerate(room) if free >= length), None)
-            if fits is None:
-                bins.append([])
-                room.append(size)
-                fits = len(bins) - 1
-            bins[fits].append(block)
-            room[fits] -= length
-        if when == "always":
-            return bins, size
-        tail = max(len(row["input_ids"]) - row["conversation_length"] for row in rows)
-        own = layout_cost(len(rows) + len(bins), size)
-        return (bins, size) if own < layout_cost(len(rows), width + tail) else None
-
     def _own_rows(self, rows: list[dict[str, Any]], width: int, bins: list[list[tuple[int, int, int]]],
                   size: int) -> dict[str, Any]:
         """The B conversations, then the isolated blocks in rows of their own, ``size`` columns wide."""
         batch = self._empty(len(rows) + len(bins), size)
-        where = {}  # (example, block start) -> (batch row, its column there)
-        for r, placed in enumerate(bins, start=len(rows)):
+        placed: dict[int, list[tuple[int, int, int, int]]] = {}  # example -> [(start, end, batch row, column)]
+        for r, blocks in enumerate(bins, start=len(rows)):
             column = 0
-            for b, start, end in placed:
+            for b, start, end in blocks:
                 self._place(batch, rows[b], r, column, start, end)
-                where[b, start] = (r, column)
+                placed.setdefault(b, []).append((start, end, r, column))
                 column += end - start
         for b, row in enumerate(rows):
             self._place(batch, row, b, 0, 0, row["conversation_length"])
 
             def locate(index: int) -> tuple[int, int]:
-                start = next(s for s, e in row["isolated_blocks"] if s <= index < e)
-                r, column = where[b, start]
+                """A view's (batch row, column), from its column in the packed row."""
+                start, _, r, column = next(block for block in placed[b] if block[0] <= index < block[1])
                 return r, column + index - start
 
             for key in ("view_a_index", "view_b_index"):

@@ -161,7 +161,9 @@ class JepaTrainer(Trainer):
         prefix = "eval_" if split == "eval" else ""
         if lm is not None:
             logs[f"{prefix}lm_loss"] = round(lm, 6)
-            logs[f"{prefix}jepa_loss"] = round(jepa, 6) if jepa is not None else None
+            # No JEPA pair in the window: no value (metrics.jsonl writes null; trackers take numbers only).
+            if jepa is not None:
+                logs[f"{prefix}jepa_loss"] = round(jepa, 6)
         if split == "train":
             now = time.perf_counter()
             logs["tokens_per_s"] = round(tokens / max(now - self._last_log_time, 1e-9), 1)
@@ -205,6 +207,8 @@ class MetricsFileCallback(TrainerCallback):
             append_jsonl(f"{self.output_dir}/metrics.jsonl", row)
         elif "eval_loss" in logs:
             row = {"step": state.global_step, **{k: _strict(v) for k, v in logs.items() if k.startswith("eval_")}}
+            if "eval_lm_loss" in row:
+                row.setdefault("eval_jepa_loss", None)
             append_jsonl(f"{self.output_dir}/eval_metrics.jsonl", row)
 
 
