@@ -561,7 +561,8 @@ def _mode_results(cfg: BenchConfig, modes: list[str], batches: dict, build_s: di
             "processed_tokens": sum(c[1] for c in counts),
             "jepa_rows": sum(c[2] for c in counts),
             "jepa_pairs": sum(c[3] for c in counts),
-            "rows": sum(len(b["input_ids"]) for b in batches[mode]),
+            # Examples: a packed LLM-JEPA batch may hold its views in rows after the conversations'.
+            "rows": sum(int(b.get("conversation_rows", len(b["input_ids"]))) for b in batches[mode]),
             "median_batch_build_s": statistics.median(build_s[mode]),
         }
     return results
