@@ -78,6 +78,8 @@ class JepaTrainer(Trainer):
         """The step's micro-batches, each told whether it computes the JEPA term, and the step's divisors:
         its labelled tokens (the Trainer's ``num_items_in_batch``) and JEPA pairs, both over every rank."""
         batches, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if not batches:  # the data ran out (a stream's epoch ends): no step to scale
+            return batches, num_items_in_batch
         pairs = 0
         for micro, batch in enumerate(batches):
             batch["use_jepa"] = self._draw_jepa(micro)
