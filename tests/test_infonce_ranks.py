@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 
 import pytest
 import torch
@@ -45,18 +46,23 @@ def step_counts(batch) -> tuple[int, int]:
     return int((batch["labels"][:, 1:] != -100).sum()), len(batch["pair_row"])
 
 
+def rank_step(rank: int, model_dir: str, chats: list, split: list[list[int]]) -> dict:
+    """One rank's loss and DDP-averaged gradients for its part of the batch."""
+    _, whole = packed_batch(model_dir, chats)
+    lm_tokens, pairs = step_counts(whole)
+    model, batch = packed_batch(model_dir, [chats[i] for i in split[rank]])
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    out = compute_objective(ddp, batch, OBJECTIVE, scale=LossScale(lm_tokens, pairs, WORLD))
+    out.loss.backward()
+    return {"loss": out.loss.item(), "grads": grads(model)}
+
+
 def rank_worker(rank: int, port: int, model_dir: str, chats: list, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    results = {}
-    for name, split in SPLITS.items():
-        _, whole = packed_batch(model_dir, chats)
-        lm_tokens, pairs = step_counts(whole)
-        model, batch = packed_batch(model_dir, [chats[i] for i in split[rank]])
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        out = compute_objective(ddp, batch, OBJECTIVE, scale=LossScale(lm_tokens, pairs, WORLD))
-        out.loss.backward()
-        results[name] = {"loss": out.loss.item(), "grads": grads(model)}
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(minutes=2))
+    # Each DDP model is freed inside rank_step, while the process group lives: a DDP freed after
+    # destroy_process_group takes the group down with it and deadlocks on the GIL (seen with torch 2.13, gloo).
+    results = {name: rank_step(rank, model_dir, chats, split) for name, split in SPLITS.items()}
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
