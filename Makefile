@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine: `make main` (the main job) and `make test` (the test suite).
+# Two entry points for a fresh machine: `make main` (the main job) and `make test` (the whole test suite, as CI
+# runs it). `make test-fast` skips the slow tier (tests marked `slow`) for quick checks while developing.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -12,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install main test
+.PHONY: install main test test-fast
 install: $(STAMP)
 
 main: $(STAMP)
@@ -20,3 +21,6 @@ main: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"

@@ -24,6 +24,7 @@ def summary(output_dir: Path) -> dict:
     return json.loads((output_dir / "train_summary.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("env", "mode", "loss", "lora"),
     [
@@ -60,6 +61,7 @@ def test_full_script_refuses_bad_settings(tmp_path, variable, value) -> None:
     assert f"{variable} must be" in result.stderr and value in result.stderr
 
 
+@pytest.mark.slow
 def test_simple_script_trains_step_jepa_with_lora(tmp_path, chat_file, tiny_model_dirs) -> None:
     out = tmp_path / "simple"
     env = {"TRAIN_FILE": str(chat_file), "MODEL_NAME": str(tiny_model_dirs["gpt2"]), "OUTPUT_DIR": str(out)}
@@ -69,6 +71,7 @@ def test_simple_script_trains_step_jepa_with_lora(tmp_path, chat_file, tiny_mode
     assert (done["mode"], done["loss"], done["config"]["lora"], done["config"]["lbd"]) == ("step_jepa", "cosine", True, 0.1)
 
 
+@pytest.mark.slow
 def test_sweep_script_skips_finished_runs(tmp_path, chat_file, tiny_model_dirs) -> None:
     prefix = tmp_path / "ckpt"
     finished = tmp_path / "ckpt_seed1_lbd0.5"

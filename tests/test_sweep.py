@@ -317,6 +317,7 @@ def test_interrupted_child_stops_the_sweep(data_files, tmp_path, capsys) -> None
     assert "interrupted by SIGINT during regular_seed1, which is unfinished" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sigterm_reaches_the_training_child_and_a_rerun_resumes(data_files, tmp_path, tiny_model_dirs) -> None:
     out = tmp_path / "s"
     run_dir = out / "regular_seed1"

@@ -32,13 +32,8 @@ GUIDE_MODES = {
 }
 
 
-@pytest.mark.parametrize("mode", sorted(GUIDE_MODES))
-def test_guide_modes_through_the_script(tiny_model_dirs, chat_file, tmp_path, mode):
-    out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "finetune_step_jepa_adapted.py"), "--train_file", str(chat_file),
-           *GUIDE_MODES[mode], "--model_name", str(tiny_model_dirs["llama"]), "--output_dir", str(out), *FAST]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+def check_guide_run(out: Path, mode: str) -> None:
+    """A two-step guide run left per-step metrics, a loadable model with its predictor tokens, and its adapter."""
     rows = metrics(out)
     assert [row["step"] for row in rows] == [1, 2]
     assert set(rows[0]) == {"step", "lm_loss", "jepa_loss", "loss", "grad_norm", "learning_rate", "tokens_per_s"}
@@ -54,6 +49,26 @@ def test_guide_modes_through_the_script(tiny_model_dirs, chat_file, tmp_path, mo
     assert (out / "adapter" / "adapter_config.json").is_file()
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["mode"] == mode and summary["global_step"] == 2
+
+
+@pytest.mark.parametrize("mode", sorted(GUIDE_MODES))
+def test_guide_modes_train_and_save(tiny_model_dirs, chat_file, tmp_path, mode):
+    """In process, as the script runs it (the script is `run_command("train", argv)`)."""
+    out = tmp_path / "out"
+    argv = ["--train_file", str(chat_file), *GUIDE_MODES[mode], "--model_name", str(tiny_model_dirs["llama"]),
+            "--output_dir", str(out), *FAST]
+    assert run_command("train", argv, prog="finetune_step_jepa_adapted.py") == 0
+    check_guide_run(out, mode)
+
+
+@pytest.mark.slow
+def test_the_guide_script_runs_as_a_program(tiny_model_dirs, chat_file, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "finetune_step_jepa_adapted.py"), "--train_file", str(chat_file),
+           *GUIDE_MODES["step_jepa"], "--model_name", str(tiny_model_dirs["llama"]), "--output_dir", str(out), *FAST]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    check_guide_run(out, "step_jepa")
 
 
 @pytest.mark.parametrize("loss_flag", ["--jepa_l2", "--jepa_mse", "--infonce"])
