@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install main test test-fast
+.PHONY: install main test test-fast lint
 install: $(STAMP)
 
 main: $(STAMP)
@@ -24,3 +24,7 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# Needs the lint extra: $(PY) -m pip install -e '.[lint]'. Not part of `make test`.
+lint: $(STAMP)
+	$(PY) -m ruff check .

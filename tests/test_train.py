@@ -78,7 +78,7 @@ def test_loss_flags_train_and_change_weights(tiny_model_dirs, chat_file, tmp_pat
             "--model_name", str(tiny_model_dirs["gpt2"]), "--output_dir", str(out), "--learning_rate", "1e-2", *FAST]
     assert run_command("train", argv) == 0
     rows = metrics(out)
-    assert all(row["jepa_loss"] is not None for row in rows)
+    assert [row["step"] for row in rows] == [1, 2] and all(row["jepa_loss"] is not None for row in rows)
     before = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt2"]).state_dict()
     after = AutoModelForCausalLM.from_pretrained(out).state_dict()
     assert not torch.equal(before["transformer.h.0.attn.c_attn.weight"], after["transformer.h.0.attn.c_attn.weight"])
@@ -105,8 +105,8 @@ def test_same_seed_same_losses(tiny_model_dirs, chat_file, tmp_path):
         argv = ["--train_file", str(chat_file), "--predictors", "1", "--jepa_ratio", "0.5", "--seed", "7",
                 "--model_name", str(tiny_model_dirs["gpt2"]), "--output_dir", str(out), *FAST]
         assert run_command("train", argv) == 0
-        runs.append([(r["lm_loss"], r["jepa_loss"], r["loss"]) for r in metrics(out)])
-    assert runs[0] == runs[1]
+        runs.append([(r["step"], r["lm_loss"], r["jepa_loss"], r["loss"]) for r in metrics(out)])
+    assert [row[0] for row in runs[0]] == [1, 2] and runs[0] == runs[1]
 
 
 def test_debug_7_prints_layout_and_trains_nothing(tiny_model_dirs, chat_file, tmp_path, capsys):
@@ -129,7 +129,8 @@ def test_every_pair_modes_train_and_count_pairs(tiny_model_dirs, chat_file, tiny
     pairs = sum(len(split_steps(row["messages"][2]["content"])) - 1 for row in tiny_chats)
     line = capsys.readouterr().out
     assert f"20 with JEPA views ({pairs} pairs, " in line and "target stop-gradient" in line
-    assert all(row["jepa_loss"] is not None for row in metrics(out))
+    rows = metrics(out)
+    assert [row["step"] for row in rows] == [1, 2] and all(row["jepa_loss"] is not None for row in rows)
 
 
 def test_random_pairs_resume_draws_what_the_straight_run_drew(tiny_model_dirs, chat_file, tmp_path):
