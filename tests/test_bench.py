@@ -64,6 +64,7 @@ def test_table_output_and_synthetic_data(tiny_model_dirs, capsys):
     assert "multi-pass step time" not in table  # that target needs both step_jepa modes
 
 
+@pytest.mark.slow  # a child process
 def test_isolated_memory_runs_in_a_fresh_process(tiny_model_dirs, chat_file, capsys):
     cfg = tiny_config(tiny_model_dirs["llama"], chat_file, modes="regular", isolate=True)
     assert run_bench(cfg) == 0

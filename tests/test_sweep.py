@@ -212,6 +212,7 @@ def test_dry_run_lists_runs_and_runs_nothing(data_files, tmp_path, capsys) -> No
 # --- end to end on a tiny model ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sweep_resumes_and_redoes_only_unfinished_runs(data_files, tmp_path, tiny_model_dirs) -> None:
     out = tmp_path / "sweep"
     cfg = config(data_files, out, model_name=str(tiny_model_dirs["llama"]), modes=["regular", "step_jepa"],

@@ -133,6 +133,7 @@ def test_every_pair_modes_train_and_count_pairs(tiny_model_dirs, chat_file, tiny
     assert [row["step"] for row in rows] == [1, 2] and all(row["jepa_loss"] is not None for row in rows)
 
 
+@pytest.mark.slow
 def test_random_pairs_resume_draws_what_the_straight_run_drew(tiny_model_dirs, chat_file, tmp_path):
     """The pair drawn for an example depends on (seed, step, example) only: steps 3-4 after a resume equal the
     straight run's."""
