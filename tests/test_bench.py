@@ -12,7 +12,6 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from stepjepa.bench import MODES, BenchConfig, _file_chats, build_batches, multipass_objective, run_bench, tiny_model
-from stepjepa.errors import UsageError
 from stepjepa.examples import pack_chat
 from stepjepa.layout import PackedCollator
 from stepjepa.models import add_predictor_tokens, load_tokenizer, resize_for_tokenizer
@@ -165,5 +164,5 @@ def test_eval_compares_batch_size_one_with_batched(tiny_model_dirs, chat_file):
     (dict(data_file="/nonexistent.jsonl"), "--data_file"),
 ])
 def test_bad_flags_are_usage_errors(flags, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(ValueError, match=message):
         BenchConfig(**flags)

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from stepjepa.bench import BenchConfig, StepRunner, build_batches, bench_chats, run_bench
-from stepjepa.errors import UsageError
 
 
 def tiny_config(model_dir, chat_file, **overrides) -> BenchConfig:
@@ -58,7 +57,7 @@ def test_bf16_runner_autocasts(tiny_model_dirs, chat_file) -> None:
     (dict(bf16=True, no_bf16=True), "contradict"),
 ])
 def test_bad_precision_flags(flags, message) -> None:
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(ValueError, match=message):
         BenchConfig(**flags)
 
 

@@ -186,7 +186,7 @@ class BenchConfig:
 
 def _file_chats(path: str) -> list[list[dict]]:
     """Chats of a GSM8K or chat JSONL file, converted as ``stepjepa prepare`` does; rows it drops are skipped."""
-    from stepjepa.prepare import Dropped, chat_row, gsm8k_problem
+    from stepjepa.data import Dropped, chat_row, gsm8k_problem
 
     chats, changes = [], Counter()
     for _, row in read_jsonl(path):
@@ -595,13 +595,13 @@ def _round(value: float | None) -> float | None:
 
 
 def measure_eval(cfg: BenchConfig) -> dict:
-    """Examples/s of greedy generation with :func:`stepjepa.evaluate.generate_responses` at batch size 1
+    """Examples/s of greedy generation with :func:`stepjepa.generation.generate_responses` at batch size 1
     and at ``cfg.eval_batch_size``, on the same prompts (system + user of the bench's chats).
 
     Each batch size runs twice, in the order 1, N, N, 1, and its two times are averaged: a load that
     drifts steadily on a shared machine then weighs on both alike.
     """
-    from stepjepa.evaluate import generate_responses
+    from stepjepa.generation import generate_responses
 
     device = resolve_device(cfg.device)
     model, tokenizer, _ = load_bench_model(cfg, device)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 import statistics
-import tempfile
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
-from stepjepa.data import plain_file_mode, read_jsonl
+from stepjepa.data import atomic_path, read_jsonl
 from stepjepa.errors import UsageError
 from stepjepa.sweep import BASE, LEDGER, MODES, read_ledger
 from stepjepa.tasks import SCORE_MEANINGS
@@ -186,21 +183,6 @@ def read_metrics(path: Path) -> list[dict]:
     if not path.is_file() or not path.read_bytes().strip():
         return []
     return [row for _, row in read_jsonl(path) if isinstance(row, dict) and "step" in row]
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to; renamed onto ``path`` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.fchmod(fd, plain_file_mode())
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plot_losses(runs_dir: Path, entries: list[dict], path: Path) -> int:

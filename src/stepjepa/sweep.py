@@ -17,8 +17,8 @@ from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.layout import STEP_PAIRS
 from stepjepa.models import EMBEDDED_ALIAS
+from stepjepa.modes import MODES
 
-MODES = ("regular", "llm_jepa", "step_jepa")
 LOSS_FLAGS = {"cosine": [], "l2": ["--jepa_l2"], "mse": ["--jepa_mse"], "infonce": ["--infonce"]}
 LEDGER = "ledger.jsonl"
 EVAL_OUTPUT = "eval.jsonl"
@@ -314,7 +314,7 @@ def check_commands(cfg: SweepConfig, run: Run, run_dir: Path) -> None:
         flags = argv[argv.index(command) + 1 :]
         try:
             parsed = parse_config(command, flags, prog=f"stepjepa sweep ({command} flags)")
-        except UsageError as exc:
+        except ValueError as exc:
             raise UsageError(f"{command} flags of run {run.name}: {exc}") from None
         if command == "train" and parsed.debug >= 7:
             raise UsageError("--train_args sets --debug 7, which prints a batch and exits without training")
@@ -395,7 +395,7 @@ def has_whole_checkpoint(run_dir: Path) -> bool:
 
     try:
         latest_complete(run_dir)
-    except UsageError:
+    except ValueError:
         return False
     return True
 
