@@ -356,6 +356,7 @@ def test_sigterm_reaches_the_training_child_and_a_rerun_resumes(data_files, tmp_
 # --- the base row and the probe -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two trainings, three evaluations and three probes
 def test_sweep_evaluates_and_probes_the_base_and_each_run(data_files, tmp_path, tiny_model_dirs) -> None:
     """The base model is evaluated and probed once (no training); every run is trained, evaluated and probed;
     the ledger keeps the probe's numbers and the report shows the base row and the probe table."""
