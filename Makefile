@@ -25,6 +25,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
-# Needs the lint extra: $(PY) -m pip install -e '.[lint]'. Not part of `make test`.
+# ruff comes with the lint extra; not part of `make test`.
 lint: $(STAMP)
+	@$(PY) -m ruff --version >/dev/null 2>&1 || { echo "make lint: ruff is not installed; run $(PY) -m pip install -e '.[lint]'" >&2; exit 2; }
 	$(PY) -m ruff check .
