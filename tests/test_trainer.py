@@ -98,12 +98,13 @@ def test_log_turns_the_periods_sums_into_means(tiny_gpt2, tmp_path, monkeypatch)
 
 
 def test_a_period_without_jepa_batches_logs_no_jepa_loss(tiny_gpt2, tmp_path):
-    """jepa_ratio dropped the term in all three batches: JEPA mean None (not 0/0, not 0); LM (3 + 1.5) / 3 = 1.5."""
+    """jepa_ratio dropped the term in all three batches: no JEPA mean (not 0/0, not 0; the metrics file writes
+    null, trackers take numbers only); LM 4.5 / 3 = 1.5."""
     trainer = make_trainer(tiny_gpt2, tmp_path)
     fill(trainer, "train", batches=3, lm_loss=4.5, tokens=30)
     trainer.log({"loss": 1.5})
     logged = trainer.state.log_history[-1]
-    assert (logged["lm_loss"], logged["jepa_loss"]) == (1.5, None)
+    assert logged["lm_loss"] == 1.5 and "jepa_loss" not in logged
 
 
 def test_eval_logs_get_eval_means_from_the_eval_sums(tiny_gpt2, tmp_path):
@@ -170,12 +171,11 @@ def test_a_training_log_becomes_one_line_with_the_documented_keys(tmp_path):
     callback = MetricsFileCallback(str(tmp_path))
     on_log(callback, {"loss": 1.5, "lm_loss": 1.2, "jepa_loss": 3.0, "grad_norm": 0.5, "learning_rate": 1e-4,
                       "tokens_per_s": 10.0, "epoch": 0.25}, step=3)
-    on_log(callback, {"loss": 1.1, "lm_loss": 1.1, "jepa_loss": None, "learning_rate": 5e-5, "tokens_per_s": 9.0},
-           step=4)
+    on_log(callback, {"loss": 1.1, "lm_loss": 1.1, "learning_rate": 5e-5, "tokens_per_s": 9.0}, step=4)
     assert (tmp_path / "metrics.jsonl").read_text().splitlines()[0] == (
         '{"step": 3, "lm_loss": 1.2, "jepa_loss": 3.0, "loss": 1.5, "grad_norm": 0.5, "learning_rate": 0.0001, '
         '"tokens_per_s": 10.0}')
-    # A missing key (no grad_norm) and a dropped JEPA term are null, not left out.
+    # Missing keys (no grad_norm; no JEPA term in the window) are null, not left out.
     assert lines(tmp_path / "metrics.jsonl")[1] == {"step": 4, "lm_loss": 1.1, "jepa_loss": None, "loss": 1.1,
                                                     "grad_norm": None, "learning_rate": 5e-5, "tokens_per_s": 9.0}
     assert not (tmp_path / "eval_metrics.jsonl").exists()
@@ -196,6 +196,13 @@ def test_eval_logs_go_to_their_own_file_with_their_eval_keys(tmp_path):
     assert lines(tmp_path / "eval_metrics.jsonl") == [
         {"step": 10, "eval_loss": 2.0, "eval_lm_loss": 1.9, "eval_jepa_loss": None, "eval_runtime": 0.5}]
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_an_eval_without_jepa_batches_writes_a_null_jepa_loss(tmp_path):
+    callback = MetricsFileCallback(str(tmp_path))
+    on_log(callback, {"eval_loss": 2.0, "eval_lm_loss": 2.0}, step=5)
+    assert lines(tmp_path / "eval_metrics.jsonl") == [
+        {"step": 5, "eval_loss": 2.0, "eval_lm_loss": 2.0, "eval_jepa_loss": None}]
 
 
 @pytest.mark.parametrize("logs", [
