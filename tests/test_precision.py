@@ -125,8 +125,12 @@ def train_metrics(model_dir, chat_file, out, *flags: str) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("mode_flags", [["--regular"], ["--predictors", "1"], ["--step_jepa", "--predictors", "2"]],
-                         ids=ALL_MODES)
+# Six trainings: Step-JEPA in the fast tier, the other two modes in the slow one.
+@pytest.mark.parametrize("mode_flags", [
+    pytest.param(["--regular"], id="regular", marks=pytest.mark.slow),
+    pytest.param(["--predictors", "1"], id="llm_jepa", marks=pytest.mark.slow),
+    pytest.param(["--step_jepa", "--predictors", "2"], id="step_jepa"),
+])
 def test_bf16_training_is_finite_repeatable_and_saves_float32(tiny_model_dirs, chat_file, tmp_path, mode_flags):
     """Every mode trains under --bf16 with finite losses; the same seed gives the same losses step for step;
     the saved model stays float32 (mixed precision keeps float32 weights)."""

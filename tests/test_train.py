@@ -121,6 +121,7 @@ def test_lora_adapter_loads_onto_base_like_the_merged_model(tiny_model_dirs, cha
         assert not torch.allclose(merged(ids).logits[..., : base.config.vocab_size], base(ids).logits, atol=1e-4)
 
 
+@pytest.mark.slow  # two runs; the draw's repeatability per seed is unit-tested in test_trainer.py
 def test_same_seed_same_losses(tiny_model_dirs, chat_file, tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -192,6 +193,7 @@ def test_overwrite_output_dir_replaces_own_files_only(tiny_model_dirs, chat_file
     assert (out / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow  # three runs; the log windows and the last step's log are unit-tested in test_trainer.py
 def test_short_run_logs_its_last_step_and_a_partial_window(tiny_model_dirs, chat_file, tmp_path, capsys):
     argv = ["--train_file", str(chat_file), "--step_jepa", "--model_name", str(tiny_model_dirs["gpt2"]),
             "--max_steps", "3", "--batch_size", "2", "--debug", "1"]
