@@ -14,7 +14,8 @@ from typing import Iterator, Optional
 
 from stepjepa.data import plain_file_mode, read_jsonl
 from stepjepa.errors import UsageError
-from stepjepa.sweep import BASE, LEDGER, MODES, read_ledger
+from stepjepa.layout import MODES
+from stepjepa.ledger import BASE, LEDGER, read_ledger
 from stepjepa.tasks import SCORE_MEANINGS
 
 
