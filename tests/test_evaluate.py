@@ -10,11 +10,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import stepjepa.evaluate as evaluate
-import stepjepa.generation as generation
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT
 from stepjepa.errors import UsageError
-from stepjepa.evaluate import EvaluateConfig, load_problems, run_evaluate, summary_path
-from stepjepa.generation import generate_responses
+from stepjepa.evaluate import EvaluateConfig, generate_responses, load_problems, run_evaluate, summary_path
 
 # Four GSM8K rows as published (the first two of the test split, two shortened).
 GSM8K_ROWS = [
@@ -129,7 +127,7 @@ def test_batched_greedy_equals_batch_size_one(tiny_model_dir, tiny_chats) -> Non
         [chat["messages"][0], {"role": "user", "content": " ".join([chat["messages"][1]["content"]] * (1 + i % 3))}]
         for i, chat in enumerate(tiny_chats[:6])
     ]
-    lengths = {len(ids) for ids in generation.render_prompts(tokenizer, chats)}
+    lengths = {len(ids) for ids in evaluate.render_prompts(tokenizer, chats)}
     assert len(lengths) > 1, "prompts of one length would not exercise the padding"
     one = generate_responses(model, tokenizer, chats, batch_size=1, max_new_tokens=10)
     assert any(one)
@@ -139,7 +137,7 @@ def test_batched_greedy_equals_batch_size_one(tiny_model_dir, tiny_chats) -> Non
 
 def test_generation_stops_at_end_of_turn(tiny_model_dirs, tiny_chats) -> None:
     model, tokenizer = load_tiny(tiny_model_dirs["llama"])
-    prompt = generation.render_prompts(tokenizer, [tiny_chats[0]["messages"][:2]])
+    prompt = evaluate.render_prompts(tokenizer, [tiny_chats[0]["messages"][:2]])
     free = model.generate(
         input_ids=torch.tensor(prompt), max_new_tokens=8, do_sample=False, eos_token_id=None
     )[0, len(prompt[0]) :].tolist()
@@ -168,7 +166,7 @@ def test_sampling_repeats_with_its_seed(tmp_path, tiny_model_dirs, chat_file) ->
 
 def test_end_of_turn_ids_include_the_template_token(tiny_model_dirs) -> None:
     model, tokenizer = load_tiny(tiny_model_dirs["llama"])
-    assert tokenizer.convert_tokens_to_ids("<|eot_id|>") in generation.end_of_turn_ids(model, tokenizer)
+    assert tokenizer.convert_tokens_to_ids("<|eot_id|>") in evaluate.end_of_turn_ids(model, tokenizer)
 
 
 # --- the command: rows, resume, summary, compare -----------------------------------------------------------------

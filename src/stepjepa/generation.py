@@ -1,4 +1,4 @@
-"""Greedy or sampled generation of replies to chats, in batches of similar prompt lengths."""
+"""Batched generation for evaluation and the bench: chat prompts, left padding, stops at end of turn."""
 
 from __future__ import annotations
 
