@@ -78,7 +78,8 @@ def test_all_pairs_report_has_its_ratios(tiny_model_dirs, chat_file, capsys):
     # More pairs than rows; the same pairs either way; the ratio against regular's tokens is that of the counts.
     assert every["jepa_pairs"] == modes["step_jepa_all_multipass"]["jepa_pairs"] > every["jepa_rows"] > 0
     assert every["processed_tokens_vs_regular"] == every["processed_tokens"] / modes["regular"]["processed_tokens"] > 1
-    assert every["time_vs_token_ratio"] == pytest.approx(every["step_time_vs_regular"] / every["processed_tokens_vs_regular"])
+    assert every["time_vs_token_ratio"] == pytest.approx(
+        every["step_time_vs_regular"] / every["processed_tokens_vs_regular"])
     assert every["speedup_vs_multipass"] == pytest.approx(
         modes["step_jepa_all_multipass"]["median_step_s"] / every["median_step_s"])
 

@@ -66,7 +66,8 @@ def _ratios_within(modes: dict[str, dict]) -> None:
             # Tokens run (padding included) against regular's: the cost a packed row cannot avoid; the time
             # ratio over it says whether a step costs more than its extra tokens.
             result["processed_tokens_vs_regular"] = _ratio(result["processed_tokens"], regular["processed_tokens"])
-            result["time_vs_token_ratio"] = _ratio(result["step_time_vs_regular"], result["processed_tokens_vs_regular"])
+            result["time_vs_token_ratio"] = _ratio(result["step_time_vs_regular"],
+                                                   result["processed_tokens_vs_regular"])
     for multipass, packed in MULTIPASS.items():
         if multipass in modes and packed in modes:
             modes[packed]["speedup_vs_multipass"] = _ratio(modes[multipass]["median_step_s"], modes[packed]["median_step_s"])

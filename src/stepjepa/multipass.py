@@ -78,7 +78,8 @@ def _view_hidden(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, 
     return out.hidden_states[-1][torch.arange(len(ids), device=ids.device), index]  # (N, D)
 
 
-def multipass_objective(model: torch.nn.Module, batch: dict[str, torch.Tensor], objective: Objective) -> ObjectiveOutput:
+def multipass_objective(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                        objective: Objective) -> ObjectiveOutput:
     """``gamma * LM + lbd * JEPA`` by one forward pass per view (see :func:`multipass_batch`): the packed
     pass's output, equal to it up to float rounding. The LM head runs on the labelled window only, as there.
     """
