@@ -62,7 +62,7 @@ def test_table_output_and_synthetic_data(tiny_model_dirs, capsys):
     assert "step_jepa: multi-pass" not in table  # step_jepa_multipass did not run
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a child process
 def test_isolated_memory_runs_in_a_fresh_process(tiny_model_dirs, chat_file, capsys):
     cfg = tiny_config(tiny_model_dirs["llama"], chat_file, modes="regular", isolate=True)
     assert run_bench(cfg) == 0
