@@ -119,3 +119,10 @@ def test_never_raises(text: str) -> None:
         result = function(text)
         assert result is None or isinstance(result, str)
     assert isinstance(answers_match(text, text), bool)
+
+
+def test_hash_answer_is_the_text_after_the_last_marker_on_its_line():
+    from stepjepa.answers import hash_answer
+
+    assert hash_answer("3 + 4 = 7\n#### 7\nthen\n#### $1,234 \nrest") == "$1,234"
+    assert hash_answer("####") == "" and hash_answer("no marker") is None and hash_answer(None) is None

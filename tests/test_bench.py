@@ -13,7 +13,6 @@ import torch
 from stepjepa.bench import BenchConfig, run_bench
 from stepjepa.bench_modes import MODES, file_chats, tiny_model
 from stepjepa.bench_report import add_ratios
-from stepjepa.errors import UsageError
 
 MODE_KEYS = {"median_step_s", "min_step_s", "max_step_s", "tokens_per_s", "peak_mem_mb"}
 
@@ -160,5 +159,5 @@ def test_eval_compares_batch_size_one_with_batched(tiny_model_dirs, chat_file):
     (dict(data_file="/nonexistent.jsonl"), "--data_file"),
 ])
 def test_bad_flags_are_usage_errors(flags, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(ValueError, match=message):
         BenchConfig(**flags)

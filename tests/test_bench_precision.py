@@ -10,7 +10,6 @@ import torch
 from stepjepa.bench import BenchConfig, run_bench
 from stepjepa.bench_modes import bench_chats, build_batches
 from stepjepa.measure import StepRunner
-from stepjepa.errors import UsageError
 
 
 def tiny_config(model_dir, chat_file, **overrides) -> BenchConfig:
@@ -60,7 +59,7 @@ def test_bf16_runner_autocasts(tiny_model_dirs, chat_file) -> None:
     (dict(bf16=True, no_bf16=True), "contradict"),
 ])
 def test_bad_precision_flags(flags, message) -> None:
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(ValueError, match=message):
         BenchConfig(**flags)
 
 

@@ -69,3 +69,17 @@ def test_every_command_has_a_config_and_runner():
 def test_unknown_command(capsys):
     assert main(["fly"]) == 2
     assert "unknown command 'fly'" in capsys.readouterr().err
+
+
+def test_a_value_error_from_inside_a_library_keeps_its_traceback(monkeypatch, tmp_path, capsys):
+    """Only errors stepjepa raises are bad input; json's own ValueError here stands for a bug."""
+    import json
+
+    import stepjepa.prepare
+
+    monkeypatch.setattr(stepjepa.prepare, "run_prepare", lambda cfg: json.loads("{"))
+    with pytest.raises(json.JSONDecodeError):
+        run_command("prepare", ["--synthetic", "2", "--output", str(tmp_path / "o.jsonl")])
+    monkeypatch.undo()
+    assert run_command("validate", [str(tmp_path / "missing.jsonl")]) == 2
+    assert capsys.readouterr().err == f"stepjepa validate: error: {tmp_path / 'missing.jsonl'}: no such file\n"

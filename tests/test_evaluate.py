@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import stepjepa.evaluate as evaluate
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT
-from stepjepa.errors import UsageError
-from stepjepa.evaluate import EvaluateConfig, generate_responses, load_problems, run_evaluate, summary_path
+from stepjepa.evaluate import EvaluateConfig, load_problems, run_evaluate, summary_path
+from stepjepa.generation import end_of_turn_ids, generate_responses, render_prompts
 
 # Four GSM8K rows as published (the first two of the test split, two shortened).
 GSM8K_ROWS = [
@@ -59,7 +59,7 @@ def gsm8k_file(tmp_path) -> Path:
     ],
 )
 def test_bad_flags_are_refused(kwargs: dict, message: str) -> None:
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(ValueError, match=message):
         EvaluateConfig(**kwargs)
 
 
@@ -109,7 +109,7 @@ def test_chat_file_answer_field_or_assistant_message(tmp_path) -> None:
 )
 def test_bad_rows_name_their_line(tmp_path, row, message) -> None:
     path = write_jsonl(tmp_path / "bad.jsonl", [GSM8K_ROWS[0], row])
-    with pytest.raises(UsageError, match=rf"bad\.jsonl:2: .*{message}"):
+    with pytest.raises(ValueError, match=rf"bad\.jsonl:2: .*{message}"):
         load_problems(str(path))
 
 
@@ -127,7 +127,7 @@ def test_batched_greedy_equals_batch_size_one(tiny_model_dir, tiny_chats) -> Non
         [chat["messages"][0], {"role": "user", "content": " ".join([chat["messages"][1]["content"]] * (1 + i % 3))}]
         for i, chat in enumerate(tiny_chats[:6])
     ]
-    lengths = {len(ids) for ids in evaluate.render_prompts(tokenizer, chats)}
+    lengths = {len(ids) for ids in render_prompts(tokenizer, chats)}
     assert len(lengths) > 1, "prompts of one length would not exercise the padding"
     one = generate_responses(model, tokenizer, chats, batch_size=1, max_new_tokens=10)
     assert any(one)
@@ -137,7 +137,7 @@ def test_batched_greedy_equals_batch_size_one(tiny_model_dir, tiny_chats) -> Non
 
 def test_generation_stops_at_end_of_turn(tiny_model_dirs, tiny_chats) -> None:
     model, tokenizer = load_tiny(tiny_model_dirs["llama"])
-    prompt = evaluate.render_prompts(tokenizer, [tiny_chats[0]["messages"][:2]])
+    prompt = render_prompts(tokenizer, [tiny_chats[0]["messages"][:2]])
     free = model.generate(
         input_ids=torch.tensor(prompt), max_new_tokens=8, do_sample=False, eos_token_id=None
     )[0, len(prompt[0]) :].tolist()
@@ -166,7 +166,7 @@ def test_sampling_repeats_with_its_seed(tmp_path, tiny_model_dirs, chat_file) ->
 
 def test_end_of_turn_ids_include_the_template_token(tiny_model_dirs) -> None:
     model, tokenizer = load_tiny(tiny_model_dirs["llama"])
-    assert tokenizer.convert_tokens_to_ids("<|eot_id|>") in evaluate.end_of_turn_ids(model, tokenizer)
+    assert tokenizer.convert_tokens_to_ids("<|eot_id|>") in end_of_turn_ids(model, tokenizer)
 
 
 # --- the command: rows, resume, summary, compare -----------------------------------------------------------------
@@ -242,7 +242,7 @@ def test_results_of_another_model_are_not_reused(tmp_path, gsm8k_file, canned) -
     out = tmp_path / "res.jsonl"
     run_evaluate(EvaluateConfig(model_path="a", test_file=str(gsm8k_file), output_file=str(out)))
     before = out.read_text()
-    with pytest.raises(UsageError, match="holds results of model 'a', not 'b'"):
+    with pytest.raises(ValueError, match="holds results of model 'a', not 'b'"):
         run_evaluate(EvaluateConfig(model_path="b", test_file=str(gsm8k_file), output_file=str(out)))
     assert out.read_text() == before
 

@@ -11,7 +11,6 @@ from transformers import AutoTokenizer
 import stepjepa.evaluate as evaluate
 from conftest import SHARED_DATA
 from stepjepa.cli import run_command
-from stepjepa.errors import UsageError
 from stepjepa.evaluate import EvaluateConfig, load_problems, run_evaluate, summary_path
 
 SYSTEM = "Convert natural language to regular expression."
@@ -114,7 +113,7 @@ def test_resume_keeps_rows_and_refuses_another_task(tmp_path, nlrx_file, canned,
     assert [r["index"] for r in read_rows(out)] == [0, 1, 2, 3]
     assert json.loads(summary_path(out).read_text())["correct"] == 2
     before = out.read_text()
-    with pytest.raises(UsageError, match="holds results of task regex, not exact_match"):
+    with pytest.raises(ValueError, match="holds results of task regex, not exact_match"):
         run_evaluate(EvaluateConfig(model_path="m", test_file=str(nlrx_file), output_file=str(out),
                                     task="exact_match"))
     assert out.read_text() == before

@@ -56,3 +56,21 @@ def test_embedded_model_rebuilt_from_gguf_gives_identical_logits():
     ids = tokenizer(text, return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.equal(model(ids).logits, reference(ids).logits)
+
+
+@pytest.mark.parametrize("raised, message", [
+    (OSError("offline"), "is neither a local directory nor reachable on the Hugging Face hub"),
+    (ValueError("Unrecognized configuration class FooConfig for this kind of AutoModel"),
+     "model 'owner/not-a-causal-lm' cannot be loaded: ValueError: Unrecognized configuration class FooConfig"),
+])
+def test_only_hub_and_network_errors_read_as_unreachable(monkeypatch, raised, message):
+    import stepjepa.models
+
+    def refuse(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(stepjepa.models.AutoModelForCausalLM, "from_pretrained", refuse)
+    with pytest.raises(ValueError) as caught:
+        load_model("owner/not-a-causal-lm")
+    assert message in str(caught.value)
+    assert ("reachable" in str(caught.value)) == isinstance(raised, OSError)

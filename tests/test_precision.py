@@ -7,7 +7,6 @@ import torch
 
 import stepjepa.precision as precision
 from stepjepa.cli import parse_config
-from stepjepa.errors import UsageError
 from stepjepa.precision import fast_bf16, inference_dtype, use_bf16
 
 
@@ -58,7 +57,7 @@ def test_cpu_flags_read_the_first_processor(tmp_path) -> None:
 def test_both_flags_refused(command) -> None:
     argv = {"train": ["--train_file", "x.jsonl"], "evaluate": ["--model_path", "m", "--test_file", "t"],
             "probe": ["--model_path", "m", "--test_file", "t"]}[command]
-    with pytest.raises(UsageError, match="--bf16 and --no_bf16"):
+    with pytest.raises(ValueError, match="--bf16 and --no_bf16"):
         parse_config(command, [*argv, "--bf16", "--no_bf16"])
     assert parse_config(command, [*argv, "--bf16"]).bf16
 

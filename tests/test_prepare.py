@@ -16,22 +16,10 @@ from conftest import SHARED_DATA, train_tokenizer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stepjepa.data import DEFAULT_SYSTEM_PROMPT
-from stepjepa.errors import UsageError
-from stepjepa.prepare import (
-    PrepareConfig,
-    ValidateConfig,
-    detect_format,
-    gsm8k_problem,
-    is_hub_id,
-    load_hub_records,
-    percentiles,
-    run_prepare,
-    run_validate,
-    strip_think,
-    token_counts,
-    trace_steps,
-)
+from stepjepa.data import DEFAULT_SYSTEM_PROMPT, detect_format, gsm8k_problem, is_hub_id, load_hub_records
+from stepjepa.data.stats import percentiles, token_counts
+from stepjepa.data.trace import strip_think, trace_steps
+from stepjepa.prepare import PrepareConfig, ValidateConfig, run_prepare, run_validate
 from stepjepa.steps import join_steps, split_steps
 
 
@@ -251,7 +239,7 @@ def test_trace_rows(tmp_path):
 def test_trace_needs_a_response_field(tmp_path):
     for first_row in ({"question": "q", "output": "x"}, 5):
         source = write_lines(tmp_path / "in.jsonl", [first_row])
-        with pytest.raises(UsageError, match="--response_field"):
+        with pytest.raises(ValueError, match="--response_field"):
             run_prepare(PrepareConfig(input=str(source), output=str(tmp_path / "o.jsonl"), format="trace"))
     rows, _ = prepare(tmp_path, [{"question": "q", "output": "A.\n\nB \\boxed{1}"}], response_field="output")
     assert assistant(rows[0]) == "A.\n\nB \\boxed{1}"
@@ -311,7 +299,7 @@ def test_detect_format():
     # A trace row that also carries the GSM8K answer is a trace.
     assert detect_format({"question": "q", "answer": "a\n#### 1", "deepseek_response": "r"}) == "trace"
     assert detect_format({"question": "q", "solution": "s"}, response_field="solution") == "trace"
-    with pytest.raises(UsageError, match="--format"):
+    with pytest.raises(ValueError, match="--format"):
         detect_format({"question": "q", "answer": "no hashes"})
 
 
@@ -322,7 +310,7 @@ def test_existing_output_is_kept_without_force(tmp_path):
     source = write_lines(tmp_path / "in.jsonl", [{"question": "q", "answer": "a.\nb.\n#### 1"}])
     output = tmp_path / "out.jsonl"
     output.write_text("precious\n")
-    with pytest.raises(UsageError, match="--force"):
+    with pytest.raises(ValueError, match="--force"):
         run_prepare(PrepareConfig(input=str(source), output=str(output)))
     assert output.read_text() == "precious\n"
     assert run_prepare(PrepareConfig(input=str(source), output=str(output), force=True)) == 0
@@ -333,7 +321,7 @@ def test_input_with_no_convertible_row_writes_nothing(tmp_path):
     source = write_lines(tmp_path / "in.jsonl", [{"question": "q", "answer": "one.\n#### 1"}])
     output = tmp_path / "out.jsonl"
     output.write_text("precious\n")
-    with pytest.raises(UsageError, match="fewer than 2 steps: 1"):
+    with pytest.raises(ValueError, match="fewer than 2 steps: 1"):
         run_prepare(PrepareConfig(input=str(source), output=str(output), force=True))
     assert output.read_text() == "precious\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
@@ -352,12 +340,12 @@ def test_input_with_no_convertible_row_writes_nothing(tmp_path):
     ],
 )
 def test_prepare_flags_are_checked(flags, message):
-    with pytest.raises(UsageError, match=re.escape(message)):
+    with pytest.raises(ValueError, match=re.escape(message)):
         PrepareConfig(output="o.jsonl", **flags)
 
 
 def test_missing_input_file(tmp_path):
-    with pytest.raises(UsageError, match="no such file"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         run_prepare(PrepareConfig(input=str(tmp_path / "nope.jsonl"), output=str(tmp_path / "o.jsonl")))
 
 
@@ -374,10 +362,10 @@ def test_hub_dataset_without_network_is_a_clear_error(monkeypatch):
         raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)")
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
-    with pytest.raises(UsageError, match=r"cannot load openai/gsm8k \(config main, split train\).*--input"):
+    with pytest.raises(ValueError, match=r"cannot load openai/gsm8k \(config main, split train\).*--input"):
         load_hub_records("openai/gsm8k", "main", "train")
     monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
-    with pytest.raises(UsageError, match="pip install datasets"):
+    with pytest.raises(ValueError, match="pip install datasets"):
         load_hub_records("openai/gsm8k", "main", "train")
 
 
@@ -491,13 +479,13 @@ def test_validate_reports_every_problem_with_its_line(tmp_path, capsys):
 
 
 def test_validate_unusable_input(tmp_path):
-    with pytest.raises(UsageError, match="no such file"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         run_validate(ValidateConfig(file=str(tmp_path / "missing.jsonl")))
     (tmp_path / "empty.jsonl").write_text("\n\n")
-    with pytest.raises(UsageError, match="empty"):
+    with pytest.raises(ValueError, match="empty"):
         run_validate(ValidateConfig(file=str(tmp_path / "empty.jsonl")))
     (tmp_path / "table.csv").write_text("question,answer\nq,1\n")
-    with pytest.raises(UsageError, match="no line is JSON"):
+    with pytest.raises(ValueError, match="no line is JSON"):
         run_validate(ValidateConfig(file=str(tmp_path / "table.csv")))
 
 

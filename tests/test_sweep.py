@@ -15,7 +15,6 @@ import pytest
 
 from stepjepa.cli import parse_config, run_command
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT
-from stepjepa.errors import UsageError
 from stepjepa.runlock import LOCK_NAME
 from stepjepa.sweep import Run, SweepConfig, check_commands, plan_runs, run_sweep
 from stepjepa.synthetic import synthetic_splits
@@ -141,16 +140,16 @@ def test_step_pairs_and_stop_grad_are_grid_axes(data_files, tmp_path) -> None:
     ],
 )
 def test_bad_flags_are_refused(data_files, tmp_path, overrides: dict, message: str) -> None:
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(ValueError, match=message):
         config(data_files, tmp_path / "s", **overrides)
 
 
 def test_pass_through_flags_are_checked_before_any_run(data_files, tmp_path) -> None:
     cfg = config(data_files, tmp_path / "s", modes=["regular"], seeds=[1], train_args="--no_such_flag 2")
-    with pytest.raises(UsageError, match="unrecognized arguments: --no_such_flag 2"):
+    with pytest.raises(ValueError, match="unrecognized arguments: --no_such_flag 2"):
         run_sweep(cfg, runner=never)
     cfg = config(data_files, tmp_path / "s", modes=["regular"], seeds=[1], train_args="--debug 7")
-    with pytest.raises(UsageError, match="--debug 7"):
+    with pytest.raises(ValueError, match="--debug 7"):
         run_sweep(cfg, runner=never)
     assert not (tmp_path / "s").exists()
 
@@ -169,13 +168,13 @@ def test_yaml_fills_defaults_and_flags_win(data_files, tmp_path) -> None:
     assert cfg.train_file == str(train_file)
 
     preset.write_text("seeds: [1]\nlearning_rate: 0.1\n")
-    with pytest.raises(UsageError, match="unknown keys learning_rate"):
+    with pytest.raises(ValueError, match="unknown keys learning_rate"):
         parse_config("sweep", ["--config", str(preset)])
     preset.write_text("train_args: [--lora]\n")
-    with pytest.raises(UsageError, match="train_args must be a str"):
+    with pytest.raises(ValueError, match="train_args must be a str"):
         parse_config("sweep", ["--config", str(preset)])
     preset.write_text("seeds: [one]\n")
-    with pytest.raises(UsageError, match="--seeds: expected int"):
+    with pytest.raises(ValueError, match="--seeds: expected int"):
         parse_config("sweep", ["--config", str(preset), "--train_file", "a", "--test_file", "b"])
 
 
@@ -275,7 +274,7 @@ def test_ledger_of_another_setting_is_refused(data_files, tmp_path) -> None:
     fixed = config(data_files, out).fixed_settings()
     (out / "ledger.jsonl").write_text(json.dumps({"run": "regular_seed1", "fixed": {**fixed, "train_args": ["--lora"]}}) + "\n")
     cfg = config(data_files, out, modes=["regular"], seeds=[1])
-    with pytest.raises(UsageError, match=r"run regular_seed1 was made with train_args=\['--lora'\]"):
+    with pytest.raises(ValueError, match=r"run regular_seed1 was made with train_args=\['--lora'\]"):
         run_sweep(cfg, never)
 
 
@@ -390,6 +389,6 @@ def test_probe_needs_a_chat_file(data_files, tmp_path) -> None:
     gsm8k = tmp_path / "gsm8k.jsonl"
     gsm8k.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
     cfg = config((data_files[0], gsm8k), tmp_path / "s", no_probe=False)
-    with pytest.raises(UsageError, match="the probe needs a chat file"):
+    with pytest.raises(ValueError, match="the probe needs a chat file"):
         run_sweep(cfg, never)
     assert not (tmp_path / "s").exists()

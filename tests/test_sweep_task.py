@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from stepjepa.errors import UsageError
 from stepjepa.report import ReportConfig, run_report
 from stepjepa.sweep import Run, SweepConfig, eval_command, ledger_entry, run_sweep
 from test_evaluate_tasks import NLRX, nlrx_row
@@ -39,9 +38,9 @@ def test_task_reaches_every_evaluation(nlrx_files, tmp_path) -> None:
 
 
 def test_task_is_the_sweeps_flag_and_is_checked_before_any_run(nlrx_files, tmp_path) -> None:
-    with pytest.raises(UsageError, match="--eval_args may not set --task"):
+    with pytest.raises(ValueError, match="--eval_args may not set --task"):
         config(nlrx_files, tmp_path, eval_args="--task regex")
-    with pytest.raises(UsageError, match="--task must be one of gsm8k, exact_match, regex, got 'regexp'"):
+    with pytest.raises(ValueError, match="--task must be one of gsm8k, exact_match, regex, got 'regexp'"):
         run_sweep(config(nlrx_files, tmp_path, task="regexp"), runner=never)
 
 
@@ -52,7 +51,7 @@ def test_ledger_of_another_task_is_refused(nlrx_files, tmp_path) -> None:
                           "task": "exact_match"}, 1.0)
     (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / "ledger.jsonl").write_text(json.dumps(entry) + "\n")
-    with pytest.raises(UsageError, match="task='exact_match', this sweep has 'regex'"):
+    with pytest.raises(ValueError, match="task='exact_match', this sweep has 'regex'"):
         run_sweep(config(nlrx_files, tmp_path, task="regex", seeds=[2]), runner=never)
     # The report says what its two scores mean for the ledger's task.
     run_report(ReportConfig(runs_dir=str(tmp_path / "sweep")))

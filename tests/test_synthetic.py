@@ -10,7 +10,6 @@ from collections import Counter
 
 import pytest
 
-from stepjepa.errors import UsageError
 from stepjepa.prepare import PrepareConfig, ValidateConfig, run_prepare, run_validate
 from stepjepa.steps import split_steps
 from stepjepa.synthetic import (
@@ -197,7 +196,7 @@ def test_prepare_synthetic_writes_both_splits_that_validate(tmp_path, capsys):
 
 def test_prepare_synthetic_keeps_an_existing_test_split(tmp_path):
     (tmp_path / "synth_test.jsonl").write_text("precious\n")
-    with pytest.raises(UsageError, match="test split"):
+    with pytest.raises(ValueError, match="test split"):
         run_prepare(PrepareConfig(output=str(tmp_path / "synth.jsonl"), synthetic=5))
     assert (tmp_path / "synth_test.jsonl").read_text() == "precious\n"
     assert not (tmp_path / "synth.jsonl").exists()

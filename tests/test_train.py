@@ -25,6 +25,29 @@ def metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.parametrize("command,argv,message", [
+    ("sweep", ["--modes", "regular", "stepjepa"], "--modes: unknown stepjepa; choose from regular, llm_jepa, step_jepa"),
+    ("probe", ["--model_path", "m", "--test_file", "t.jsonl", "--mode", "stepjepa"],
+     "--mode must be one of step_jepa, llm_jepa, got 'stepjepa'"),
+])
+def test_a_misspelled_mode_fails_in_one_line_with_status_2(tmp_path, capsys, command, argv, message):
+    status = run_command(command, [*argv, "--output_dir" if command == "sweep" else "--output_file", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == 2 and err == f"stepjepa {command}: error: {message}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_misspelled_mode_never_trains_as_another(tiny_model_dirs, tiny_chats):
+    from stepjepa.examples import pack_chat
+    from stepjepa.objective import Objective
+
+    with pytest.raises(ValueError, match="--mode must be one of regular, llm_jepa, step_jepa, got 'stepjepa'"):
+        Objective(mode="stepjepa")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["llama"])
+    with pytest.raises(ValueError, match="unknown mode 'Regular'"):
+        pack_chat(tokenizer, tiny_chats[0]["messages"], "Regular", [], None, 64)
+
+
 GUIDE_MODES = {
     "regular": ["--regular", "--lora"],
     "llm_jepa": ["--predictors", "2", "--lbd", "0.5", "--lora"],

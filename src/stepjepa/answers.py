@@ -15,7 +15,9 @@ from fractions import Fraction
 
 # "\boxed{", also "\fbox{" and a bare "boxed{" (small models drop the backslash).
 _BOXED = re.compile(r"(?:boxed|fbox)\s*\{")
-_HASHES = re.compile(r"####([^\n]*)")
+# GSM8K's final-answer marker: "#### 72" ends a published solution.
+HASH_MARK = "####"
+_HASHES = re.compile(re.escape(HASH_MARK) + r"([^\n]*)")
 # \frac{a}{b}, \dfrac{a}{b}, \tfrac{a}{b}.
 _LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _PLAIN = re.compile(r"\s*-?[0-9]+(?:\.[0-9]+)?\s*")
@@ -113,6 +115,14 @@ def normalize_number(s: str) -> str | None:
     return _canonical(values[0]) if values else None
 
 
+def hash_answer(text: str) -> str | None:
+    """What follows the last ``####`` marker up to its line's end (GSM8K's final-answer line), stripped; or None."""
+    if not isinstance(text, str):
+        return None
+    found = _HASHES.findall(text)
+    return found[-1].strip() if found else None
+
+
 def extract_strict(text: str) -> str | None:
     """The declared answer only: the last ``\\boxed{...}``, else the last ``#### N`` line; normalised."""
     if not isinstance(text, str):
@@ -122,8 +132,8 @@ def extract_strict(text: str) -> str | None:
         answer = normalize_number(boxed)
         if answer is not None:
             return answer
-    hashes = _HASHES.findall(text)
-    return normalize_number(hashes[-1]) if hashes else None
+    declared = hash_answer(text)
+    return normalize_number(declared) if declared is not None else None
 
 
 def extract_answer(text: str) -> str | None:

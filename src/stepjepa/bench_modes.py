@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from stepjepa.data import DEFAULT_SYSTEM_PROMPT, read_jsonl
-from stepjepa.errors import UsageError
+from stepjepa.data import DEFAULT_SYSTEM_PROMPT, Dropped, chat_row, gsm8k_problem, read_jsonl
 from stepjepa.examples import pack_chat
 from stepjepa.layout import PackedCollator
 from stepjepa.multipass import multipass_batch, multipass_objective
@@ -55,8 +54,6 @@ TINY_SIZES = {
 
 def file_chats(path: str) -> list[list[dict]]:
     """Chats of a GSM8K or chat JSONL file, converted as ``stepjepa prepare`` does; rows it drops are skipped."""
-    from stepjepa.prepare import Dropped, chat_row, gsm8k_problem
-
     chats, changes = [], Counter()
     for _, row in read_jsonl(path):
         try:
@@ -67,7 +64,7 @@ def file_chats(path: str) -> list[list[dict]]:
         except Dropped:
             continue
     if not chats:
-        raise UsageError(f"{path}: no GSM8K ({{question, answer}}) or chat ({{messages}}) row could be used")
+        raise ValueError(f"{path}: no GSM8K ({{question, answer}}) or chat ({{messages}}) row could be used")
     return chats
 
 
@@ -87,7 +84,7 @@ def bench_chats(cfg: BenchConfig, tokenizer: Any) -> list[list[dict]]:
     random.Random(cfg.seed).shuffle(pool)
     usable = [m for m in pool if any(x != IGNORE_INDEX for x in encode_chat(tokenizer, m, cfg.max_length).labels)]
     if not usable:
-        raise UsageError(f"--max_length {cfg.max_length} leaves no assistant token in any example")
+        raise ValueError(f"--max_length {cfg.max_length} leaves no assistant token in any example")
     return [usable[i % len(usable)] for i in range(cfg.num_examples())]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stepjepa.data import write_json_atomic
-from stepjepa.errors import UsageError
+from stepjepa.modes import Mode
 
 RUN_RECORD = "stepjepa_run.json"
 TRAINER_STATE = "trainer_state.json"
@@ -29,7 +29,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path}: no such file")
+        raise FileNotFoundError(f"{path}: no such file")
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -42,7 +42,7 @@ def model_identity(name: str) -> str:
     return str(Path(name).resolve()) if Path(name).is_dir() else name
 
 
-def run_record(mode: str, model_name: str, train_file: str, predictors: int, seed: int) -> dict[str, Any]:
+def run_record(mode: Mode, model_name: str, train_file: str, predictors: int, seed: int) -> dict[str, Any]:
     """The identity of a fresh run, with a new ``run_id`` (a resumed run takes its checkpoint's ``run_id``)."""
     return {
         "mode": mode,
@@ -91,21 +91,21 @@ def latest_complete(output_dir: str | os.PathLike) -> tuple[Path, list[tuple[Pat
             return path, skipped
         skipped.append((path, reason))
     if skipped:
-        raise UsageError(f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir} "
+        raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir} "
                          f"({skipped[0][0].name}: {skipped[0][1]})")
-    raise UsageError(f"--resume_from_checkpoint latest: no checkpoint-* in {output_dir}")
+    raise ValueError(f"--resume_from_checkpoint latest: no checkpoint-* in {output_dir}")
 
 
 def check_same_run(checkpoint: Path, record: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's own record; raises when it was made by a run with another mode, model, data, K or seed."""
     reason = incomplete_reason(checkpoint)
     if reason:
-        raise UsageError(f"--resume_from_checkpoint {checkpoint}: incomplete checkpoint ({reason})")
+        raise ValueError(f"--resume_from_checkpoint {checkpoint}: incomplete checkpoint ({reason})")
     theirs = read_record(checkpoint)
     differ = [key for key in IDENTITY_KEYS if theirs.get(key) != record[key]]
     if differ:
         what = "; ".join(f"{key} {theirs.get(key)!r} there, {record[key]!r} here" for key in differ)
-        raise UsageError(f"{checkpoint} belongs to another run ({what}); resume it with that run's flags "
+        raise ValueError(f"{checkpoint} belongs to another run ({what}); resume it with that run's flags "
                          "or train into another --output_dir")
     return theirs
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib
 
-from stepjepa.errors import UsageError
-
 # command -> (module, config dataclass, run function, help); modules are imported only when used.
 COMMANDS = {
     "train": ("stepjepa.train", "TrainConfig", "run_train", "fine-tune: regular, LLM-JEPA or Step-JEPA"),
@@ -42,5 +40,5 @@ def parse_config(command: str, argv: list[str], prog: str | None = None):
     parser = _parser(prog or f"stepjepa {command}", config_cls)
     config, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if unknown:
-        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
+        raise ValueError(f"unrecognized arguments: {' '.join(unknown)}")
     return config

@@ -1,5 +1,6 @@
-"""The one exception type the command line turns into a one-line message and exit status 2."""
+"""Bad input: library code raises ValueError (a bad value, flag or row) or FileNotFoundError; the command line
+reports those in one line with exit status 2 (see :func:`stepjepa.cli.run_command`)."""
 
 
-class UsageError(Exception):
-    """Bad input or flags: the message names the problem (file and line where there is one)."""
+class UsageError(ValueError):
+    """Bad flags of a command whose config still raises this name (bench, sweep, report); a ValueError."""

@@ -11,21 +11,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 from tqdm.auto import tqdm
 
-from stepjepa.data import DEFAULT_SYSTEM_PROMPT, append_jsonl, read_jsonl, write_json_atomic
-from stepjepa.errors import UsageError
+from stepjepa.data import append_jsonl, read_jsonl, write_json_atomic
+from stepjepa.data.problems import Problem, load_problems
 from stepjepa.flags import check_finite_floats, check_seed
+from stepjepa.generation import iter_generations, render_prompts
 from stepjepa.models import load_model, load_tokenizer
 from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, check_device, inference_dtype, resolve_device
-from stepjepa.tasks import SCORE_NAMES, TASKS, detect_task, gold_answer, score_reply
-
-# Chat templates' end-of-turn tokens; generation stops at whichever the tokenizer has.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>")
-
+from stepjepa.tasks import SCORE_NAMES, TASKS, detect_task, score_reply
 
 @dataclass
 class EvaluateConfig:
@@ -77,111 +74,30 @@ class EvaluateConfig:
         check_finite_floats(self)
         check_seed("seed", self.seed)
         if not self.model_path and not self.compare:
-            raise UsageError("--model_path (or --compare MODEL ...) is required")
+            raise ValueError("--model_path (or --compare MODEL ...) is required")
         if not self.test_file:
-            raise UsageError("--test_file is required")
+            raise ValueError("--test_file is required")
         if self.task is not None and self.task not in TASKS:
-            raise UsageError(f"--task must be one of {', '.join(TASKS)}, got '{self.task}'")
+            raise ValueError(f"--task must be one of {', '.join(TASKS)}, got '{self.task}'")
         if self.max_new_tokens < 1:
-            raise UsageError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
+            raise ValueError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise UsageError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
+            raise ValueError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
         if self.max_examples is not None and self.max_examples < 1:
-            raise UsageError(f"--max_examples must be at least 1, got {self.max_examples}")
+            raise ValueError(f"--max_examples must be at least 1, got {self.max_examples}")
         if self.batch_size < 1:
-            raise UsageError(f"--batch_size must be at least 1, got {self.batch_size}")
+            raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+            raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
         if self.bf16 and self.no_bf16:
-            raise UsageError(BOTH_FLAGS)
+            raise ValueError(BOTH_FLAGS)
         check_device(self.device)
         if len(set(self.model_paths())) != len(self.model_paths()):
-            raise UsageError("a model is named twice in --model_path/--compare")
+            raise ValueError("a model is named twice in --model_path/--compare")
 
     def model_paths(self) -> list[str]:
         """The models to evaluate, in order: --model_path, then --compare."""
         return ([self.model_path] if self.model_path else []) + list(self.compare)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One test problem: its prompt (the chat before the gold reply) and the gold answer replies are scored against."""
-
-    index: int
-    question: str
-    messages: list[dict[str, str]]
-    ground_truth: str
-    gt_answer: str
-
-
-def _prompt(system: str | None, question: str) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system}] if system else []
-    return messages + [{"role": "user", "content": question}]
-
-
-def _chat_problem(row: dict, use_test_prompts: bool) -> tuple[str, list[dict[str, str]], str | None]:
-    """``(question, prompt messages, ground truth text or None)`` of a chat row; raises ValueError if malformed."""
-    messages = row["messages"]
-    if not isinstance(messages, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
-    ):
-        raise ValueError("'messages' must be a list of {role, content} with string content")
-    roles = [m["role"] for m in messages]
-    before_reply = messages[: roles.index("assistant")] if "assistant" in roles else messages
-    users = [m["content"] for m in before_reply if m["role"] == "user"]
-    if not users or not users[-1].strip():
-        raise ValueError("no user message before the assistant's")
-    systems = [m["content"] for m in before_reply if m["role"] == "system"]
-    system = (systems[0] if systems else None) if use_test_prompts else DEFAULT_SYSTEM_PROMPT
-    if "answer" in row:
-        truth = str(row["answer"])
-    else:
-        truth = next((m["content"] for m in messages if m["role"] == "assistant"), None)
-    return users[-1], _prompt(system, users[-1]), truth
-
-
-def _reply_problem(row: dict) -> tuple[str, list[dict[str, str]], str | None]:
-    """``(question, prompt, gold reply)`` of a chat for exact_match/regex: every message before the last
-    assistant message, verbatim (its own system prompt), and that message."""
-    messages = row["messages"]
-    if not isinstance(messages, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
-    ):
-        raise ValueError("'messages' must be a list of {role, content} with string content")
-    roles = [m["role"] for m in messages]
-    last = len(roles) - 1 - roles[::-1].index("assistant") if "assistant" in roles else len(roles)
-    prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:last]]
-    users = [m["content"] for m in prompt if m["role"] == "user"]
-    if not users or not users[-1].strip():
-        raise ValueError("no user message before the assistant's")
-    return users[-1], prompt, messages[last]["content"] if last < len(messages) else None
-
-
-def load_problems(path: str, use_test_prompts: bool = False, task: str = "gsm8k") -> list[Problem]:
-    """The problems of a GSM8K or chat JSONL file for ``task``, indexed by their order in the file.
-
-    gsm8k prompts use the training system prompt unless ``use_test_prompts``; exact_match and
-    regex prompts are the chat's own messages.
-    """
-    problems = []
-    for index, (line, row) in enumerate(read_jsonl(path)):
-        try:
-            if not isinstance(row, dict):
-                raise ValueError("expected a JSON object")
-            if "messages" in row and task != "gsm8k":
-                question, messages, truth = _reply_problem(row)
-            elif "messages" in row:
-                question, messages, truth = _chat_problem(row, use_test_prompts)
-            elif isinstance(row.get("question"), str) and "answer" in row:
-                question, truth = row["question"], str(row["answer"])
-                messages = _prompt(None if use_test_prompts else DEFAULT_SYSTEM_PROMPT, question)
-            else:
-                raise ValueError("expected {question, answer} (GSM8K) or {messages} (chat)")
-            gt_answer = gold_answer(task, truth)
-        except ValueError as exc:
-            raise UsageError(f"{path}:{line}: {exc}") from None
-        problems.append(Problem(index, question, messages, truth, gt_answer))
-    return problems
 
 
 def _load(model_path: str, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
@@ -189,84 +105,6 @@ def _load(model_path: str, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(model_path)
     model = load_model(model_path, dtype=dtype).to(device).eval()
     return model, tokenizer
-
-
-def end_of_turn_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Token ids that end the assistant's turn: the tokenizer's and model's EOS plus known end-of-turn tokens."""
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(configured if isinstance(configured, list) else [configured])
-    added = tokenizer.get_added_vocab()
-    ids.update(added[token] for token in END_OF_TURN_TOKENS if token in added)
-    return sorted(i for i in ids if i is not None)
-
-
-def render_prompts(tokenizer: Any, chats: list[list[dict[str, str]]]) -> list[list[int]]:
-    """Token ids of each chat, formatted by the chat template up to the assistant's turn."""
-    texts = [tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) for chat in chats]
-    # The template already holds any BOS token; adding special tokens again would double it.
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
-
-
-@torch.inference_mode()
-def iter_generations(
-    model: Any,
-    tokenizer: Any,
-    prompts: list[list[int]],
-    batch_size: int,
-    max_new_tokens: int,
-    temperature: float = 0.0,
-) -> Iterator[list[tuple[int, str]]]:
-    """Per batch, ``(prompt position, response text)``; longest prompts first, so batches hold similar lengths."""
-    stop_ids = end_of_turn_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {
-        "do_sample": False
-    }
-    device = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in batch)
-        # Left padding: every prompt ends at the same column, where generation starts.
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            input_ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-            attention_mask[row, width - len(prompts[i]) :] = 1
-        output = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            max_new_tokens=max_new_tokens,
-            eos_token_id=stop_ids,
-            pad_token_id=pad_id,
-            use_cache=True,
-            **sampling,
-        )
-        results = []
-        for row, i in enumerate(batch):
-            new_tokens = output[row, width:].tolist()
-            # Finished rows are padded to the batch's length; keep what precedes the first stop token.
-            cut = next((k for k, t in enumerate(new_tokens) if t in stop_ids), len(new_tokens))
-            results.append((i, tokenizer.decode(new_tokens[:cut], skip_special_tokens=True).strip()))
-        yield results
-
-
-def generate_responses(
-    model: Any,
-    tokenizer: Any,
-    chats: list[list[dict[str, str]]],
-    batch_size: int = 16,
-    max_new_tokens: int = 512,
-    temperature: float = 0.0,
-) -> list[str]:
-    """The model's reply to each chat, in the chats' order."""
-    responses = [""] * len(chats)
-    prompts = render_prompts(tokenizer, chats)
-    for results in iter_generations(model, tokenizer, prompts, batch_size, max_new_tokens, temperature):
-        for i, text in results:
-            responses[i] = text
-    return responses
 
 
 def summary_path(output_file: str | Path) -> Path:
@@ -291,19 +129,19 @@ def _finished(path: Path, problems: list[Problem], model_path: str, task: str) -
     done: dict[int, dict] = {}
     for line, row in read_jsonl(path):
         if not isinstance(row, dict) or not isinstance(row.get("index"), int):
-            raise UsageError(f"{path}:{line}: not a result row of stepjepa evaluate; pass another --output_file")
+            raise ValueError(f"{path}:{line}: not a result row of stepjepa evaluate; pass another --output_file")
         if row.get("model_path") != model_path:
-            raise UsageError(
+            raise ValueError(
                 f"{path}: holds results of model '{row.get('model_path')}', not '{model_path}'; "
                 "pass another --output_file"
             )
         if row.get("task", "gsm8k") != task:
-            raise UsageError(
+            raise ValueError(
                 f"{path}: holds results of task {row.get('task', 'gsm8k')}, not {task}; pass another --output_file"
             )
         index = row["index"]
         if index < len(problems) and row.get("question") != problems[index].question:
-            raise UsageError(
+            raise ValueError(
                 f"{path}:{line}: problem {index} differs from the test file's; pass another --output_file"
             )
         if index < len(problems):
@@ -428,7 +266,7 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         output_file = output_for(cfg.output_file, model_path, several=len(models) > 1)
         for path, flag in ((output_file, "--output_file"), (summary_path(output_file), "its summary")):
             if path.is_dir():
-                raise UsageError(f"{flag} {path} is a directory; name a file")
+                raise ValueError(f"{flag} {path} is a directory; name a file")
 
     def stop(signum, frame):
         raise KeyboardInterrupt(signum)

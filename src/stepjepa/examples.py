@@ -7,12 +7,12 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from stepjepa.errors import UsageError
 from stepjepa.layout import NO_VIEW, pack_llm_jepa, pack_regular, pack_step_jepa, step_pair_numbers
+from stepjepa.modes import MODES, Mode
 from stepjepa.tokenization import IGNORE_INDEX, encode_chat, encode_view
 
 
-def pack_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], mode: str, predictor_ids: list[int],
+def pack_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], mode: Mode, predictor_ids: list[int],
               last_token: int | None, max_length: int, step_pairs: str = "first") -> dict[str, Any]:
     """One chat -> one packed row for ``mode`` (regular, llm_jepa, step_jepa); ``step_pairs``: Step-JEPA's pairs."""
     chat = encode_chat(tokenizer, messages, max_length)
@@ -23,14 +23,16 @@ def pack_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], mode: st
         user_view = encode_view(tokenizer, user, max_length)
         assistant_view = encode_view(tokenizer, messages[-1], max_length)
         row = pack_llm_jepa(chat, user_view, assistant_view, predictor_ids, last_token)
-    else:
+    elif mode == "regular":
         row = pack_regular(chat)
+    else:
+        raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
     row["truncated"] = chat.truncated
     row["num_steps"] = len(chat.step_spans)
     return row
 
 
-def build_rows(tokenizer: PreTrainedTokenizerBase, chats: list[list[dict]], mode: str, predictor_ids: list[int],
+def build_rows(tokenizer: PreTrainedTokenizerBase, chats: list[list[dict]], mode: Mode, predictor_ids: list[int],
                last_token: int | None, max_length: int,
                step_pairs: str = "first") -> tuple[list[dict[str, Any]], Counter]:
     """Packed rows of every usable chat and counts: ``rows``, ``jepa``, ``pairs``, ``lm_only_few_steps``,
@@ -56,5 +58,5 @@ def build_rows(tokenizer: PreTrainedTokenizerBase, chats: list[list[dict]], mode
         rows.append(row)
     counts["rows"] = len(rows)
     if not rows:
-        raise UsageError(f"--max_length {max_length} leaves no assistant token in any example")
+        raise ValueError(f"--max_length {max_length} leaves no assistant token in any example")
     return rows, counts

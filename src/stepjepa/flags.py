@@ -6,7 +6,6 @@ import math
 from dataclasses import fields
 from typing import Any
 
-from stepjepa.errors import UsageError
 
 # numpy, and through it transformers' set_seed, takes seeds in [0, 2**32).
 SEED_LIMIT = 2**32
@@ -18,13 +17,13 @@ def check_finite_floats(config: Any) -> None:
         value = getattr(config, flag.name)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, float) and not math.isfinite(item):
-                raise UsageError(f"--{flag.name} must be a finite number, got {item}")
+                raise ValueError(f"--{flag.name} must be a finite number, got {item}")
 
 
 def check_seed(name: str, value: int) -> None:
     """A seed must be in [0, 2**32): what numpy, torch and Python's random all accept."""
     if not 0 <= value < SEED_LIMIT:
-        raise UsageError(f"--{name} must be in [0, 2**32), got {value}")
+        raise ValueError(f"--{name} must be in [0, 2**32), got {value}")
 
 
 def field_help(text: str, **extra: Any) -> dict[str, Any]:

@@ -20,7 +20,6 @@ import torch
 
 from stepjepa.tokenization import IGNORE_INDEX, EncodedChat, EncodedView
 
-MODES = ("regular", "llm_jepa", "step_jepa")
 STEP_PAIRS = ("first", "all", "random")  # Step-JEPA: step 1 -> 2 only, every step -> the next, one drawn per step
 NO_VIEW = -1
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from stepjepa.data import read_jsonl
-from stepjepa.errors import UsageError
 
 LEDGER = "ledger.jsonl"
 BASE = "base"  # the run (and its mode) that evaluates the untrained model
@@ -18,6 +17,6 @@ def read_ledger(path: Path) -> dict[str, dict]:
     entries = {}
     for line, entry in read_jsonl(path):
         if not isinstance(entry, dict) or not isinstance(entry.get("run"), str):
-            raise UsageError(f"{path}:{line}: not a ledger entry of stepjepa sweep")
+            raise ValueError(f"{path}:{line}: not a ledger entry of stepjepa sweep")
         entries[entry["run"]] = entry
     return entries

@@ -8,6 +8,7 @@ import torch
 
 from stepjepa.layout import conversation_only
 from stepjepa.losses import INFONCE_TEMPERATURE, jepa_loss, lm_loss
+from stepjepa.modes import Mode, check_mode
 from stepjepa.tokenization import IGNORE_INDEX
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
@@ -17,12 +18,15 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 class Objective:
     """``loss = gamma * LM + lbd * JEPA(view_a, view_b)``; ``target_stop_grad``: no gradient through view_b."""
 
-    mode: str = "step_jepa"  # regular | llm_jepa | step_jepa
+    mode: Mode = "step_jepa"
     loss: str = "cosine"  # cosine | l2 | mse | infonce
     lbd: float = 0.1
     gamma: float = 1.0
     temperature: float = INFONCE_TEMPERATURE
     target_stop_grad: bool = False
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
 
 
 @dataclass

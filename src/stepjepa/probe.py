@@ -20,16 +20,16 @@ import torch
 import torch.nn.functional as F
 
 from stepjepa.data import load_chats, write_json_atomic
-from stepjepa.errors import UsageError
 from stepjepa.examples import pack_chat
 from stepjepa.flags import field_help as _help
 from stepjepa.layout import NO_VIEW, PackedCollator
 from stepjepa.models import PREDICTOR_TOKEN, load_model, load_tokenizer
+from stepjepa.modes import Mode, check_mode
 from stepjepa.objective import Objective, compute_objective
 from stepjepa.tokenization import IGNORE_INDEX
 from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, check_device, inference_dtype, resolve_device
 
-PROBE_MODES = ("step_jepa", "llm_jepa")
+PROBE_MODES: tuple[Mode, ...] = ("step_jepa", "llm_jepa")
 PROBE_PAIRS = ("first", "all")
 TOP_K = 5
 
@@ -59,29 +59,28 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         if not self.model_path:
-            raise UsageError("--model_path is required")
+            raise ValueError("--model_path is required")
         if not self.test_file:
-            raise UsageError("--test_file is required")
-        if self.mode not in PROBE_MODES:
-            raise UsageError(f"--mode must be one of {', '.join(PROBE_MODES)}, got {self.mode!r}")
+            raise ValueError("--test_file is required")
+        check_mode(self.mode, allowed=PROBE_MODES)
         if self.step_pairs not in PROBE_PAIRS:
-            raise UsageError(f"--step_pairs must be one of {', '.join(PROBE_PAIRS)}, got {self.step_pairs!r}")
+            raise ValueError(f"--step_pairs must be one of {', '.join(PROBE_PAIRS)}, got {self.step_pairs!r}")
         if self.step_pairs == "all" and self.mode != "step_jepa":
-            raise UsageError("--step_pairs all needs --mode step_jepa (LLM-JEPA has one pair per chat)")
+            raise ValueError("--step_pairs all needs --mode step_jepa (LLM-JEPA has one pair per chat)")
         if self.predictors < -1:
-            raise UsageError(f"--predictors must be -1 (the model's), 0 or more, got {self.predictors}")
+            raise ValueError(f"--predictors must be -1 (the model's), 0 or more, got {self.predictors}")
         for name in ("max_length", "batch_size"):
             if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.max_examples is not None and self.max_examples < 2:
-            raise UsageError(f"--max_examples must be at least 2 (retrieval needs candidates), got {self.max_examples}")
+            raise ValueError(f"--max_examples must be at least 2 (retrieval needs candidates), got {self.max_examples}")
         if self.bf16 and self.no_bf16:
-            raise UsageError(BOTH_FLAGS)
+            raise ValueError(BOTH_FLAGS)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+            raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
         check_device(self.device)
         if Path(self.output_file).is_dir():
-            raise UsageError(f"--output_file {self.output_file} is a directory; name a .json file")
+            raise ValueError(f"--output_file {self.output_file} is a directory; name a .json file")
 
 
 def effective_rank(embeddings: torch.Tensor) -> tuple[float, list[float]]:
@@ -187,13 +186,13 @@ def probe_model(cfg: ProbeConfig) -> dict[str, Any]:
     available = model_predictor_count(tokenizer)
     k = available if cfg.predictors == -1 else cfg.predictors
     if k > available:
-        raise UsageError(f"model '{cfg.model_path}' has {available} predictor tokens; --predictors {k} asks for "
+        raise ValueError(f"model '{cfg.model_path}' has {available} predictor tokens; --predictors {k} asks for "
                          f"{PREDICTOR_TOKEN.format(available + 1)}")
     predictor_ids = tokenizer.convert_tokens_to_ids([PREDICTOR_TOKEN.format(i) for i in range(1, k + 1)])
     rows = {kind: view_rows(tokenizer, chats, cfg.mode, predictor_ids[:kind], cfg.max_length, cfg.step_pairs)
             for kind in [0] + ([k] if k else [])}
     if len(rows[0]) < 2:
-        raise UsageError(f"{cfg.test_file}: {len(rows[0])} of {len(chats)} chats have {cfg.mode} views "
+        raise ValueError(f"{cfg.test_file}: {len(rows[0])} of {len(chats)} chats have {cfg.mode} views "
                          f"(Step-JEPA needs two whole steps within --max_length); the probe needs 2 or more")
     device = resolve_device(cfg.device)
     dtype = inference_dtype(device, cfg.bf16, cfg.no_bf16)

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import math
-import os
 import statistics
-import tempfile
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
-from stepjepa.data import plain_file_mode, read_jsonl
-from stepjepa.errors import UsageError
-from stepjepa.layout import MODES
+from stepjepa.data import atomic_path, read_jsonl
 from stepjepa.ledger import BASE, LEDGER, read_ledger
+from stepjepa.modes import MODES
 from stepjepa.tasks import SCORE_MEANINGS
 
 
@@ -30,7 +26,7 @@ class ReportConfig:
 
     def __post_init__(self) -> None:
         if not self.runs_dir:
-            raise UsageError("RUNS_DIR (or --runs_dir) is required")
+            raise ValueError("RUNS_DIR (or --runs_dir) is required")
 
     @property
     def output_path(self) -> Path:
@@ -189,21 +185,6 @@ def read_metrics(path: Path) -> list[dict]:
     return [row for _, row in read_jsonl(path) if isinstance(row, dict) and "step" in row]
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to; renamed onto ``path`` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.fchmod(fd, plain_file_mode())
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def plot_losses(runs_dir: Path, entries: list[dict], path: Path) -> int:
     """LM and JEPA loss against step, one line per run, one colour per configuration; the runs drawn."""
     from matplotlib.figure import Figure  # a bare Figure renders with Agg: no pyplot, no display
@@ -336,7 +317,7 @@ def run_report(cfg: ReportConfig) -> int:
     runs_dir = Path(cfg.runs_dir)
     ledger = read_ledger(runs_dir / LEDGER)
     if not ledger:
-        raise UsageError(f"{runs_dir / LEDGER}: no finished runs (is {runs_dir} a sweep's --output_dir?)")
+        raise ValueError(f"{runs_dir / LEDGER}: no finished runs (is {runs_dir} a sweep's --output_dir?)")
     entries = sorted(ledger.values(), key=lambda e: (_mode_order(e["mode"]), e["config"], e["seed"]))
     summaries = summarize(entries)
     probes = summarize_probes(entries)
@@ -347,7 +328,7 @@ def run_report(cfg: ReportConfig) -> int:
     }
     for path in (output, *plots.values()):
         if path.is_dir():
-            raise UsageError(f"{path} is a directory; --output names the Markdown file to write")
+            raise ValueError(f"{path} is a directory; --output names the Markdown file to write")
     drawn = plot_losses(runs_dir, entries, plots["loss curves"])
     plot_accuracy(summaries, plots["accuracy per configuration"])
     text = render_report(runs_dir, entries, summaries, plots, probes)

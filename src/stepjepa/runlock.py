@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from stepjepa.errors import UsageError
 
 LOCK_NAME = ".stepjepa.lock"
 
@@ -29,7 +28,7 @@ def _open_held(lock: Path) -> int:
             holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise UsageError(f"--output_dir {lock.parent} is in use by another run (process {holder}); "
+                raise ValueError(f"--output_dir {lock.parent} is in use by another run (process {holder}); "
                                  "wait for it to end or choose another directory") from None
             raise
         try:
@@ -51,10 +50,8 @@ def output_dir_lock(directory: str | os.PathLike) -> Iterator[None]:
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd = _open_held(lock)
-    except UsageError:
-        raise
     except OSError as exc:
-        raise UsageError(f"--output_dir {path}: cannot write there ({exc.strerror})") from None
+        raise ValueError(f"--output_dir {path}: cannot write there ({exc.strerror})") from None
     previous = os.read(fd, 64).decode("ascii", "replace").strip()
     if previous:
         print(f"note: took over the lock of process {previous}, which no longer runs ({lock})", file=sys.stderr)

@@ -17,9 +17,10 @@ from stepjepa.data import append_jsonl, read_jsonl
 from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.flags import field_help as _help
-from stepjepa.layout import MODES, STEP_PAIRS
+from stepjepa.layout import STEP_PAIRS
 from stepjepa.ledger import BASE, LEDGER, read_ledger
 from stepjepa.models import EMBEDDED_ALIAS
+from stepjepa.modes import MODES
 
 LOSS_FLAGS = {"cosine": [], "l2": ["--jepa_l2"], "mse": ["--jepa_mse"], "infonce": ["--infonce"]}
 EVAL_OUTPUT = "eval.jsonl"
@@ -308,7 +309,7 @@ def check_commands(cfg: SweepConfig, run: Run, run_dir: Path) -> None:
         flags = argv[argv.index(command) + 1 :]
         try:
             parsed = parse_config(command, flags, prog=f"stepjepa sweep ({command} flags)")
-        except UsageError as exc:
+        except ValueError as exc:
             raise UsageError(f"{command} flags of run {run.name}: {exc}") from None
         if command == "train" and parsed.debug >= 7:
             raise UsageError("--train_args sets --debug 7, which prints a batch and exits without training")
@@ -377,7 +378,7 @@ def has_whole_checkpoint(run_dir: Path) -> bool:
 
     try:
         latest_complete(run_dir)
-    except UsageError:
+    except ValueError:
         return False
     return True
 

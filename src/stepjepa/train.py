@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.flags import field_help as _help
 from stepjepa.layout import STEP_PAIRS
 from stepjepa.losses import INFONCE_TEMPERATURE
 from stepjepa.models import EMBEDDED_ALIAS
+from stepjepa.modes import Mode
 from stepjepa.precision import BF16_HELP, BOTH_FLAGS, NO_BF16_HELP, precision_name, use_bf16
 from stepjepa.runlock import LOCK_NAME, output_dir_lock
 
@@ -79,57 +79,58 @@ class TrainConfig:
         check_finite_floats(self)
         check_seed("seed", self.seed)
         if self.regular and self.step_jepa:
-            raise UsageError("--regular and --step_jepa contradict each other; choose one mode")
+            raise ValueError("--regular and --step_jepa contradict each other; choose one mode")
         losses = [flag for flag in ("jepa_l2", "jepa_mse", "infonce") if getattr(self, flag)]
         if len(losses) > 1:
-            raise UsageError(f"choose one JEPA loss, got --{' and --'.join(losses)}")
+            raise ValueError(f"choose one JEPA loss, got --{' and --'.join(losses)}")
         # A weight at its default cannot be told from an absent flag: only other values are refused.
         weights = [name for name in ("lbd", "gamma") if getattr(self, name) != self.__dataclass_fields__[name].default]
         if self.regular and (losses or self.predictors or weights):
-            raise UsageError("--regular trains without JEPA; drop the JEPA options (" + ", ".join(
+            raise ValueError("--regular trains without JEPA; drop the JEPA options (" + ", ".join(
                 [f"--{flag}" for flag in losses + weights] + (["--predictors"] if self.predictors else [])) + ")")
         if self.regular and self.target_stop_grad:
-            raise UsageError("--regular trains without JEPA; drop --target_stop_grad")
+            raise ValueError("--regular trains without JEPA; drop --target_stop_grad")
         if self.step_pairs not in STEP_PAIRS:
-            raise UsageError(f"--step_pairs must be one of {', '.join(STEP_PAIRS)}, got {self.step_pairs!r}")
+            raise ValueError(f"--step_pairs must be one of {', '.join(STEP_PAIRS)}, got {self.step_pairs!r}")
         if self.step_pairs != "first" and not self.step_jepa:
-            raise UsageError(f"--step_pairs {self.step_pairs} needs --step_jepa (LLM-JEPA has one pair per example)")
+            raise ValueError(f"--step_pairs {self.step_pairs} needs --step_jepa (LLM-JEPA has one pair per example)")
         if self.predictors < 0:
-            raise UsageError(f"--predictors must be >= 0, got {self.predictors}")
+            raise ValueError(f"--predictors must be >= 0, got {self.predictors}")
         if self.jepa_ratio > 1:
-            raise UsageError(f"--jepa_ratio is a probability, at most 1; got {self.jepa_ratio}")
+            raise ValueError(f"--jepa_ratio is a probability, at most 1; got {self.jepa_ratio}")
         for name in ("lbd", "gamma"):
             if getattr(self, name) < 0:
-                raise UsageError(f"--{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_length", "batch_size", "grad_accum", "lora_rank", "eval_steps", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate is not None and self.learning_rate <= 0:
-            raise UsageError(f"--learning_rate must be > 0, got {self.learning_rate}")
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
         if self.max_steps == 0 or self.max_steps < -1:
-            raise UsageError(f"--max_steps must be -1 (run the epochs) or >= 1, got {self.max_steps}")
+            raise ValueError(f"--max_steps must be -1 (run the epochs) or >= 1, got {self.max_steps}")
         if self.save_total_limit < 0:
-            raise UsageError(f"--save_total_limit must be >= 0 (0 keeps every checkpoint), got {self.save_total_limit}")
+            raise ValueError(f"--save_total_limit must be >= 0 (0 keeps every checkpoint), got {self.save_total_limit}")
         if self.num_epochs <= 0:
-            raise UsageError(f"--num_epochs must be > 0, got {self.num_epochs}")
+            raise ValueError(f"--num_epochs must be > 0, got {self.num_epochs}")
         if not 0 <= self.warmup_ratio < 1:
-            raise UsageError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.last_token != "auto":
             try:
                 offset = int(self.last_token)
             except ValueError:
-                raise UsageError(f"--last_token must be 'auto' or a negative integer, got {self.last_token!r}") from None
+                raise ValueError(f"--last_token must be 'auto' or a negative integer, got {self.last_token!r}") from None
             if offset >= 0:
-                raise UsageError(f"--last_token counts from the end and must be negative, got {offset}")
+                raise ValueError(f"--last_token counts from the end and must be negative, got {offset}")
         if self.attn_implementation not in ("sdpa", "eager"):
-            raise UsageError(f"--attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
+            raise ValueError(f"--attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
         if self.bf16 and self.no_bf16:
-            raise UsageError(BOTH_FLAGS)
+            raise ValueError(BOTH_FLAGS)
         if not self.train_file:
-            raise UsageError("--train_file is required")
+            raise ValueError("--train_file is required")
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
+        """The mode the flags choose: --regular, --step_jepa, else LLM-JEPA."""
         return "regular" if self.regular else "step_jepa" if self.step_jepa else "llm_jepa"
 
     @property
@@ -150,11 +151,11 @@ def check_output_dir(cfg: TrainConfig) -> None:
     """Never delete or empty a directory; refuse a non-empty one unless told to overwrite or resume."""
     path = Path(cfg.output_dir)
     if path.exists() and not path.is_dir():
-        raise UsageError(f"--output_dir {path} exists and is not a directory")
+        raise ValueError(f"--output_dir {path} exists and is not a directory")
     # The lock file alone (rank 0 of this very run, or a dead run's) does not make a directory "not empty".
     if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()) and not (
             cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
-        raise UsageError(
+        raise ValueError(
             f"--output_dir {path} is not empty; pass --overwrite_output_dir, --resume_from_checkpoint, or another directory"
         )
 
@@ -175,7 +176,7 @@ def _resume_path(cfg: TrainConfig, record: dict) -> str | None:
     else:
         checkpoint = Path(cfg.resume_from_checkpoint)
         if not checkpoint.is_dir():
-            raise UsageError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint directory")
+            raise ValueError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint directory")
     record["run_id"] = check_same_run(checkpoint, record)["run_id"]
     return str(checkpoint)
 
@@ -289,7 +290,7 @@ def _train(cfg: TrainConfig) -> int:
                               cfg.step_pairs)
     _say(cfg, 1, describe_counts(cfg, counts, len(predictor_ids)))
     if cfg.mode != "regular" and not counts["jepa"]:
-        raise UsageError(f"no example has its JEPA views within --max_length {cfg.max_length} "
+        raise ValueError(f"no example has its JEPA views within --max_length {cfg.max_length} "
                          f"({counts['lm_only_truncated']} cut, {counts['lm_only_few_steps']} with fewer than two steps): "
                          "the run would be LM-only; raise --max_length or train with --regular")
     if cfg.mode == "step_jepa" and counts["lm_only_few_steps"]:
@@ -367,7 +368,7 @@ def _train(cfg: TrainConfig) -> int:
             result = None if finished else trainer.train(resume_from_checkpoint=resume)
     except NonFiniteLoss as exc:
         kept = [path for _, path in numbered_checkpoints(cfg.output_dir)]
-        raise UsageError(f"{exc}; training stopped, no model saved"
+        raise ValueError(f"{exc}; training stopped, no model saved"
                          + (f", the checkpoints are kept (last {kept[-1]})" if kept else "")) from None
     if interrupted["signal"]:
         trainer._save_checkpoint(trainer.model, trial=None)
