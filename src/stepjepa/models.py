@@ -34,6 +34,9 @@ def _gguf_file(alias: str) -> Path:
 
 def _build_embedded(alias: str, target: Path) -> None:
     """Dequantise the GGUF file, rebuild a plain model from its config (identical logits), save it."""
+    from stepjepa.extras import require
+
+    require("gguf", f"the embedded model '{alias}'")
     gguf = _gguf_file(alias)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)

@@ -267,6 +267,9 @@ def plot_probe(summary: dict[str, Any], path: Path) -> None:
 
 def run_probe(cfg: ProbeConfig) -> int:
     """Probe, write the JSON summary and the PNG, print the table; exit status 0."""
+    from stepjepa.extras import require
+
+    require("matplotlib", "stepjepa probe (its plot)")
     summary = probe_model(cfg)
     output = Path(cfg.output_file)
     plot = output.with_suffix(".png")

@@ -30,10 +30,12 @@ Hopcroft-Karp on the fly for the equality check).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
-from automata.fa.dfa import DFA
-from automata.fa.nfa import NFA
+from stepjepa.extras import require
+
+if TYPE_CHECKING:
+    from automata.fa.nfa import NFA
 
 # Repetition counts above this are refused: NL-RX uses at most 7, and copying an automaton
 # hundreds of times would let one degenerate model reply stall a whole evaluation.
@@ -276,6 +278,9 @@ class _Alphabet:
 
 def _nfa(node: Node, alphabet: _Alphabet) -> NFA:
     """A Thompson-style NFA of ``node`` over the alphabet's symbols."""
+    from automata.fa.dfa import DFA
+    from automata.fa.nfa import NFA
+
     symbols = alphabet.symbols
     if isinstance(node, Chars):
         named = {alphabet.symbol(c) for c in node.members}
@@ -306,6 +311,8 @@ def _nfa(node: Node, alphabet: _Alphabet) -> NFA:
 
 
 def _empty_string(symbols: frozenset[str]) -> NFA:
+    from automata.fa.nfa import NFA
+
     return NFA(states={0}, input_symbols=symbols, transitions={0: {}}, initial_state=0, final_states={0})
 
 
@@ -317,6 +324,7 @@ def regex_equivalent(a: str, b: str) -> bool:
     trees = parse_regex(a), parse_regex(b)
     if trees[0] == trees[1]:
         return True
+    require("automata", "regex equivalence (evaluate --task regex)")
     alphabet = _Alphabet(_char_sets(trees[0]) + _char_sets(trees[1]))
     return _nfa(trees[0], alphabet) == _nfa(trees[1], alphabet)
 

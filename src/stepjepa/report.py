@@ -314,6 +314,10 @@ def _probe_section(probes: list[ProbeSummary]) -> list[str]:
 
 def run_report(cfg: ReportConfig) -> int:
     """Write the Markdown report and its two plots atomically; print the configuration table."""
+    from stepjepa.extras import require
+
+    require("scipy", "stepjepa report (paired t-tests)")
+    require("matplotlib", "stepjepa report (plots)")
     runs_dir = Path(cfg.runs_dir)
     ledger = read_ledger(runs_dir / LEDGER)
     if not ledger:

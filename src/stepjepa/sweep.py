@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from stepjepa.commands import parse_config
 from stepjepa.data import append_jsonl, read_jsonl
 from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.flags import field_help as _help
+from stepjepa.jobs import ChildRunner, Runner, job_environments, run_parallel
 from stepjepa.layout import STEP_PAIRS
 from stepjepa.ledger import BASE, LEDGER, read_ledger
 from stepjepa.models import EMBEDDED_ALIAS
@@ -40,12 +40,11 @@ PROBE_OUTPUT = "probe.json"
 # The YAML types of the fields that are not lists (list fields take a scalar or a list).
 YAML_SCALARS = {"train_file": str, "test_file": str, "model_name": str, "output_dir": str, "launcher": str,
                 "train_args": str, "eval_args": str, "dry_run": bool, "max_examples": int, "no_probe": bool,
-                "probe_file": str, "probe_args": str, "no_base": bool, "task": str}
+                "probe_file": str, "probe_args": str, "no_base": bool, "task": str, "jobs": int, "devices": str}
+LOGS = "logs"  # parallel runs: each run's children write to logs/RUN.log instead of the terminal
 # Exit statuses of a child stopped by Ctrl-C or SIGTERM -> the signal: the sweep stops too instead of going on.
 INTERRUPTED = {130: signal.SIGINT, -signal.SIGINT: signal.SIGINT, 143: signal.SIGTERM, -signal.SIGTERM: signal.SIGTERM}
 
-# A runner executes one command line and returns its exit status.
-Runner = Callable[[list[str]], int]
 
 
 @dataclass
@@ -96,6 +95,12 @@ class SweepConfig:
     task: Optional[str] = field(default=None, metadata=_help(
         "Evaluation task of every run (`stepjepa evaluate --task`): gsm8k, exact_match or regex; "
         "default: chosen from the test file's first row."))
+    jobs: int = field(default=1, metadata=_help(
+        "Runs at a time. Without --devices each child gets an equal share of the CPU cores (OMP_NUM_THREADS); "
+        "parallel runs write their output to OUTPUT_DIR/logs/RUN.log."))
+    devices: str = field(default="", metadata=_help(
+        "GPUs, one run at a time on each: '0,1,2,3' (CUDA_VISIBLE_DEVICES per child; sets --jobs); join the "
+        "GPUs of one run with '+' for a multi-GPU --launcher, e.g. '0+1,2+3' with 'torchrun --nproc_per_node 2'."))
 
     def __post_init__(self) -> None:
         if self.config:
@@ -132,9 +137,28 @@ class SweepConfig:
             if taken:
                 raise UsageError(f"--{name} may not set {', '.join(taken)}: the sweep sets it for each run")
         _split(self.launcher, "launcher")
+        if self.jobs < 1:
+            raise UsageError(f"--jobs must be >= 1, got {self.jobs}")
+        slots = self.device_slots
+        if slots and any(not slot or not all(part.strip() for part in slot.split(",")) for slot in slots):
+            raise UsageError(f"--devices: expected GPU numbers like 0,1,2 or 0+1,2+3, got {self.devices!r}")
+        if slots and self.jobs not in (1, len(slots)):
+            raise UsageError(f"--jobs {self.jobs} and --devices {self.devices} disagree: one run per device slot")
+
+    @property
+    def device_slots(self) -> list[str]:
+        """The CUDA_VISIBLE_DEVICES value of each parallel job ('0+1' -> '0,1')."""
+        return [slot.strip().replace("+", ",") for slot in self.devices.split(",")] if self.devices.strip() else []
+
+    @property
+    def parallel_jobs(self) -> int:
+        return len(self.device_slots) or self.jobs
 
     def _apply_yaml(self, path: Path) -> None:
         """Fill the fields still at their defaults from a YAML mapping of flag names to values."""
+        from stepjepa.extras import require
+
+        require("yaml", "--config")
         import yaml
 
         if not path.is_file():
@@ -348,30 +372,6 @@ def check_probe_file(cfg: SweepConfig) -> None:
                          "or --no_probe")
 
 
-class ChildRunner:
-    """Runs each command as a child in its own session (and process group), so a terminal's Ctrl-C reaches
-    the sweep alone; ``forward`` (the sweep's SIGINT/SIGTERM handler) passes each signal on to the running
-    child, which checkpoints and exits. After a signal no further child starts."""
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen | None = None
-        self.signal: int | None = None
-
-    def __call__(self, argv: list[str]) -> int:
-        if self.signal:
-            return 128 + self.signal
-        self.process = subprocess.Popen(argv, start_new_session=True)  # process_group= needs Python 3.11
-        try:
-            return self.process.wait()
-        finally:
-            self.process = None
-
-    def forward(self, signum: int, frame) -> None:
-        self.signal = signum
-        if self.process is not None:
-            self.process.send_signal(signum)
-
-
 def has_whole_checkpoint(run_dir: Path) -> bool:
     """Whether training in ``run_dir`` can resume (a whole checkpoint is there)."""
     from stepjepa.checkpoints import latest_complete
@@ -520,27 +520,11 @@ def _run_grid(cfg: SweepConfig, runner: Runner) -> int:
         return 0
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    failed = []
-    for number, run in enumerate(pending, start=1):
-        run_dir = output_dir / run.name
-        print(f"[{number}/{len(pending)}] {run.name}{' (redone)' if status[run.name] == 'redo' else ''}", flush=True)
-        code, entry = execute_run(cfg, run, run_dir, status[run.name] == "redo", runner)
-        received = getattr(runner, "signal", None) or INTERRUPTED.get(code)
-        if received and entry is not None:
-            append_jsonl(ledger_path, entry)  # it finished just as the signal came
-        if received:
-            state = "finished" if entry else "unfinished (not in the ledger)"
-            print(f"stepjepa sweep: interrupted by {signal.Signals(received).name} during {run.name}, which is "
-                  f"{state}; run the same command again to go on", file=sys.stderr)
-            return 128 + received
-        if entry is None:
-            print(f"stepjepa sweep: {run.name} failed (exit status {code}); the sweep goes on", file=sys.stderr)
-            failed.append(run.name)
-            continue
-        append_jsonl(ledger_path, entry)
-        print(f"[{number}/{len(pending)}] {run.name}: accuracy {100 * entry['accuracy']:.1f}% "
-              f"(strict {100 * entry['strict_accuracy']:.1f}%) on {entry['total_examples']} problems, "
-              f"{entry['run_seconds']:.0f}s", flush=True)
+    jobs = cfg.parallel_jobs
+    outcome = (_run_parallel if jobs > 1 else _run_in_turn)(cfg, pending, status, runner, output_dir)
+    if isinstance(outcome, int):
+        return outcome
+    failed = outcome
     print(f"sweep {output_dir}: {len(runs)} runs, {len(runs) - len(pending)} were done, "
           f"{len(pending) - len(failed)} ran now, {len(failed)} failed; ledger {ledger_path}; "
           f"report: stepjepa report {output_dir}")
@@ -548,3 +532,76 @@ def _run_grid(cfg: SweepConfig, runner: Runner) -> int:
         print(f"failed runs (run the same command again to retry them): {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _record(cfg: SweepConfig, run: Run, code: int, entry: dict | None, label: str, received: int | None,
+            failed: list[str], log: Path | None = None) -> None:
+    """The parent's part after a run ends: the ledger line (the one writer) and what to say."""
+    ledger_path = Path(cfg.output_dir) / LEDGER
+    if entry is not None:
+        append_jsonl(ledger_path, entry)
+    if received:
+        state = "finished" if entry else "unfinished (not in the ledger)"
+        print(f"stepjepa sweep: interrupted by {signal.Signals(received).name} during {run.name}, which is "
+              f"{state}; run the same command again to go on", file=sys.stderr)
+    elif entry is None:
+        print(f"stepjepa sweep: {run.name} failed (exit status {code}); the sweep goes on"
+              + (f"; its output: {log}" if log else ""), file=sys.stderr)
+        failed.append(run.name)
+    else:
+        print(f"{label} {run.name}: accuracy {100 * entry['accuracy']:.1f}% "
+              f"(strict {100 * entry['strict_accuracy']:.1f}%) on {entry['total_examples']} problems, "
+              f"{entry['run_seconds']:.0f}s", flush=True)
+
+
+def _run_in_turn(cfg: SweepConfig, pending: list[Run], status: dict[str, str], runner: Runner,
+                 output_dir: Path) -> list[str] | int:
+    """One run after the other, children on this terminal: the failed runs, or the status of an interruption."""
+    failed: list[str] = []
+    for number, run in enumerate(pending, start=1):
+        label = f"[{number}/{len(pending)}]"
+        print(f"{label} {run.name}{' (redone)' if status[run.name] == 'redo' else ''}", flush=True)
+        code, entry = execute_run(cfg, run, output_dir / run.name, status[run.name] == "redo", runner)
+        received = getattr(runner, "signal", None) or INTERRUPTED.get(code)
+        _record(cfg, run, code, entry, label, received, failed)
+        if received:
+            return 128 + received
+    return failed
+
+
+def _run_parallel(cfg: SweepConfig, pending: list[Run], status: dict[str, str], runner: Runner,
+                  output_dir: Path) -> list[str] | int:
+    """Up to ``--jobs`` runs at once, one job environment each, their output in ``logs/``; this thread alone
+    writes the ledger. The failed runs, or the status of an interruption."""
+    envs = job_environments(cfg.device_slots, cfg.parallel_jobs)
+    (output_dir / LOGS).mkdir(exist_ok=True)
+    failed: list[str] = []
+    label = {run.name: f"[{number}/{len(pending)}]" for number, run in enumerate(pending, start=1)}
+
+    def log(run: Run) -> Path:
+        return output_dir / LOGS / f"{run.name}.log"
+
+    def announce(run: Run, job: int) -> None:
+        devices = f", CUDA_VISIBLE_DEVICES={envs[job]['CUDA_VISIBLE_DEVICES']}" if cfg.device_slots else ""
+        print(f"{label[run.name]} {run.name}{' (redone)' if status[run.name] == 'redo' else ''} started "
+              f"(job {job + 1}{devices}; output {log(run)})", flush=True)
+
+    def work(run: Run, job: int) -> tuple[int, dict | None]:
+        def job_runner(argv: list[str]) -> int:
+            return runner(argv, env=envs[job], log=log(run))
+
+        return execute_run(cfg, run, output_dir / run.name, status[run.name] == "redo", job_runner)
+
+    def finish(run: Run, result: tuple[int, dict | None]) -> int | None:
+        code, entry = result
+        received = getattr(runner, "signal", None) or INTERRUPTED.get(code)
+        _record(cfg, run, code, entry, label[run.name], received, failed, log(run))
+        return received
+
+    stopped, not_started = run_parallel(pending, work, finish, runner, cfg.parallel_jobs, announce)
+    if stopped:
+        if not_started:
+            print(f"stepjepa sweep: {len(not_started)} runs not started after {signal.Signals(stopped).name}; run "
+                  "the same command again to go on", file=sys.stderr)
+        return 128 + stopped
+    return failed

@@ -7,8 +7,10 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Optional
 
@@ -72,6 +74,20 @@ class TrainConfig:
     group_by_length: bool = field(default=False, metadata=_help("Batch examples of similar length together (less padding)."))
     gradient_checkpointing: bool = field(default=False, metadata=_help("Recompute activations in backward (less memory, slower)."))
     attn_implementation: str = field(default="sdpa", metadata=_help("Attention kernel: sdpa or eager."))
+    num_proc: Optional[int] = field(default=None, metadata=_help(
+        "Processes that tokenize the data (default: the machine's cores, at most one per MiB of data)."))
+    cache_dir: Optional[str] = field(default=None, metadata=_help(
+        "Where tokenized rows are cached, keyed by data, tokenizer, template and row settings "
+        "(default: $STEPJEPA_DATA_CACHE, else data/ in the model cache, ~/.cache/stepjepa/data)."))
+    no_data_cache: bool = field(default=False, metadata=_help("Tokenize afresh and store nothing in the cache."))
+    streaming: bool = field(default=False, metadata=_help(
+        "Tokenize the training file while training, for data of any size: nothing cached, no tokenizing pass "
+        "before the first step; rows are shuffled within --shuffle_buffer, not over the whole file; needs "
+        "--max_steps."))
+    shuffle_buffer: int = field(default=1000, metadata=_help("--streaming: rows held (and shuffled) at a time."))
+    report_to: str = field(default="none", metadata=_help(
+        "Trackers that also receive the logged metrics (transformers' report_to): none, tensorboard, wandb, "
+        "... or several, comma-separated; tensorboard writes under --output_dir/runs."))
     bf16: bool = field(default=False, metadata=_help(BF16_HELP))
     no_bf16: bool = field(default=False, metadata=_help(NO_BF16_HELP))
 
@@ -125,6 +141,15 @@ class TrainConfig:
             raise ValueError(f"--attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
         if self.bf16 and self.no_bf16:
             raise ValueError(BOTH_FLAGS)
+        check_trackers(report_to(self.report_to))
+        if self.streaming and self.max_steps < 1:
+            raise ValueError("--streaming needs --max_steps (a stream has no length to count epochs by)")
+        if self.streaming and self.group_by_length:
+            raise ValueError("--group_by_length sorts the whole data set; it cannot with --streaming")
+        if self.shuffle_buffer < 1:
+            raise ValueError(f"--shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
+        if self.num_proc is not None and self.num_proc < 1:
+            raise ValueError(f"--num_proc must be >= 1, got {self.num_proc}")
         if not self.train_file:
             raise ValueError("--train_file is required")
 
@@ -189,6 +214,37 @@ def _finished(cfg: TrainConfig, checkpoint: str) -> bool:
     return step >= (cfg.max_steps if cfg.max_steps > 0 else planned)
 
 
+def _packed_rows(cfg: TrainConfig, path: str, tokenizer, settings: RowSettings):
+    """The packed rows of one data file (cached unless --no_data_cache)."""
+    from stepjepa.dataset_cache import packed_rows
+
+    try:
+        return packed_rows(path, tokenizer, cfg.model_name, settings, cache_dir=cfg.cache_dir,
+                           use_cache=not cfg.no_data_cache, num_proc=cfg.num_proc)
+    except ValueError as exc:
+        # A tokenizing process's error is re-raised inside datasets: say it from here, in one line (cli.py).
+        raise ValueError(str(exc)) from None
+
+
+def _check_rows(cfg: TrainConfig, rows, args, num_predictors: int) -> None:
+    """Say where the rows came from and what they train; refuse a JEPA run without any JEPA view."""
+    counts = rows.counts
+    if cfg.debug >= 1 and args.world_size > 1:
+        print(f"rank {args.process_index}/{args.world_size}: data "
+              f"{'from the cache' if rows.cache_hit else 'tokenized here'}", flush=True)
+    _say(cfg, 1, rows.describe())
+    _say(cfg, 1, describe_counts(cfg, counts, num_predictors))
+    if cfg.mode != "regular" and not counts["jepa"]:
+        raise ValueError(f"no example has its JEPA views within --max_length {cfg.max_length} "
+                         f"({counts['lm_only_truncated']} cut, {counts['lm_only_few_steps']} with fewer than two steps): "
+                         "the run would be LM-only; raise --max_length or train with --regular")
+    if cfg.mode == "step_jepa" and counts["lm_only_few_steps"]:
+        print(f"note: {counts['lm_only_few_steps']} examples have fewer than two steps and train with the LM loss only")
+    if cfg.mode != "regular" and counts["lm_only_truncated"]:
+        print(f"note: {counts['lm_only_truncated']} examples have their views cut by --max_length {cfg.max_length} "
+              "and train with the LM loss only")
+
+
 def print_first_batch(tokenizer, rows: list[dict], collator, count: int = 2) -> None:
     """--debug 7: the layout of the first rows (regions, positions, mask)."""
     from stepjepa.layout import allowed_attention, render_layout
@@ -216,6 +272,30 @@ def describe_counts(cfg: TrainConfig, counts, num_predictors: int) -> str:
             f"{counts['lm_only_few_steps']} LM-only (fewer than two steps), "
             f"{counts['lm_only_truncated']} LM-only (views cut by --max_length), {counts['truncated']} truncated, "
             f"{counts['dropped_no_labels']} dropped (no assistant token within --max_length)")
+
+
+def report_to(value: str) -> str | list[str]:
+    """``--report_to``: 'none', or the trackers named, comma-separated (as transformers' ``report_to``)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    return "none" if not names or names == ["none"] else names
+
+
+def check_trackers(names: str | list[str]) -> None:
+    """Every tracker of --report_to is one transformers knows and is installed (tensorboard: our extra)."""
+    if names == "none":
+        return
+    from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
+                                                             get_available_reporting_integrations)
+
+    from stepjepa.extras import require
+
+    for name in names:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise ValueError(f"--report_to: unknown tracker {name!r}; one of none, {', '.join(INTEGRATION_TO_CALLBACK)}")
+        if name == "tensorboard":
+            require("tensorboard", "--report_to tensorboard")
+        elif name not in get_available_reporting_integrations():
+            raise ValueError(f"--report_to {name} needs its package: pip install {name}")
 
 
 def training_arguments(cfg: TrainConfig, has_eval: bool):
@@ -246,10 +326,12 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
         **({"activation_checkpointing": True} if cfg.gradient_checkpointing else {}),
         remove_unused_columns=False,
         label_names=["labels"],
-        report_to=[],
+        report_to=report_to(cfg.report_to),
         disable_tqdm=cfg.debug == 0,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every parameter takes part in every step
+        # A stream's batches differ in width (dynamic padding): each rank reads its own part, none is dispatched.
+        **({"accelerator_config": {"dispatch_batches": False}} if cfg.streaming else {}),
     )
 
 
@@ -274,47 +356,51 @@ def _train(cfg: TrainConfig) -> int:
 
     from transformers import set_seed
 
-    from stepjepa.data import load_chats, write_json_atomic
-    from stepjepa.examples import build_rows
+    from stepjepa.data import write_json_atomic
+    from stepjepa.dataset_cache import ExpandingCollator, RowSettings, expand_row, streamed_rows, with_regions
     from stepjepa.layout import PackedCollator
     from stepjepa.models import add_predictor_tokens, apply_lora, load_model, load_tokenizer, resize_for_tokenizer
     from stepjepa.objective import Objective
     from stepjepa.trainer import (JepaTrainer, MetricsFileCallback, NonFiniteLoss, QuietProgressCallback,
                                   trainable_parameter_count)
 
-    chats = load_chats(cfg.train_file)
-    eval_chats = load_chats(cfg.eval_file) if cfg.eval_file else None
+    for path in (cfg.train_file, cfg.eval_file):
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such file")
     tokenizer = load_tokenizer(cfg.model_name)
     predictor_ids = add_predictor_tokens(tokenizer, cfg.predictors) if cfg.mode != "regular" and cfg.predictors else []
-    rows, counts = build_rows(tokenizer, chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length,
-                              cfg.step_pairs)
-    _say(cfg, 1, describe_counts(cfg, counts, len(predictor_ids)))
-    if cfg.mode != "regular" and not counts["jepa"]:
-        raise ValueError(f"no example has its JEPA views within --max_length {cfg.max_length} "
-                         f"({counts['lm_only_truncated']} cut, {counts['lm_only_few_steps']} with fewer than two steps): "
-                         "the run would be LM-only; raise --max_length or train with --regular")
-    if cfg.mode == "step_jepa" and counts["lm_only_few_steps"]:
-        print(f"note: {counts['lm_only_few_steps']} examples have fewer than two steps and train with the LM loss only")
-    if cfg.mode != "regular" and counts["lm_only_truncated"]:
-        print(f"note: {counts['lm_only_truncated']} examples have their views cut by --max_length {cfg.max_length} "
-              "and train with the LM loss only")
+    settings = RowSettings(cfg.mode, tuple(predictor_ids), cfg.last_token_offset, cfg.max_length, cfg.step_pairs)
+    args = training_arguments(cfg, has_eval=bool(cfg.eval_file))
+    # Rank 0 of each machine tokenizes (or finds the cache); the other ranks then read what it stored.
+    with args.main_process_first(desc="tokenizing the data"):
+        rows = None if cfg.streaming else _packed_rows(cfg, cfg.train_file, tokenizer, settings)
+        eval_rows = _packed_rows(cfg, cfg.eval_file, tokenizer, settings) if cfg.eval_file else None
+    if rows is None:
+        train_dataset, counts = streamed_rows(cfg.train_file, tokenizer, settings, cfg.seed, cfg.shuffle_buffer), Counter()
+        if args.world_size > 1:
+            from datasets.distributed import split_dataset_by_node
+
+            train_dataset = split_dataset_by_node(train_dataset, rank=args.process_index, world_size=args.world_size)
+        _say(cfg, 1, f"data: streaming {cfg.train_file}: tokenized as read, rows shuffled within "
+                     f"{cfg.shuffle_buffer}, nothing cached")
+    else:
+        train_dataset, counts = rows.dataset, rows.counts
+        _check_rows(cfg, rows, args, len(predictor_ids))
     if cfg.step_jepa and cfg.last_token != "auto":
         _say(cfg, 1, "note: --last_token is not used by Step-JEPA (its views end at their embedding token)")
     collator = PackedCollator(tokenizer.pad_token_id)
     if cfg.debug >= 7:
-        print_first_batch(tokenizer, rows, collator, min(cfg.batch_size, 2))
+        count = min(cfg.batch_size, 2)
+        first = [expand_row(row) for row in islice(train_dataset, count)] if rows is None else [
+            rows.row(i) for i in range(min(count, len(rows.dataset)))]
+        print_first_batch(tokenizer, with_regions(first, cfg.train_file, tokenizer, settings), collator, len(first))
         return 0
-    eval_rows = None
-    if eval_chats:
-        eval_rows, _ = build_rows(tokenizer, eval_chats, cfg.mode, predictor_ids, cfg.last_token_offset, cfg.max_length,
-                                  cfg.step_pairs)
 
     set_seed(cfg.seed)
     model = load_model(cfg.model_name, attn_implementation=cfg.attn_implementation)
     resize_for_tokenizer(model, tokenizer)
     if cfg.lora:
         model = apply_lora(model, cfg.lora_rank)
-    args = training_arguments(cfg, has_eval=bool(eval_rows))
     trainable, total = trainable_parameter_count(model)
     _say(cfg, 1, f"model {cfg.model_name}: {trainable:,} trainable of {total:,} parameters, "
                  f"{args.device.type} {precision_name(args.bf16)}")
@@ -323,9 +409,9 @@ def _train(cfg: TrainConfig) -> int:
     trainer = JepaTrainer(
         model=model,
         args=args,
-        train_dataset=rows,
-        eval_dataset=eval_rows,
-        data_collator=collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_rows.dataset if eval_rows else None,
+        data_collator=ExpandingCollator(collator),
         processing_class=tokenizer,
         callbacks=[MetricsFileCallback(cfg.output_dir)],
         objective=Objective(mode=cfg.mode, loss=cfg.loss_kind, lbd=cfg.lbd, gamma=cfg.gamma,

@@ -118,9 +118,9 @@ class JepaTrainer(Trainer):
         sums, prefix = self._reduced_sums(split), "eval_" if split == "eval" else ""
         if sums["batches"]:
             logs[f"{prefix}lm_loss"] = round(sums["lm_loss"] / sums["batches"], 6)
-            logs[f"{prefix}jepa_loss"] = (
-                round(sums["jepa_loss"] / sums["jepa_batches"], 6) if sums["jepa_batches"] else None
-            )
+            # No JEPA batch in the window: no value (metrics.jsonl writes null; trackers take numbers only).
+            if sums["jepa_batches"]:
+                logs[f"{prefix}jepa_loss"] = round(sums["jepa_loss"] / sums["jepa_batches"], 6)
         if split == "train":
             now = time.perf_counter()
             logs["tokens_per_s"] = round(sums["tokens"] / max(now - self._last_log_time, 1e-9), 1)
@@ -164,6 +164,8 @@ class MetricsFileCallback(TrainerCallback):
             append_jsonl(f"{self.output_dir}/metrics.jsonl", row)
         elif "eval_loss" in logs:
             row = {"step": state.global_step, **{k: _strict(v) for k, v in logs.items() if k.startswith("eval_")}}
+            if "eval_lm_loss" in row:
+                row.setdefault("eval_jepa_loss", None)
             append_jsonl(f"{self.output_dir}/eval_metrics.jsonl", row)
 
 

@@ -18,26 +18,37 @@ def json_line(value: Any) -> str:
     return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
 
 
-def _lines(path: Path) -> Iterator[tuple[int, Any, str | None, str]]:
-    """Every non-blank line as ``(number, value, error, detail)``: a line that is not UTF-8 or not JSON has value
-    None, the error (one text per kind, so rows can be counted by it) and the error with its column."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+def parse_line(raw: bytes) -> tuple[Any, str | None, str] | None:
+    """One line's bytes as ``(value, error, detail)``, or None when blank: a line that is not UTF-8 or not JSON
+    has value None, the error (one text per kind, so rows can be counted by it) and the error with its column."""
+    try:
+        line = raw.decode("utf-8-sig")  # -sig: a byte-order mark from Windows editors is not JSON
+    except UnicodeDecodeError as exc:
+        where = f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
+        return None, "not UTF-8 text", f"not UTF-8 text ({where})"
+    if not line.strip():
+        return None
+    try:
+        return json.loads(line), None, ""
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg})", f"invalid JSON ({exc.msg} at column {exc.colno})"
+
+
+def split_lines(data: bytes, first_line: int = 1) -> Iterator[tuple[int, Any, str | None, str]]:
+    """Every non-blank line of ``data`` as ``(number, value, error, detail)`` (see :func:`parse_line`)."""
     # Split bytes on "\n" only, as JSON Lines does: U+2028 inside a string is not a line end, and a bad byte
     # costs one line.
-    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
-        try:
-            line = raw.decode("utf-8-sig")  # -sig: a byte-order mark from Windows editors is not JSON
-        except UnicodeDecodeError as exc:
-            where = f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
-            yield number, None, "not UTF-8 text", f"not UTF-8 text ({where})"
-            continue
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line), None, ""
-        except json.JSONDecodeError as exc:
-            yield number, None, f"invalid JSON ({exc.msg})", f"invalid JSON ({exc.msg} at column {exc.colno})"
+    for number, raw in enumerate(data.split(b"\n"), start=first_line):
+        parsed = parse_line(raw)
+        if parsed is not None:
+            yield (number, *parsed)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, Any, str | None, str]]:
+    """Every non-blank line of the file as ``(number, value, error, detail)``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    return split_lines(path.read_bytes())
 
 
 def read_records(path: str | os.PathLike) -> list[Record]:
