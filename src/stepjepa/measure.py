@@ -169,7 +169,8 @@ def _mode_results(modes: list[str], batches: dict, build_s: dict, times: dict, p
             "processed_tokens": sum(c[1] for c in counts),
             "jepa_rows": sum(c[2] for c in counts),
             "jepa_pairs": sum(c[3] for c in counts),
-            "rows": sum(len(b["input_ids"]) for b in batches[mode]),
+            # Examples: a packed LLM-JEPA batch may hold its views in rows after the conversations' (issue16).
+            "rows": sum(int(b.get("conversation_rows", len(b["input_ids"]))) for b in batches[mode]),
             "median_batch_build_s": statistics.median(build_s[mode]),
         }
     return results
