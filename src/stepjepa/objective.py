@@ -38,7 +38,7 @@ class ObjectiveOutput:
     view_b: torch.Tensor | None
 
 
-def _lm_window(labels: torch.Tensor) -> tuple[int, int]:
+def lm_window(labels: torch.Tensor) -> tuple[int, int]:
     """``[lo, hi)``: the positions whose next token is labelled in some row (the LM head runs there only)."""
     labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero().flatten()
     return int(labelled[0]) - 1, int(labelled[-1])
@@ -50,7 +50,7 @@ def compute_objective(model: torch.nn.Module, batch: dict[str, torch.Tensor], ob
     use_jepa = use_jepa and objective.mode != "regular" and len(batch["pair_row"]) > 0
     if not use_jepa:
         batch = conversation_only(batch)
-    lo, hi = _lm_window(batch["labels"])
+    lo, hi = lm_window(batch["labels"])
     inputs = {key: batch[key] for key in MODEL_INPUTS}
     dtype = getattr(model, "dtype", torch.float32)
     inputs["attention_mask"] = inputs["attention_mask"].to(dtype if dtype.is_floating_point else torch.float32)
