@@ -7,7 +7,9 @@ import json
 import pytest
 import torch
 
-from stepjepa.bench import BenchConfig, StepRunner, build_batches, bench_chats, run_bench
+from stepjepa.bench import BenchConfig, run_bench
+from stepjepa.bench_modes import bench_chats, build_batches
+from stepjepa.measure import StepRunner
 
 
 def tiny_config(model_dir, chat_file, **overrides) -> BenchConfig:

@@ -26,25 +26,29 @@ def hidden_and_logits(model, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor
     return out.hidden_states[-1][0], out.logits[0]
 
 
-def oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind, lbd=0.7, gamma=1.3, stop_grad=False):
-    """Loss, LM loss, view embeddings, by separate passes; rows without two steps give LM only.
-    ``stop_grad``: the target views are detached before the JEPA loss."""
+def oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind, lbd=0.7, gamma=1.3, stop_grad=False,
+           pairs_per_chat=None):
+    """Loss, LM loss, view embeddings, by separate passes; rows without a view pair give LM only.
+    Step-JEPA trains pair 1 (step 1 -> step 2) of every chat with two steps, or the pairs listed per chat in
+    ``pairs_per_chat`` (pair p: step p -> step p+1, 1-based). ``stop_grad``: the target views are detached
+    before the JEPA loss."""
     token_losses, views_a, views_b = [], [], []
-    for messages in chats:
+    for number, messages in enumerate(chats):
         chat = encode_chat(tokenizer, messages, MAX_LENGTH)
         hidden, logits = hidden_and_logits(model, chat.input_ids)
         targets = torch.tensor(chat.labels[1:])
         losses = F.cross_entropy(logits[:-1], targets, ignore_index=IGNORE_INDEX, reduction="none")
         token_losses.append(losses[targets != IGNORE_INDEX])
-        if mode == "step_jepa" and len(chat.step_spans) >= 2:
-            (_, step1_end), (step2_start, step2_end) = chat.step_spans[:2]
-            if predictor_ids:
-                context_hidden, _ = hidden_and_logits(model, chat.input_ids[:step1_end] + predictor_ids)
-                views_a.append(context_hidden[-1])
-            else:
-                views_a.append(hidden[step1_end - 1])
-            step2_hidden, _ = hidden_and_logits(model, chat.input_ids[step2_start:step2_end])
-            views_b.append(step2_hidden[-1])
+        if mode == "step_jepa":
+            pairs = pairs_per_chat[number] if pairs_per_chat is not None else [1] if len(chat.step_spans) >= 2 else []
+            for p in pairs:
+                context_end = chat.step_spans[p - 1][1]
+                next_start, next_end = chat.step_spans[p]
+                if predictor_ids:
+                    views_a.append(hidden_and_logits(model, chat.input_ids[:context_end] + predictor_ids)[0][-1])
+                else:
+                    views_a.append(hidden[context_end - 1])
+                views_b.append(hidden_and_logits(model, chat.input_ids[next_start:next_end])[0][-1])
         elif mode == "llm_jepa":
             user = encode_view(tokenizer, messages[1], MAX_LENGTH)
             assistant = encode_view(tokenizer, messages[2], MAX_LENGTH)
@@ -148,30 +152,6 @@ def test_lm_only_step_drops_view_blocks(tiny_model_dirs, tiny_chats):
 # --- several pairs per row (--step_pairs all | random) and the stop-gradient target --------------------------------
 
 
-def pair_oracle(model, tokenizer, chats, pairs_per_chat, predictor_ids, loss_kind, stop_grad, lbd=0.7, gamma=1.3):
-    """One pass per conversation and one per view of every listed pair (pair p: step p -> step p+1, 1-based)."""
-    token_losses, views_a, views_b = [], [], []
-    for messages, pairs in zip(chats, pairs_per_chat):
-        chat = encode_chat(tokenizer, messages, MAX_LENGTH)
-        hidden, logits = hidden_and_logits(model, chat.input_ids)
-        targets = torch.tensor(chat.labels[1:])
-        losses = F.cross_entropy(logits[:-1], targets, ignore_index=IGNORE_INDEX, reduction="none")
-        token_losses.append(losses[targets != IGNORE_INDEX])
-        for p in pairs:
-            context_end = chat.step_spans[p - 1][1]
-            next_start, next_end = chat.step_spans[p]
-            if predictor_ids:
-                views_a.append(hidden_and_logits(model, chat.input_ids[:context_end] + predictor_ids)[0][-1])
-            else:
-                views_a.append(hidden[context_end - 1])
-            views_b.append(hidden_and_logits(model, chat.input_ids[next_start:next_end])[0][-1])
-    lm = torch.cat(token_losses).mean()
-    view_a, view_b = torch.stack(views_a), torch.stack(views_b)
-    if stop_grad:
-        view_b = view_b.detach()
-    return gamma * lm + lbd * jepa_loss(view_a, view_b, loss_kind), lm, view_a, view_b
-
-
 def oracle_pairs(tokenizer, chats, step_pairs, seed, step):
     """The pairs each chat trains, worked out from its step count: all of them, or the one random.Random
     ("seed:step:example") picks among them."""
@@ -209,7 +189,8 @@ def test_every_pair_matches_the_multipass_oracle(tiny_model_dir, tiny_chats, ste
     packed_grads = grads(model)
 
     pairs = oracle_pairs(tokenizer, chats, step_pairs, seed=5, step=3)
-    loss, lm, view_a, view_b = pair_oracle(model, tokenizer, chats, pairs, predictor_ids, loss_kind, stop_grad)
+    loss, lm, view_a, view_b = oracle(model, tokenizer, chats, "step_jepa", predictor_ids, loss_kind, stop_grad=stop_grad,
+                                      pairs_per_chat=pairs)
     loss.backward()
     oracle_grads = grads(model)
 

@@ -1,4 +1,4 @@
-"""Checks every command applies to its flags before anything loads: finite numbers and seeds in range."""
+"""The flags of every command: help metadata of their fields and the checks applied before anything loads."""
 
 from __future__ import annotations
 
@@ -24,3 +24,9 @@ def check_seed(name: str, value: int) -> None:
     """A seed must be in [0, 2**32): what numpy, torch and Python's random all accept."""
     if not 0 <= value < SEED_LIMIT:
         raise ValueError(f"--{name} must be in [0, 2**32), got {value}")
+
+
+def field_help(text: str, **extra: Any) -> dict[str, Any]:
+    """A config field's metadata for HfArgumentParser: its ``--help`` text and further argparse keywords
+    (e.g. ``aliases=["--finetune_seed"]``)."""
+    return {"help": text, **extra}

@@ -53,7 +53,7 @@ class ObjectiveOutput:
     pairs: int = 0  # JEPA pairs of this batch
 
 
-def _lm_window(labels: torch.Tensor) -> tuple[int, int]:
+def lm_window(labels: torch.Tensor) -> tuple[int, int]:
     """``[lo, hi)``: the positions whose next token is labelled in some row (the LM head runs there only)."""
     labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero().flatten()
     return int(labelled[0]) - 1, int(labelled[-1])
@@ -84,7 +84,7 @@ def compute_objective(model: torch.nn.Module, batch: dict[str, torch.Tensor], ob
         batch = conversation_only(batch)
     conversations = int(batch["conversation_rows"])
     head = _plain_output_head(model) if len(batch["input_ids"]) > conversations else None
-    lo, hi = _lm_window(batch["labels"])
+    lo, hi = lm_window(batch["labels"])
     inputs = {key: batch[key] for key in ("input_ids", "position_ids")}
     inputs["attention_mask"] = model_attention_mask(batch, getattr(model, "dtype", torch.float32))
     embeds = use_jepa and (has_pairs or across_ranks)

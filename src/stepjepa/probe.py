@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from stepjepa.data import load_chats, write_json_atomic
 from stepjepa.examples import pack_chat
+from stepjepa.flags import field_help as _help
 from stepjepa.layout import NO_VIEW, PackedCollator
 from stepjepa.models import PREDICTOR_TOKEN, load_model, load_tokenizer
 from stepjepa.modes import Mode, check_mode
@@ -31,10 +32,6 @@ from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, check_device
 PROBE_MODES: tuple[Mode, ...] = ("step_jepa", "llm_jepa")
 PROBE_PAIRS = ("first", "all")
 TOP_K = 5
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
 
 
 @dataclass

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 from stepjepa.data import atomic_path, read_jsonl
-from stepjepa.errors import UsageError
-from stepjepa.sweep import BASE, LEDGER, MODES, read_ledger
+from stepjepa.ledger import BASE, LEDGER, read_ledger
+from stepjepa.modes import MODES
 from stepjepa.tasks import SCORE_MEANINGS
 
 
@@ -26,7 +26,7 @@ class ReportConfig:
 
     def __post_init__(self) -> None:
         if not self.runs_dir:
-            raise UsageError("RUNS_DIR (or --runs_dir) is required")
+            raise ValueError("RUNS_DIR (or --runs_dir) is required")
 
     @property
     def output_path(self) -> Path:
@@ -321,7 +321,7 @@ def run_report(cfg: ReportConfig) -> int:
     runs_dir = Path(cfg.runs_dir)
     ledger = read_ledger(runs_dir / LEDGER)
     if not ledger:
-        raise UsageError(f"{runs_dir / LEDGER}: no finished runs (is {runs_dir} a sweep's --output_dir?)")
+        raise ValueError(f"{runs_dir / LEDGER}: no finished runs (is {runs_dir} a sweep's --output_dir?)")
     entries = sorted(ledger.values(), key=lambda e: (_mode_order(e["mode"]), e["config"], e["seed"]))
     summaries = summarize(entries)
     probes = summarize_probes(entries)
@@ -332,7 +332,7 @@ def run_report(cfg: ReportConfig) -> int:
     }
     for path in (output, *plots.values()):
         if path.is_dir():
-            raise UsageError(f"{path} is a directory; --output names the Markdown file to write")
+            raise ValueError(f"{path} is a directory; --output names the Markdown file to write")
     drawn = plot_losses(runs_dir, entries, plots["loss curves"])
     plot_accuracy(summaries, plots["accuracy per configuration"])
     text = render_report(runs_dir, entries, summaries, plots, probes)

@@ -11,16 +11,18 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from stepjepa.commands import parse_config
 from stepjepa.data import append_jsonl, read_jsonl
 from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
+from stepjepa.flags import field_help as _help
 from stepjepa.jobs import ChildRunner, Runner, job_environments, run_parallel
 from stepjepa.layout import STEP_PAIRS
+from stepjepa.ledger import BASE, LEDGER, read_ledger
 from stepjepa.models import EMBEDDED_ALIAS
 from stepjepa.modes import MODES
 
 LOSS_FLAGS = {"cosine": [], "l2": ["--jepa_l2"], "mse": ["--jepa_mse"], "infonce": ["--infonce"]}
-LEDGER = "ledger.jsonl"
 EVAL_OUTPUT = "eval.jsonl"
 EVAL_SUMMARY = "eval_summary.json"
 # Files a redone run must not inherit: the trainer appends to the metrics files and evaluate
@@ -35,7 +37,6 @@ SWEEP_TRAIN_FLAGS = {
 SWEEP_EVAL_FLAGS = {"--model_path", "--test_file", "--output_file", "--max_examples", "--compare", "--task"}
 SWEEP_PROBE_FLAGS = {"--model_path", "--test_file", "--output_file"}
 PROBE_OUTPUT = "probe.json"
-BASE = "base"
 # The YAML types of the fields that are not lists (list fields take a scalar or a list).
 YAML_SCALARS = {"train_file": str, "test_file": str, "model_name": str, "output_dir": str, "launcher": str,
                 "train_args": str, "eval_args": str, "dry_run": bool, "max_examples": int, "no_probe": bool,
@@ -44,10 +45,6 @@ LOGS = "logs"  # parallel runs: each run's children write to logs/RUN.log instea
 # Exit statuses of a child stopped by Ctrl-C or SIGTERM -> the signal: the sweep stops too instead of going on.
 INTERRUPTED = {130: signal.SIGINT, -signal.SIGINT: signal.SIGINT, 143: signal.SIGTERM, -signal.SIGTERM: signal.SIGTERM}
 
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
 
 
 @dataclass
@@ -329,8 +326,6 @@ def probe_command(cfg: SweepConfig, run_dir: Path, model: str | None = None) -> 
 
 def check_commands(cfg: SweepConfig, run: Run, run_dir: Path) -> None:
     """Parse one run's train and evaluate flags now, so a bad pass-through flag fails before hours of runs."""
-    from stepjepa.cli import parse_config
-
     commands = [("train", train_command(cfg, run, run_dir, False)), ("evaluate", eval_command(cfg, run_dir))]
     if not cfg.no_probe:
         commands.append(("probe", probe_command(cfg, run_dir)))
@@ -342,18 +337,6 @@ def check_commands(cfg: SweepConfig, run: Run, run_dir: Path) -> None:
             raise UsageError(f"{command} flags of run {run.name}: {exc}") from None
         if command == "train" and parsed.debug >= 7:
             raise UsageError("--train_args sets --debug 7, which prints a batch and exits without training")
-
-
-def read_ledger(path: Path) -> dict[str, dict]:
-    """The last ledger entry of every run, by run name (a redone run's newer entry replaces the older)."""
-    if not path.is_file() or not path.read_bytes().strip():
-        return {}
-    entries = {}
-    for line, entry in read_jsonl(path):
-        if not isinstance(entry, dict) or not isinstance(entry.get("run"), str):
-            raise UsageError(f"{path}:{line}: not a ledger entry of stepjepa sweep")
-        entries[entry["run"]] = entry
-    return entries
 
 
 def check_ledger(ledger: dict[str, dict], cfg: SweepConfig, path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Optional
 
 from stepjepa.attention import ATTN_IMPLEMENTATIONS
 from stepjepa.flags import check_finite_floats, check_seed
+from stepjepa.flags import field_help as _help
 from stepjepa.layout import STEP_PAIRS
 from stepjepa.losses import INFONCE_TEMPERATURE
 from stepjepa.models import EMBEDDED_ALIAS
@@ -25,10 +26,6 @@ from stepjepa.runlock import LOCK_NAME, output_dir_lock
 
 
 METRIC_FILES = ("metrics.jsonl", "eval_metrics.jsonl")
-
-
-def _help(text: str, **extra) -> dict:
-    return {"help": text, **extra}
 
 
 @dataclass
