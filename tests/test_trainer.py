@@ -1,5 +1,6 @@
-"""The trainer's own bookkeeping, method by method: the JEPA dropout draw, the reduction of the logged sums to
-means (over ranks too), and the lines the metrics callback writes. No training step runs here."""
+"""The trainer's own bookkeeping, method by method: the JEPA dropout draw, the reduction of each step's token-
+and pair-weighted sums to the period's means (over ranks too), and the lines the metrics callback writes. No
+training step runs here."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def draws(trainer: JepaTrainer, steps: range, micro_batches: int = 1) -> list[bo
     out = []
     for step in steps:
         trainer.state.global_step = step
-        out.extend(trainer._draw_jepa() for _ in range(micro_batches))
+        out.extend(trainer._draw_jepa(micro) for micro in range(micro_batches))
     return out
 
 
@@ -79,15 +80,17 @@ def test_each_micro_batch_of_a_step_draws_on_its_own(tiny_gpt2, tmp_path):
 # --- sums to means ----------------------------------------------------------------------------------------------
 
 
-def fill(trainer: JepaTrainer, split: str, **sums: float) -> None:
-    trainer._sums[split].update(sums)
+def fill(trainer: JepaTrainer, split: str, step: int = 0, lm_sum: float = 0.0, lm_tokens: float = 0.0,
+         jepa_sum: float = 0.0, pairs: float = 0.0, tokens: float = 0.0) -> None:
+    """One optimizer step's sums: LM loss summed over its labelled tokens, JEPA loss over its pairs."""
+    trainer._sums[split][step] = [lm_sum, lm_tokens, jepa_sum, pairs, tokens]
 
 
 def test_log_turns_the_periods_sums_into_means(tiny_gpt2, tmp_path, monkeypatch):
-    """Four batches with LM losses 1, 2, 3, 4 (sum 10) -> 2.5; two of them with JEPA losses 0.3 and 0.5
-    (sum 0.8) -> 0.4; 300 tokens in the 2 s since the last log -> 150 tokens/s."""
+    """One step: LM loss summed to 10 over 4 labelled tokens -> 2.5; JEPA 0.8 over 2 pairs -> 0.4; 300
+    conversation tokens in the 2 s since the last log -> 150 tokens/s."""
     trainer = make_trainer(tiny_gpt2, tmp_path)
-    fill(trainer, "train", batches=4, lm_loss=10.0, jepa_batches=2, jepa_loss=0.8, tokens=300)
+    fill(trainer, "train", lm_sum=10.0, lm_tokens=4, jepa_sum=0.8, pairs=2, tokens=300)
     trainer._last_log_time = 100.0
     monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: 102.0)
     trainer.log({"loss": 2.58})
@@ -97,44 +100,55 @@ def test_log_turns_the_periods_sums_into_means(tiny_gpt2, tmp_path, monkeypatch)
     assert trainer._last_log_time == 102.0
 
 
+def test_a_period_averages_its_steps_each_weighted_within(tiny_gpt2, tmp_path):
+    """Step 1: LM 6 over 3 tokens = 2.0; step 2: LM 1 over 1 token = 1.0. The period logs the mean of the steps,
+    1.5, as the Trainer averages ``loss`` over them (not 7 / 4 = 1.75); JEPA only in step 2: 0.9 / 3 = 0.3."""
+    trainer = make_trainer(tiny_gpt2, tmp_path)
+    fill(trainer, "train", step=1, lm_sum=6.0, lm_tokens=3, tokens=10)
+    fill(trainer, "train", step=2, lm_sum=1.0, lm_tokens=1, jepa_sum=0.9, pairs=3, tokens=10)
+    trainer.log({"loss": 1.5})
+    logged = trainer.state.log_history[-1]
+    assert logged["lm_loss"] == pytest.approx(1.5) and logged["jepa_loss"] == pytest.approx(0.3)
+
+
 def test_a_period_without_jepa_batches_logs_no_jepa_loss(tiny_gpt2, tmp_path):
-    """jepa_ratio dropped the term in all three batches: no JEPA mean (not 0/0, not 0; the metrics file writes
+    """jepa_ratio dropped the term in every batch: no JEPA mean (not 0/0, not 0; the metrics file writes
     null, trackers take numbers only); LM 4.5 / 3 = 1.5."""
     trainer = make_trainer(tiny_gpt2, tmp_path)
-    fill(trainer, "train", batches=3, lm_loss=4.5, tokens=30)
+    fill(trainer, "train", lm_sum=4.5, lm_tokens=3, tokens=30)
     trainer.log({"loss": 1.5})
     logged = trainer.state.log_history[-1]
     assert logged["lm_loss"] == 1.5 and "jepa_loss" not in logged
 
 
 def test_eval_logs_get_eval_means_from_the_eval_sums(tiny_gpt2, tmp_path):
-    """Eval sums (2 batches, LM 1.2 + 1.6, JEPA 0.2 + 0.4) -> eval_lm_loss 1.4, eval_jepa_loss 0.3; the
+    """Eval sums (LM 2.8 over 2 tokens, JEPA 0.6 over 2 pairs) -> eval_lm_loss 1.4, eval_jepa_loss 0.3; the
     training sums are left for the next training log and no throughput is logged."""
     trainer = make_trainer(tiny_gpt2, tmp_path)
-    fill(trainer, "train", batches=1, lm_loss=9.0, tokens=10)
-    fill(trainer, "eval", batches=2, lm_loss=2.8, jepa_batches=2, jepa_loss=0.6, tokens=20)
+    fill(trainer, "train", lm_sum=9.0, lm_tokens=1, tokens=10)
+    fill(trainer, "eval", lm_sum=2.8, lm_tokens=2, jepa_sum=0.6, pairs=2, tokens=20)
     trainer.log({"eval_loss": 1.43})
     logged = trainer.state.log_history[-1]
     assert logged["eval_lm_loss"] == pytest.approx(1.4) and logged["eval_jepa_loss"] == pytest.approx(0.3)
     assert "tokens_per_s" not in logged and "lm_loss" not in logged
-    assert dict(trainer._sums["train"]) == {"batches": 1, "lm_loss": 9.0, "tokens": 10}
+    assert dict(trainer._sums["train"]) == {0: [9.0, 1, 0.0, 0.0, 10]}
     assert dict(trainer._sums["eval"]) == {}
 
 
 def test_a_log_without_loss_passes_through_and_keeps_the_sums(tiny_gpt2, tmp_path):
     """The Trainer's end-of-training summary (no "loss" key) is not a metrics period."""
     trainer = make_trainer(tiny_gpt2, tmp_path)
-    fill(trainer, "train", batches=2, lm_loss=3.0, tokens=8)
+    fill(trainer, "train", lm_sum=3.0, lm_tokens=2, tokens=8)
     trainer.log({"train_runtime": 1.0})
     assert "lm_loss" not in trainer.state.log_history[-1]
-    assert dict(trainer._sums["train"]) == {"batches": 2, "lm_loss": 3.0, "tokens": 8}
+    assert dict(trainer._sums["train"]) == {0: [3.0, 2, 0.0, 0.0, 8]}
 
 
 def test_sums_are_added_over_ranks_before_dividing(tiny_gpt2, tmp_path, monkeypatch):
-    """Rank 0: 2 batches, LM sum 3.0, JEPA 1 batch 0.2; rank 1: 1 batch, LM 3.0, JEPA 1 batch 0.6.
+    """Rank 0: LM sum 3.0 over 2 tokens, JEPA 0.2 over 1 pair; rank 1: LM 3.0 over 1 token, JEPA 0.6 over 1 pair.
     Over both: LM (3 + 3) / (2 + 1) = 2.0, not the mean of the ranks' means (1.5 + 3) / 2 = 2.25; JEPA 0.8 / 2 = 0.4."""
     trainer = make_trainer(tiny_gpt2, tmp_path)
-    other_rank = torch.tensor([1.0, 3.0, 1.0, 0.6, 50.0])  # batches, lm_loss, jepa_batches, jepa_loss, tokens
+    other_rank = torch.tensor([[3.0, 1.0, 0.6, 1.0, 50.0]], dtype=torch.float64)  # the SUM_COLUMNS of one step
     reduced = []
 
     def reduce(values, reduction):
@@ -144,11 +158,11 @@ def test_sums_are_added_over_ranks_before_dividing(tiny_gpt2, tmp_path, monkeypa
 
     monkeypatch.setattr(TrainingArguments, "world_size", property(lambda self: 2))
     monkeypatch.setattr(trainer.accelerator, "reduce", reduce)
-    fill(trainer, "train", batches=2, lm_loss=3.0, jepa_batches=1, jepa_loss=0.2, tokens=70)
-    sums = trainer._reduced_sums("train")
-    assert reduced[0].tolist() == pytest.approx([2.0, 3.0, 1.0, 0.2, 70.0])
-    assert sums == pytest.approx({"batches": 3.0, "lm_loss": 6.0, "jepa_batches": 2.0, "jepa_loss": 0.8, "tokens": 120.0})
-    fill(trainer, "train", batches=2, lm_loss=3.0, jepa_batches=1, jepa_loss=0.2, tokens=70)
+    fill(trainer, "train", lm_sum=3.0, lm_tokens=2, jepa_sum=0.2, pairs=1, tokens=70)
+    lm, jepa, tokens = trainer._period_means("train")
+    assert reduced[0].tolist() == [pytest.approx([3.0, 2.0, 0.2, 1.0, 70.0])]
+    assert (lm, jepa, tokens) == (pytest.approx(2.0), pytest.approx(0.4), pytest.approx(120.0))
+    fill(trainer, "train", lm_sum=3.0, lm_tokens=2, jepa_sum=0.2, pairs=1, tokens=70)
     trainer.log({"loss": 2.08})
     logged = trainer.state.log_history[-1]
     assert (logged["lm_loss"], logged["jepa_loss"]) == (2.0, 0.4)
