@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine: `make main` (the main job) and `make test` (the test suite).
+# Two entry points for a fresh machine: `make main` (the main job) and `make test` (the whole test suite, as CI
+# runs it). `make test-fast` skips the slow tier (tests marked `slow`) for quick checks while developing.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -13,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test,all]'
 	touch $(STAMP)
 
-.PHONY: install main test
+.PHONY: install main test test-fast lint
 install: $(STAMP)
 
 main: $(STAMP)
@@ -21,3 +22,11 @@ main: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+# ruff comes with the lint extra; not part of `make test`.
+lint: $(STAMP)
+	@$(PY) -m ruff --version >/dev/null 2>&1 || { echo "make lint: ruff is not installed; run $(PY) -m pip install -e '.[lint]'" >&2; exit 2; }
+	$(PY) -m ruff check .

@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from stepjepa.checkpoints import RUN_RECORD
 from stepjepa.cli import main
 
@@ -24,6 +26,7 @@ def checkpoints(out: Path) -> list[str]:
     return sorted(path.name for path in out.glob("checkpoint-*"))
 
 
+@pytest.mark.slow
 def test_latest_skips_partial_checkpoints_and_other_names(tiny_model_dirs, chat_file, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(train(chat_file, tiny_model_dirs["gpt2"], out, "--max_steps", "2")) == 0
@@ -59,6 +62,7 @@ def test_only_partial_checkpoints_is_one_line(tiny_model_dirs, chat_file, tmp_pa
     assert f"no complete checkpoint in {out} (checkpoint-3: no trainer_state.json" in err
 
 
+@pytest.mark.slow
 def test_another_runs_checkpoints_are_neither_rotated_nor_resumed(tiny_model_dirs, chat_file, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(train(chat_file, tiny_model_dirs["gpt2"], out, "--max_steps", "3", "--seed", "1")) == 0
@@ -84,6 +88,7 @@ def test_another_runs_checkpoints_are_neither_rotated_nor_resumed(tiny_model_dir
     assert checkpoints(out) == ["checkpoint-2", "checkpoint-3"]
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_trains_nothing(tiny_model_dirs, chat_file, tmp_path, capsys):
     out = tmp_path / "out"
     argv = train(chat_file, tiny_model_dirs["gpt2"], out, "--max_steps", "2")

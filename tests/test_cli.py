@@ -52,6 +52,7 @@ def test_missing_train_file_is_one_line(tmp_path, capsys):
     assert "nope.jsonl: no such file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_module_and_console_script_agree():
     done = subprocess.run([sys.executable, "-m", "stepjepa", "train", "--regular", "--step_jepa", "--train_file", "x"],
                           capture_output=True, text=True)

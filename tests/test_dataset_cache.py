@@ -76,7 +76,8 @@ SETTINGS = [("regular", 0, None, 512, "first"), ("llm_jepa", 2, None, 512, "firs
             ("step_jepa", 2, None, 512, "first"), ("step_jepa", 1, None, 70, "all"), ("step_jepa", 0, None, 512, "random")]
 
 
-@pytest.mark.parametrize("processes", [1, 2])
+# Two tokenizing processes (child processes): the slow tier.
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_cached_rows_equal_freshly_built_rows(tiny_model_dir, data_file, tmp_path, monkeypatch, processes):
     # Small shards so that two processes each tokenize several (the file is ~5 KB).
     monkeypatch.setattr(dataset_cache, "SHARD_BYTES", 700)

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # torchrun: two training processes
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -146,8 +146,9 @@ def test_each_task_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dirs, nlrx_fi
 
     test_file = chat_file if task == "gsm8k" else nlrx_file
     out = tmp_path / "res.jsonl"
-    run_evaluate(EvaluateConfig(model_path=str(tiny_model_dirs["gpt2"]), test_file=str(test_file),
-                                output_file=str(out), task=task, max_examples=4, max_new_tokens=6, device="cpu"))
+    assert run_evaluate(EvaluateConfig(model_path=str(tiny_model_dirs["gpt2"]), test_file=str(test_file),
+                                       output_file=str(out), task=task, max_examples=4, max_new_tokens=6,
+                                       device="cpu")) == 0
     rows = read_rows(out)
     assert len(rows) == 4
     for row in rows:

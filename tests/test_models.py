@@ -44,6 +44,7 @@ def test_lora_targets_every_linear_projection_but_the_head(tiny_model_dirs):
 
 
 @pytest.mark.embedded
+@pytest.mark.slow
 def test_embedded_model_rebuilt_from_gguf_gives_identical_logits():
     """The cached float32 checkpoint equals the GGUF-loaded (quantisation-flagged) model."""
     gguf = _gguf_file(EMBEDDED_ALIAS)

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_evaluate_tasks import NLRX, nlrx_row
+
+pytestmark = pytest.mark.slow  # a shell script: two trainings, evaluations and a report in child processes
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "paper_nlrx.sh"
 

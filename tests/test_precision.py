@@ -106,7 +106,8 @@ def test_bf16_packed_losses_agree_with_float32(tiny_model_dirs, tiny_chats, mode
         bf16 = compute_objective(model, batch, objective)
     bf16.loss.backward()
     assert torch.isfinite(bf16.loss)
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(grad).all() for grad in grads)
     assert float(bf16.lm_loss) == pytest.approx(float(fp32.lm_loss), rel=3e-2)
     if mode != "regular":
         assert float(bf16.jepa_loss) == pytest.approx(float(fp32.jepa_loss), rel=5e-2, abs=5e-3)
@@ -124,8 +125,12 @@ def train_metrics(model_dir, chat_file, out, *flags: str) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("mode_flags", [["--regular"], ["--predictors", "1"], ["--step_jepa", "--predictors", "2"]],
-                         ids=ALL_MODES)
+# Six trainings: Step-JEPA in the fast tier, the other two modes in the slow one.
+@pytest.mark.parametrize("mode_flags", [
+    pytest.param(["--regular"], id="regular", marks=pytest.mark.slow),
+    pytest.param(["--predictors", "1"], id="llm_jepa", marks=pytest.mark.slow),
+    pytest.param(["--step_jepa", "--predictors", "2"], id="step_jepa"),
+])
 def test_bf16_training_is_finite_repeatable_and_saves_float32(tiny_model_dirs, chat_file, tmp_path, mode_flags):
     """Every mode trains under --bf16 with finite losses; the same seed gives the same losses step for step;
     the saved model stays float32 (mixed precision keeps float32 weights)."""
@@ -135,8 +140,10 @@ def test_bf16_training_is_finite_repeatable_and_saves_float32(tiny_model_dirs, c
     first = train_metrics(model_dir, chat_file, tmp_path / "a", "--bf16", *mode_flags)
     again = train_metrics(model_dir, chat_file, tmp_path / "b", "--bf16", *mode_flags)
     assert [r["step"] for r in first] == [1, 2, 3]
-    for row in first:
-        assert all(v is None or v == v and abs(v) != float("inf") for v in (row["lm_loss"], row["jepa_loss"]))
+    # metrics.jsonl is strict JSON: a NaN or infinite loss is written as null, so a finite loss is a number here.
+    regular = "--regular" in mode_flags
+    assert all(isinstance(row["lm_loss"], float) for row in first)
+    assert all(isinstance(row["jepa_loss"], float) != regular for row in first)
     assert [(r["lm_loss"], r["jepa_loss"]) for r in first] == [(r["lm_loss"], r["jepa_loss"]) for r in again]
     weights = load_file(str(tmp_path / "a" / "model.safetensors"))
     assert {tensor.dtype for tensor in weights.values()} == {torch.float32}

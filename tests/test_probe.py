@@ -84,22 +84,24 @@ def test_views_are_the_training_views(tiny_model_dirs, tiny_chats) -> None:
     assert lm == pytest.approx(float(out.lm_loss), rel=1e-4)
 
 
-def trained(tiny_model_dirs, chat_file, tmp_path, *flags: str):
-    out = tmp_path / "trained"
-    argv = ["--train_file", str(chat_file), "--model_name", str(tiny_model_dirs["llama"]), "--output_dir", str(out),
-            "--max_steps", "1", "--batch_size", "4", "--debug", "0", *flags]
+@pytest.fixture(scope="module")
+def step_jepa_k2_lora(tiny_model_dirs, tiny_chats, tmp_path_factory):
+    """A Step-JEPA model with K=2 predictors trained one LoRA step, shared by the merged and adapter cases."""
+    work = tmp_path_factory.mktemp("probe-trained")
+    chats = work / "train.jsonl"
+    chats.write_text("".join(json.dumps(row) + "\n" for row in tiny_chats))
+    out = work / "trained"
+    argv = ["--train_file", str(chats), "--model_name", str(tiny_model_dirs["llama"]), "--output_dir", str(out),
+            "--max_steps", "1", "--batch_size", "4", "--debug", "0", "--step_jepa", "--predictors", "2", "--lora"]
     assert run_command("train", argv) == 0
     return out
 
 
 @pytest.mark.parametrize("which", ["base", "merged", "adapter"])
-def test_probe_command(tiny_model_dirs, chat_file, tmp_path, capsys, which) -> None:
+def test_probe_command(tiny_model_dirs, step_jepa_k2_lora, chat_file, tmp_path, capsys, which) -> None:
     """Base model: the K0 view only; a Step-JEPA model with K=2 (merged or its adapter): K0 and K2."""
-    if which == "base":
-        model = str(tiny_model_dirs["llama"])
-    else:
-        out = trained(tiny_model_dirs, chat_file, tmp_path, "--step_jepa", "--predictors", "2", "--lora")
-        model = str(out if which == "merged" else out / "adapter")
+    models = {"base": tiny_model_dirs["llama"], "merged": step_jepa_k2_lora, "adapter": step_jepa_k2_lora / "adapter"}
+    model = str(models[which])
     output = tmp_path / "p" / "probe.json"
     assert main(["probe", "--model_path", model, "--test_file", str(chat_file), "--output_file", str(output),
                  "--batch_size", "8", "--no_bf16"]) == 0

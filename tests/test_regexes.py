@@ -73,7 +73,8 @@ def test_fullmatch_agrees_with_python_re(regex: str) -> None:
 
 @pytest.mark.parametrize(("left", "right"), [("(a|b)*c", ".*b.*"), ("[a-c]+", "a{2,}b?")])
 def test_intersection_and_complement_are_set_operations(left: str, right: str) -> None:
-    for s in STRINGS:
+    """Strings of up to 3 characters over {a, b, 0, c} (85; each check builds its automaton anew)."""
+    for s in (s for s in STRINGS if len(s) <= 3):
         in_left, in_right = bool(re.fullmatch(left, s)), bool(re.fullmatch(right, s))
         assert regex_fullmatch(f"({left})&({right})", s) == (in_left and in_right), s
         assert regex_fullmatch(f"~({left})", s) == (not in_left), s

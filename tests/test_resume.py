@@ -9,6 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # three training processes, one stopped by a signal
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -213,6 +213,7 @@ def test_dry_run_lists_runs_and_runs_nothing(data_files, tmp_path, capsys) -> No
 # --- end to end on a tiny model ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sweep_resumes_and_redoes_only_unfinished_runs(data_files, tmp_path, tiny_model_dirs) -> None:
     out = tmp_path / "sweep"
     cfg = config(data_files, out, model_name=str(tiny_model_dirs["llama"]), modes=["regular", "step_jepa"],
@@ -318,6 +319,7 @@ def test_interrupted_child_stops_the_sweep(data_files, tmp_path, capsys) -> None
     assert "interrupted by SIGINT during regular_seed1, which is unfinished" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sigterm_reaches_the_training_child_and_a_rerun_resumes(data_files, tmp_path, tiny_model_dirs) -> None:
     out = tmp_path / "s"
     run_dir = out / "regular_seed1"
@@ -356,6 +358,7 @@ def test_sigterm_reaches_the_training_child_and_a_rerun_resumes(data_files, tmp_
 # --- the base row and the probe -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two trainings, three evaluations and three probes
 def test_sweep_evaluates_and_probes_the_base_and_each_run(data_files, tmp_path, tiny_model_dirs) -> None:
     """The base model is evaluated and probed once (no training); every run is trained, evaluated and probed;
     the ledger keeps the probe's numbers and the report shows the base row and the probe table."""

@@ -82,6 +82,7 @@ def test_view_last_content_token(family_tokenizer):
 
 
 @pytest.mark.embedded
+@pytest.mark.slow
 def test_smollm2_blank_line_splits_into_two_newlines():
     """SmolLM2: encode('\\n\\n') is one token, but inside text the blank line is two '\\n' tokens."""
     from stepjepa.models import load_tokenizer

@@ -55,13 +55,8 @@ GUIDE_MODES = {
 }
 
 
-@pytest.mark.parametrize("mode", sorted(GUIDE_MODES))
-def test_guide_modes_through_the_script(tiny_model_dirs, chat_file, tmp_path, mode):
-    out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "finetune_step_jepa_adapted.py"), "--train_file", str(chat_file),
-           *GUIDE_MODES[mode], "--model_name", str(tiny_model_dirs["llama"]), "--output_dir", str(out), *FAST]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+def check_guide_run(out: Path, mode: str) -> None:
+    """A two-step guide run left per-step metrics, a loadable model with its predictor tokens, and its adapter."""
     rows = metrics(out)
     assert [row["step"] for row in rows] == [1, 2]
     assert set(rows[0]) == {"step", "lm_loss", "jepa_loss", "loss", "grad_norm", "learning_rate", "tokens_per_s"}
@@ -79,6 +74,26 @@ def test_guide_modes_through_the_script(tiny_model_dirs, chat_file, tmp_path, mo
     assert summary["mode"] == mode and summary["global_step"] == 2
 
 
+@pytest.mark.parametrize("mode", sorted(GUIDE_MODES))
+def test_guide_modes_train_and_save(tiny_model_dirs, chat_file, tmp_path, mode):
+    """In process, as the script runs it (the script is `run_command("train", argv)`)."""
+    out = tmp_path / "out"
+    argv = ["--train_file", str(chat_file), *GUIDE_MODES[mode], "--model_name", str(tiny_model_dirs["llama"]),
+            "--output_dir", str(out), *FAST]
+    assert run_command("train", argv, prog="finetune_step_jepa_adapted.py") == 0
+    check_guide_run(out, mode)
+
+
+@pytest.mark.slow
+def test_the_guide_script_runs_as_a_program(tiny_model_dirs, chat_file, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "finetune_step_jepa_adapted.py"), "--train_file", str(chat_file),
+           *GUIDE_MODES["step_jepa"], "--model_name", str(tiny_model_dirs["llama"]), "--output_dir", str(out), *FAST]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    check_guide_run(out, "step_jepa")
+
+
 @pytest.mark.parametrize("loss_flag", ["--jepa_l2", "--jepa_mse", "--infonce"])
 def test_loss_flags_train_and_change_weights(tiny_model_dirs, chat_file, tmp_path, loss_flag):
     out = tmp_path / "out"
@@ -86,7 +101,7 @@ def test_loss_flags_train_and_change_weights(tiny_model_dirs, chat_file, tmp_pat
             "--model_name", str(tiny_model_dirs["gpt2"]), "--output_dir", str(out), "--learning_rate", "1e-2", *FAST]
     assert run_command("train", argv) == 0
     rows = metrics(out)
-    assert all(row["jepa_loss"] is not None for row in rows)
+    assert [row["step"] for row in rows] == [1, 2] and all(row["jepa_loss"] is not None for row in rows)
     before = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt2"]).state_dict()
     after = AutoModelForCausalLM.from_pretrained(out).state_dict()
     assert not torch.equal(before["transformer.h.0.attn.c_attn.weight"], after["transformer.h.0.attn.c_attn.weight"])
@@ -106,6 +121,7 @@ def test_lora_adapter_loads_onto_base_like_the_merged_model(tiny_model_dirs, cha
         assert not torch.allclose(merged(ids).logits[..., : base.config.vocab_size], base(ids).logits, atol=1e-4)
 
 
+@pytest.mark.slow  # two runs; the draw's repeatability per seed is unit-tested in test_trainer.py
 def test_same_seed_same_losses(tiny_model_dirs, chat_file, tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -113,8 +129,8 @@ def test_same_seed_same_losses(tiny_model_dirs, chat_file, tmp_path):
         argv = ["--train_file", str(chat_file), "--predictors", "1", "--jepa_ratio", "0.5", "--seed", "7",
                 "--model_name", str(tiny_model_dirs["gpt2"]), "--output_dir", str(out), *FAST]
         assert run_command("train", argv) == 0
-        runs.append([(r["lm_loss"], r["jepa_loss"], r["loss"]) for r in metrics(out)])
-    assert runs[0] == runs[1]
+        runs.append([(r["step"], r["lm_loss"], r["jepa_loss"], r["loss"]) for r in metrics(out)])
+    assert [row[0] for row in runs[0]] == [1, 2] and runs[0] == runs[1]
 
 
 def test_debug_7_prints_layout_and_trains_nothing(tiny_model_dirs, chat_file, tmp_path, capsys):
@@ -137,9 +153,11 @@ def test_every_pair_modes_train_and_count_pairs(tiny_model_dirs, chat_file, tiny
     pairs = sum(len(split_steps(row["messages"][2]["content"])) - 1 for row in tiny_chats)
     line = capsys.readouterr().out
     assert f"20 with JEPA views ({pairs} pairs, " in line and "target stop-gradient" in line
-    assert all(row["jepa_loss"] is not None for row in metrics(out))
+    rows = metrics(out)
+    assert [row["step"] for row in rows] == [1, 2] and all(row["jepa_loss"] is not None for row in rows)
 
 
+@pytest.mark.slow
 def test_random_pairs_resume_draws_what_the_straight_run_drew(tiny_model_dirs, chat_file, tmp_path):
     """The pair drawn for an example depends on (seed, step, example) only: steps 3-4 after a resume equal the
     straight run's."""
@@ -175,6 +193,7 @@ def test_overwrite_output_dir_replaces_own_files_only(tiny_model_dirs, chat_file
     assert (out / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow  # three runs; the log windows and the last step's log are unit-tested in test_trainer.py
 def test_short_run_logs_its_last_step_and_a_partial_window(tiny_model_dirs, chat_file, tmp_path, capsys):
     argv = ["--train_file", str(chat_file), "--step_jepa", "--model_name", str(tiny_model_dirs["gpt2"]),
             "--max_steps", "3", "--batch_size", "2", "--debug", "1"]

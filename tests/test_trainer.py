@@ -1,0 +1,227 @@
+"""The trainer's own bookkeeping, method by method: the JEPA dropout draw, the reduction of the logged sums to
+means (over ranks too), and the lines the metrics callback writes. No training step runs here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, TrainerControl, TrainerState, TrainingArguments
+
+import stepjepa.trainer as trainer_module
+from stepjepa.objective import Objective
+from stepjepa.trainer import JepaTrainer, MetricsFileCallback
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2() -> GPT2LMHeadModel:
+    return GPT2LMHeadModel(GPT2Config(vocab_size=16, n_embd=8, n_layer=1, n_head=2, n_positions=32))
+
+
+def make_trainer(model, tmp_path, jepa_ratio: float = -1.0, seed: int = 42) -> JepaTrainer:
+    args = TrainingArguments(output_dir=str(tmp_path), seed=seed, report_to=[], use_cpu=True, disable_tqdm=True)
+    return JepaTrainer(model=model, args=args, objective=Objective(), jepa_ratio=jepa_ratio)
+
+
+def draws(trainer: JepaTrainer, steps: range, micro_batches: int = 1) -> list[bool]:
+    """The draws of ``micro_batches`` micro-batches at each optimizer step of ``steps``, in order."""
+    out = []
+    for step in steps:
+        trainer.state.global_step = step
+        out.extend(trainer._draw_jepa() for _ in range(micro_batches))
+    return out
+
+
+# --- the JEPA dropout draw ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ratio", [-1.0, 0.0, 1.0])
+def test_outside_zero_one_every_batch_gets_jepa(tiny_gpt2, tmp_path, ratio):
+    """-1 (the default) and 0 mean "always" (the flag's help: <= 0), 1 is a certain draw."""
+    assert draws(make_trainer(tiny_gpt2, tmp_path, ratio), range(50)) == [True] * 50
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.9])
+def test_the_fraction_of_jepa_batches_is_the_ratio(tiny_gpt2, tmp_path, ratio):
+    """2000 draws: the binomial standard deviation is at most sqrt(0.5 * 0.5 / 2000) = 0.011; 0.035 is > 3 of them."""
+    drawn = draws(make_trainer(tiny_gpt2, tmp_path, ratio), range(2000))
+    assert sum(drawn) / len(drawn) == pytest.approx(ratio, abs=0.035)
+
+
+def test_draws_repeat_per_seed_and_differ_between_seeds(tiny_gpt2, tmp_path):
+    first = draws(make_trainer(tiny_gpt2, tmp_path, 0.5, seed=1), range(100))
+    again = draws(make_trainer(tiny_gpt2, tmp_path, 0.5, seed=1), range(100))
+    other = draws(make_trainer(tiny_gpt2, tmp_path, 0.5, seed=2), range(100))
+    assert first == again
+    assert first != other
+
+
+def test_a_resumed_run_draws_what_the_straight_run_drew(tiny_gpt2, tmp_path):
+    """Two micro-batches per step: a trainer that starts at step 30 (a resume) draws the straight run's
+    draws for steps 30-59, micro-batch by micro-batch."""
+    straight = draws(make_trainer(tiny_gpt2, tmp_path, 0.5), range(60), micro_batches=2)
+    resumed = draws(make_trainer(tiny_gpt2, tmp_path, 0.5), range(30, 60), micro_batches=2)
+    assert resumed == straight[60:]
+
+
+def test_each_micro_batch_of_a_step_draws_on_its_own(tiny_gpt2, tmp_path):
+    """With two micro-batches per step, the two draws of a step differ in some steps (about half of them at
+    ratio 0.5): the micro-batch index is part of the draw, and it restarts at 0 with each step."""
+    drawn = draws(make_trainer(tiny_gpt2, tmp_path, 0.5), range(100), micro_batches=2)
+    pairs = list(zip(drawn[0::2], drawn[1::2]))
+    assert 20 <= sum(a != b for a, b in pairs) <= 80
+    # The first micro-batch of each step draws what a one-micro-batch run draws at that step.
+    single = draws(make_trainer(tiny_gpt2, tmp_path, 0.5), range(100))
+    assert [a for a, _ in pairs] == single
+
+
+# --- sums to means ----------------------------------------------------------------------------------------------
+
+
+def fill(trainer: JepaTrainer, split: str, **sums: float) -> None:
+    trainer._sums[split].update(sums)
+
+
+def test_log_turns_the_periods_sums_into_means(tiny_gpt2, tmp_path, monkeypatch):
+    """Four batches with LM losses 1, 2, 3, 4 (sum 10) -> 2.5; two of them with JEPA losses 0.3 and 0.5
+    (sum 0.8) -> 0.4; 300 tokens in the 2 s since the last log -> 150 tokens/s."""
+    trainer = make_trainer(tiny_gpt2, tmp_path)
+    fill(trainer, "train", batches=4, lm_loss=10.0, jepa_batches=2, jepa_loss=0.8, tokens=300)
+    trainer._last_log_time = 100.0
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: 102.0)
+    trainer.log({"loss": 2.58})
+    logged = trainer.state.log_history[-1]
+    assert (logged["loss"], logged["lm_loss"], logged["jepa_loss"], logged["tokens_per_s"]) == (2.58, 2.5, 0.4, 150.0)
+    assert dict(trainer._sums["train"]) == {}  # the next period starts from zero
+    assert trainer._last_log_time == 102.0
+
+
+def test_a_period_without_jepa_batches_logs_no_jepa_loss(tiny_gpt2, tmp_path):
+    """jepa_ratio dropped the term in all three batches: no JEPA mean (not 0/0, not 0; the metrics file writes
+    null, trackers take numbers only); LM 4.5 / 3 = 1.5."""
+    trainer = make_trainer(tiny_gpt2, tmp_path)
+    fill(trainer, "train", batches=3, lm_loss=4.5, tokens=30)
+    trainer.log({"loss": 1.5})
+    logged = trainer.state.log_history[-1]
+    assert logged["lm_loss"] == 1.5 and "jepa_loss" not in logged
+
+
+def test_eval_logs_get_eval_means_from_the_eval_sums(tiny_gpt2, tmp_path):
+    """Eval sums (2 batches, LM 1.2 + 1.6, JEPA 0.2 + 0.4) -> eval_lm_loss 1.4, eval_jepa_loss 0.3; the
+    training sums are left for the next training log and no throughput is logged."""
+    trainer = make_trainer(tiny_gpt2, tmp_path)
+    fill(trainer, "train", batches=1, lm_loss=9.0, tokens=10)
+    fill(trainer, "eval", batches=2, lm_loss=2.8, jepa_batches=2, jepa_loss=0.6, tokens=20)
+    trainer.log({"eval_loss": 1.43})
+    logged = trainer.state.log_history[-1]
+    assert logged["eval_lm_loss"] == pytest.approx(1.4) and logged["eval_jepa_loss"] == pytest.approx(0.3)
+    assert "tokens_per_s" not in logged and "lm_loss" not in logged
+    assert dict(trainer._sums["train"]) == {"batches": 1, "lm_loss": 9.0, "tokens": 10}
+    assert dict(trainer._sums["eval"]) == {}
+
+
+def test_a_log_without_loss_passes_through_and_keeps_the_sums(tiny_gpt2, tmp_path):
+    """The Trainer's end-of-training summary (no "loss" key) is not a metrics period."""
+    trainer = make_trainer(tiny_gpt2, tmp_path)
+    fill(trainer, "train", batches=2, lm_loss=3.0, tokens=8)
+    trainer.log({"train_runtime": 1.0})
+    assert "lm_loss" not in trainer.state.log_history[-1]
+    assert dict(trainer._sums["train"]) == {"batches": 2, "lm_loss": 3.0, "tokens": 8}
+
+
+def test_sums_are_added_over_ranks_before_dividing(tiny_gpt2, tmp_path, monkeypatch):
+    """Rank 0: 2 batches, LM sum 3.0, JEPA 1 batch 0.2; rank 1: 1 batch, LM 3.0, JEPA 1 batch 0.6.
+    Over both: LM (3 + 3) / (2 + 1) = 2.0, not the mean of the ranks' means (1.5 + 3) / 2 = 2.25; JEPA 0.8 / 2 = 0.4."""
+    trainer = make_trainer(tiny_gpt2, tmp_path)
+    other_rank = torch.tensor([1.0, 3.0, 1.0, 0.6, 50.0])  # batches, lm_loss, jepa_batches, jepa_loss, tokens
+    reduced = []
+
+    def reduce(values, reduction):
+        assert reduction == "sum"
+        reduced.append(values.clone())
+        return values + other_rank
+
+    monkeypatch.setattr(TrainingArguments, "world_size", property(lambda self: 2))
+    monkeypatch.setattr(trainer.accelerator, "reduce", reduce)
+    fill(trainer, "train", batches=2, lm_loss=3.0, jepa_batches=1, jepa_loss=0.2, tokens=70)
+    sums = trainer._reduced_sums("train")
+    assert reduced[0].tolist() == pytest.approx([2.0, 3.0, 1.0, 0.2, 70.0])
+    assert sums == pytest.approx({"batches": 3.0, "lm_loss": 6.0, "jepa_batches": 2.0, "jepa_loss": 0.8, "tokens": 120.0})
+    fill(trainer, "train", batches=2, lm_loss=3.0, jepa_batches=1, jepa_loss=0.2, tokens=70)
+    trainer.log({"loss": 2.08})
+    logged = trainer.state.log_history[-1]
+    assert (logged["lm_loss"], logged["jepa_loss"]) == (2.0, 0.4)
+
+
+# --- the metrics file ---------------------------------------------------------------------------------------------
+
+
+def on_log(callback: MetricsFileCallback, logs: dict, step: int = 3, rank_zero: bool = True) -> None:
+    state = TrainerState(global_step=step, is_world_process_zero=rank_zero)
+    callback.on_log(None, state, TrainerControl(), logs=logs)
+
+
+def lines(path) -> list[dict]:
+    return [json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in {path}"))
+            for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_training_log_becomes_one_line_with_the_documented_keys(tmp_path):
+    callback = MetricsFileCallback(str(tmp_path))
+    on_log(callback, {"loss": 1.5, "lm_loss": 1.2, "jepa_loss": 3.0, "grad_norm": 0.5, "learning_rate": 1e-4,
+                      "tokens_per_s": 10.0, "epoch": 0.25}, step=3)
+    on_log(callback, {"loss": 1.1, "lm_loss": 1.1, "learning_rate": 5e-5, "tokens_per_s": 9.0}, step=4)
+    assert (tmp_path / "metrics.jsonl").read_text().splitlines()[0] == (
+        '{"step": 3, "lm_loss": 1.2, "jepa_loss": 3.0, "loss": 1.5, "grad_norm": 0.5, "learning_rate": 0.0001, '
+        '"tokens_per_s": 10.0}')
+    # Missing keys (no grad_norm; no JEPA term in the window) are null, not left out.
+    assert lines(tmp_path / "metrics.jsonl")[1] == {"step": 4, "lm_loss": 1.1, "jepa_loss": None, "loss": 1.1,
+                                                    "grad_norm": None, "learning_rate": 5e-5, "tokens_per_s": 9.0}
+    assert not (tmp_path / "eval_metrics.jsonl").exists()
+
+
+def test_non_finite_values_are_written_as_null(tmp_path):
+    callback = MetricsFileCallback(str(tmp_path))
+    on_log(callback, {"loss": 2.0, "lm_loss": 2.0, "jepa_loss": 0.1, "grad_norm": float("inf"),
+                      "learning_rate": 1e-4, "tokens_per_s": float("nan")})
+    row = lines(tmp_path / "metrics.jsonl")[0]
+    assert (row["grad_norm"], row["tokens_per_s"], row["loss"]) == (None, None, 2.0)
+
+
+def test_eval_logs_go_to_their_own_file_with_their_eval_keys(tmp_path):
+    callback = MetricsFileCallback(str(tmp_path))
+    on_log(callback, {"eval_loss": 2.0, "eval_lm_loss": 1.9, "eval_jepa_loss": float("nan"), "eval_runtime": 0.5,
+                      "epoch": 1.0}, step=10)
+    assert lines(tmp_path / "eval_metrics.jsonl") == [
+        {"step": 10, "eval_loss": 2.0, "eval_lm_loss": 1.9, "eval_jepa_loss": None, "eval_runtime": 0.5}]
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_an_eval_without_jepa_batches_writes_a_null_jepa_loss(tmp_path):
+    callback = MetricsFileCallback(str(tmp_path))
+    on_log(callback, {"eval_loss": 2.0, "eval_lm_loss": 2.0}, step=5)
+    assert lines(tmp_path / "eval_metrics.jsonl") == [
+        {"step": 5, "eval_loss": 2.0, "eval_lm_loss": 2.0, "eval_jepa_loss": None}]
+
+
+@pytest.mark.parametrize("logs", [
+    {"train_runtime": 3.0, "train_loss": 1.2},  # the end-of-training summary
+    {"loss": 1.0},  # a loss the trainer's log did not turn into means
+    {},
+])
+def test_other_logs_write_nothing(tmp_path, logs):
+    on_log(MetricsFileCallback(str(tmp_path)), logs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_only_the_main_process_writes(tmp_path):
+    on_log(MetricsFileCallback(str(tmp_path)), {"loss": 1.0, "lm_loss": 1.0}, rank_zero=False)
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("stopping", [True, False])
+def test_the_last_step_is_always_logged(stopping):
+    control = TrainerControl(should_training_stop=stopping)
+    MetricsFileCallback("unused").on_step_end(None, TrainerState(), control)
+    assert control.should_log is stopping
