@@ -16,7 +16,9 @@ import pytest
 from stepjepa.cli import parse_config, run_command
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT
 from stepjepa.runlock import LOCK_NAME
-from stepjepa.sweep import Run, SweepConfig, check_commands, plan_runs, run_sweep
+from stepjepa.sweep import SweepConfig, run_sweep
+from stepjepa.sweep_children import check_commands
+from stepjepa.sweep_grid import Run, plan_runs
 from stepjepa.synthetic import synthetic_splits
 
 TINY_TRAIN = "--max_steps 2 --batch_size 2 --logging_steps 1 --debug 0"

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from stepjepa.ledger import ledger_entry
 from stepjepa.report import ReportConfig, run_report
-from stepjepa.sweep import Run, SweepConfig, eval_command, ledger_entry, run_sweep
+from stepjepa.sweep import SweepConfig, run_sweep
+from stepjepa.sweep_children import eval_command
+from stepjepa.sweep_grid import Run
 from test_evaluate_tasks import NLRX, nlrx_row
 
 

@@ -1,11 +1,13 @@
-"""The flags of every command: help metadata of their fields and the checks applied before anything loads."""
+"""The flags of every command: help metadata of their fields, the checks applied before anything loads, and
+the reading of list, boolean, quoted command-line and YAML values into a config."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+import shlex
+from dataclasses import MISSING, fields
+from pathlib import Path
 from typing import Any
-
 
 # numpy, and through it transformers' set_seed, takes seeds in [0, 2**32).
 SEED_LIMIT = 2**32
@@ -30,3 +32,62 @@ def field_help(text: str, **extra: Any) -> dict[str, Any]:
     """A config field's metadata for HfArgumentParser: its ``--help`` text and further argparse keywords
     (e.g. ``aliases=["--finetune_seed"]``)."""
     return {"help": text, **extra}
+
+
+def split_flags(text: str, name: str) -> list[str]:
+    """The words of a flag that holds a quoted command line (``--train_args '--lora --max_steps 5'``)."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"--{name}: {exc}") from None
+
+
+def as_list(value: Any, kind: type, name: str) -> list:
+    """A list of ``kind`` from a flag's list or a YAML scalar or list, without repeats; bad items raise."""
+    items = value if isinstance(value, list) else [value]
+    try:
+        return list(dict.fromkeys(kind(item) for item in items))
+    except (TypeError, ValueError):
+        raise ValueError(f"--{name}: expected {kind.__name__} values, got {value!r}") from None
+
+
+def as_bools(value: Any, name: str) -> list[bool]:
+    """Booleans, without repeats, from flag words (true/false, yes/no, 1/0) or YAML booleans."""
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    items = value if isinstance(value, list) else [value]
+    bad = [item for item in items if str(item).lower() not in words]
+    if bad:
+        raise ValueError(f"--{name}: expected true or false, got {', '.join(map(str, bad))}")
+    return list(dict.fromkeys(words[str(item).lower()] for item in items))
+
+
+def apply_yaml(config: Any, path: Path, scalar_types: dict[str, type]) -> None:
+    """Fill the fields of a config dataclass still at their defaults from a YAML mapping of flag names to values
+    (``scalar_types``: the type a YAML value of each non-list field must have)."""
+    from stepjepa.extras import require
+
+    require("yaml", "--config")
+    import yaml
+
+    if not path.is_file():
+        raise ValueError(f"--config {path}: no such file")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--config {path}: not UTF-8 text (byte at offset {exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--config {path}: not valid YAML ({exc})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a mapping of flag names to values")
+    known = {f.name: f for f in fields(config) if f.name != "config"}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"--config {path}: unknown keys {', '.join(map(str, unknown))}")
+    for name, value in values.items():
+        kind = scalar_types.get(name)
+        if kind and not isinstance(value, kind):
+            raise ValueError(f"--config {path}: {name} must be a {kind.__name__}, got {value!r}")
+        field = known[name]
+        default = field.default_factory() if field.default_factory is not MISSING else field.default
+        if getattr(config, name) == default:
+            setattr(config, name, value)
