@@ -63,7 +63,7 @@ def test_both_flags_refused(command) -> None:
 
 
 def test_training_arguments_carry_the_choice(cpu_with) -> None:
-    from stepjepa.train import training_arguments
+    from stepjepa.training_args import training_arguments
 
     cpu_with("avx512_bf16")
     assert training_arguments(parse_config("train", ["--train_file", "x"]), has_eval=False).bf16

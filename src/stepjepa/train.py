@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import time
 from collections import Counter
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from stepjepa.attention import ATTN_IMPLEMENTATIONS
 from stepjepa.flags import check_finite_floats, check_seed
@@ -21,11 +20,15 @@ from stepjepa.layout import STEP_PAIRS
 from stepjepa.losses import INFONCE_TEMPERATURE
 from stepjepa.models import EMBEDDED_ALIAS
 from stepjepa.modes import Mode
-from stepjepa.precision import BF16_HELP, BOTH_FLAGS, NO_BF16_HELP, precision_name, use_bf16
-from stepjepa.runlock import LOCK_NAME, output_dir_lock
+from stepjepa.precision import BF16_HELP, BOTH_FLAGS, NO_BF16_HELP, precision_name
+from stepjepa.run_outputs import (METRIC_FILES, check_output_dir, is_finished, resume_checkpoint, save_outputs,
+                                  stop_on_signal, trim_metrics)
+from stepjepa.runlock import output_dir_lock
+from stepjepa.training_args import check_trackers, report_to, training_arguments
 
+if TYPE_CHECKING:
+    from stepjepa.dataset_cache import RowSettings
 
-METRIC_FILES = ("metrics.jsonl", "eval_metrics.jsonl")
 
 
 @dataclass
@@ -176,46 +179,9 @@ class TrainConfig:
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 2e-5)
 
 
-def check_output_dir(cfg: TrainConfig) -> None:
-    """Never delete or empty a directory; refuse a non-empty one unless told to overwrite or resume."""
-    path = Path(cfg.output_dir)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--output_dir {path} exists and is not a directory")
-    # The lock file alone (rank 0 of this very run, or a dead run's) does not make a directory "not empty".
-    if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()) and not (
-            cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
-        raise ValueError(
-            f"--output_dir {path} is not empty; pass --overwrite_output_dir, --resume_from_checkpoint, or another directory"
-        )
-
-
 def _say(cfg: TrainConfig, level: int, message: str) -> None:
     if cfg.debug >= level and int(os.environ.get("RANK", "0")) == 0:
         print(message, flush=True)
-
-
-def _resume_path(cfg: TrainConfig, record: dict) -> str | None:
-    """The whole checkpoint of this run to resume (``latest``: the newest whole one); it lends ``record`` its run id."""
-    from stepjepa.checkpoints import check_same_run, latest_complete
-
-    if cfg.resume_from_checkpoint == "latest":
-        checkpoint, skipped = latest_complete(cfg.output_dir)
-        for path, reason in skipped:
-            print(f"note: skipped incomplete {path} ({reason})", file=sys.stderr)
-    else:
-        checkpoint = Path(cfg.resume_from_checkpoint)
-        if not checkpoint.is_dir():
-            raise ValueError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint directory")
-    record["run_id"] = check_same_run(checkpoint, record)["run_id"]
-    return str(checkpoint)
-
-
-def _finished(cfg: TrainConfig, checkpoint: str) -> bool:
-    """Whether the checkpoint is the run's last step (--max_steps, else the steps its epochs came to)."""
-    from stepjepa.checkpoints import trained_steps
-
-    step, planned = trained_steps(Path(checkpoint))
-    return step >= (cfg.max_steps if cfg.max_steps > 0 else planned)
 
 
 def _packed_rows(cfg: TrainConfig, path: str, tokenizer, settings: RowSettings):
@@ -277,72 +243,23 @@ def describe_counts(cfg: TrainConfig, counts, num_predictors: int) -> str:
             f"{counts['dropped_no_labels']} dropped (no assistant token within --max_length)")
 
 
-def report_to(value: str) -> str | list[str]:
-    """``--report_to``: 'none', or the trackers named, comma-separated (as transformers' ``report_to``)."""
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    return "none" if not names or names == ["none"] else names
-
-
-def check_trackers(names: str | list[str]) -> None:
-    """Every tracker of --report_to is one transformers knows and is installed (tensorboard: our extra)."""
-    if names == "none":
-        return
-    from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
-                                                             get_available_reporting_integrations)
-
-    from stepjepa.extras import require
-
-    for name in names:
-        if name not in INTEGRATION_TO_CALLBACK:
-            raise ValueError(f"--report_to: unknown tracker {name!r}; one of none, {', '.join(INTEGRATION_TO_CALLBACK)}")
-        if name == "tensorboard":
-            require("tensorboard", "--report_to tensorboard")
-        elif name not in get_available_reporting_integrations():
-            raise ValueError(f"--report_to {name} needs its package: pip install {name}")
-
-
-def training_arguments(cfg: TrainConfig, has_eval: bool):
-    """The Trainer's arguments for this run: bf16 mixed precision where fast (or asked), else float32."""
-    import torch
-    from transformers import TrainingArguments
-
-    cuda = torch.cuda.is_available()
-    return TrainingArguments(
-        output_dir=cfg.output_dir,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.peak_learning_rate,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=None,  # JepaTrainer rotates this run's own checkpoints (--save_total_limit)
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=cfg.eval_steps,
-        seed=cfg.seed,
-        bf16=use_bf16(cfg.bf16, cfg.no_bf16, "cuda" if cuda else "cpu"),
-        use_cpu=not cuda,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        **({"activation_checkpointing": True} if cfg.gradient_checkpointing else {}),
-        remove_unused_columns=False,
-        label_names=["labels"],
-        report_to=report_to(cfg.report_to),
-        disable_tqdm=cfg.debug == 0,
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,  # every parameter takes part in every step
-        # A stream's batches differ in width (dynamic padding): each rank reads its own part, none is dispatched.
-        **({"accelerator_config": {"dispatch_batches": False}} if cfg.streaming else {}),
-    )
-
-
 def run_train(cfg: TrainConfig) -> int:
     """Train in an output directory no other run uses meanwhile (rank 0 holds its lock)."""
     check_output_dir(cfg)
-    with output_dir_lock(cfg.output_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
-        return _train(cfg)
+    try:
+        with output_dir_lock(cfg.output_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+            return _train(cfg)
+    finally:
+        end_process_group()
+
+
+def end_process_group() -> None:
+    """Take down the torchrun process group before exit: left to the interpreter's teardown, gloo's threads
+    sometimes abort a rank ("terminate called without an active exception") after a run that succeeded."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _train(cfg: TrainConfig) -> int:
@@ -351,8 +268,8 @@ def _train(cfg: TrainConfig) -> int:
 
     record = run_record(cfg.mode, cfg.model_name, cfg.train_file, cfg.predictors if cfg.mode != "regular" else 0,
                         cfg.seed)
-    resume = _resume_path(cfg, record) if cfg.resume_from_checkpoint else None
-    finished = resume is not None and _finished(cfg, resume)
+    resume = resume_checkpoint(cfg, record) if cfg.resume_from_checkpoint else None
+    finished = resume is not None and is_finished(cfg, resume)
     if finished and Path(cfg.output_dir, "train_summary.json").is_file():
         _say(cfg, 0, f"run already finished: {resume} is its last step; nothing to train")
         return 0
@@ -439,7 +356,7 @@ def _train(cfg: TrainConfig) -> int:
             trainer.add_callback(QuietProgressCallback())
 
     if resume:
-        _trim_metrics(cfg.output_dir, resume)
+        trim_metrics(cfg.output_dir, resume)
     else:
         # A fresh run into an overwritten directory starts its own metric files.
         for name in METRIC_FILES:
@@ -480,59 +397,3 @@ def _train(cfg: TrainConfig) -> int:
         metrics_file = Path(cfg.output_dir) / "metrics.jsonl"
         _say(cfg, 0, f"model saved to {cfg.output_dir}" + (f"; metrics in {metrics_file}" if metrics_file.is_file() else ""))
     return 0
-
-
-@contextmanager
-def stop_on_signal(trainer):
-    """First SIGINT/SIGTERM: stop after the current step (the caller saves a checkpoint); a second one aborts."""
-    seen = {"signal": None}
-
-    def handler(signum, frame):
-        if seen["signal"]:
-            raise KeyboardInterrupt
-        seen["signal"] = signal.Signals(signum).name
-        trainer.control.should_training_stop = True
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield seen
-    finally:
-        for sig, old_handler in previous.items():
-            signal.signal(sig, old_handler)
-
-
-def _trim_metrics(output_dir: str, checkpoint: str) -> None:
-    """Drop metric rows logged after the checkpoint (a hard kill), so a resumed run logs each step once."""
-    from stepjepa.data import read_jsonl, write_jsonl_atomic
-
-    metrics = Path(output_dir) / "metrics.jsonl"
-    state = Path(checkpoint) / "trainer_state.json"
-    if not (metrics.is_file() and metrics.stat().st_size and state.is_file()):
-        return
-    step = json.loads(state.read_text(encoding="utf-8"))["global_step"]
-    rows = [row for _, row in read_jsonl(metrics)]
-    kept = [row for row in rows if row["step"] <= step]
-    if len(kept) < len(rows):
-        write_jsonl_atomic(metrics, kept)
-
-
-def save_outputs(cfg: TrainConfig, model, tokenizer) -> None:
-    """Save a model that ``from_pretrained`` loads (LoRA merged), its tokenizer, and the LoRA adapter alone."""
-    from stepjepa.checkpoints import model_identity
-    from stepjepa.data import give_plain_modes
-    from stepjepa.models import resolve_model_path
-
-    out = Path(cfg.output_dir)
-    if cfg.lora:
-        adapter = out / "adapter"
-        # Absolute (or a hub id): the adapter then loads on its base from any working directory.
-        model.peft_config["default"].base_model_name_or_path = model_identity(resolve_model_path(cfg.model_name))
-        # Predictor tokens grew the vocabulary: the adapter carries the resized embeddings with it.
-        model.save_pretrained(adapter, save_embedding_layers=bool(cfg.predictors and cfg.mode != "regular"))
-        tokenizer.save_pretrained(adapter)
-        give_plain_modes(adapter)
-        model = model.merge_and_unload()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    give_plain_modes(out)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
