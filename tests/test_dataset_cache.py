@@ -155,6 +155,25 @@ def test_start_line_says_whether_the_cache_was_hit(tiny_model_dirs, chat_file, t
     assert "not cached (--no_data_cache)" in capsys.readouterr().out
 
 
+def test_a_run_reads_its_training_file_once_for_its_digest(tiny_model_dirs, chat_file, tmp_path, monkeypatch):
+    """The run record and the cache key both need the training file's SHA-256: one pass over the file gives both."""
+    from stepjepa import checkpoints
+
+    hashed = []
+
+    def counting_sha256(path):
+        hashed.append(Path(path).resolve())
+        return real_sha256(path)
+
+    real_sha256 = checkpoints.file_sha256
+    monkeypatch.setattr(checkpoints, "file_sha256", counting_sha256)
+    monkeypatch.setattr(dataset_cache, "file_sha256", counting_sha256)
+    argv = ["--train_file", str(chat_file), "--step_jepa", "--model_name", str(tiny_model_dirs["gpt2"]),
+            "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache"), "--debug", "7"]
+    assert run_command("train", argv) == 0
+    assert hashed == [chat_file.resolve()]
+
+
 def test_group_by_length_reads_the_stored_rows(tiny_model_dirs, chat_file, tmp_path):
     """The Trainer's length-grouped sampler takes each row's length from the dataset it is given."""
     out = tmp_path / "out"

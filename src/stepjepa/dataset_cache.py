@@ -104,9 +104,11 @@ def _packing_code_digest() -> str:
     return digest.hexdigest()
 
 
-def cache_key_parts(path: Path, tokenizer, model_name: str, settings: RowSettings) -> dict[str, Any]:
-    """The parts the cache key hashes (kept readable in the entry's manifest)."""
-    return {"data_sha256": file_sha256(path), "tokenizer": model_name, "tokenizer_sha256": tokenizer_digest(tokenizer),
+def cache_key_parts(path: Path, tokenizer, model_name: str, settings: RowSettings,
+                    data_sha256: str | None = None) -> dict[str, Any]:
+    """The parts the cache key hashes (kept readable in the entry's manifest); ``data_sha256``: the file's digest
+    when the caller has it already (train hashes its file once for the run record)."""
+    return {"data_sha256": data_sha256 or file_sha256(path), "tokenizer": model_name, "tokenizer_sha256": tokenizer_digest(tokenizer),
             "code_sha256": _packing_code_digest(), **asdict(settings)}
 
 
@@ -367,15 +369,16 @@ def _build(path: Path, tokenizer, settings: RowSettings, target: Path, parts: di
 
 def packed_rows(path: str | os.PathLike, tokenizer, model_name: str, settings: RowSettings,
                 cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-                num_proc: int | None = None) -> PackedRows:
+                num_proc: int | None = None, data_sha256: str | None = None) -> PackedRows:
     """The packed rows of a chat JSONL file: from the cache when it holds them, else tokenized (``num_proc``
     processes, default the machine's cores, at most one per MiB of data) and stored there. ``use_cache=False``
-    neither reads nor writes the cache (rows go to a temporary directory, removed once memory-mapped)."""
+    neither reads nor writes the cache (rows go to a temporary directory, removed once memory-mapped).
+    ``data_sha256``: the file's SHA-256 if already computed (not hashed again)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     started = time.perf_counter()
-    parts = cache_key_parts(path, tokenizer, model_name, settings)
+    parts = cache_key_parts(path, tokenizer, model_name, settings, data_sha256)
     key = cache_key(parts)
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     if use_cache:

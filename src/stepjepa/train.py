@@ -184,13 +184,13 @@ def _say(cfg: TrainConfig, level: int, message: str) -> None:
         print(message, flush=True)
 
 
-def _packed_rows(cfg: TrainConfig, path: str, tokenizer, settings: RowSettings):
-    """The packed rows of one data file (cached unless --no_data_cache)."""
+def _packed_rows(cfg: TrainConfig, path: str, tokenizer, settings: RowSettings, data_sha256: str | None = None):
+    """The packed rows of one data file (cached unless --no_data_cache); ``data_sha256``: its digest if known."""
     from stepjepa.dataset_cache import packed_rows
 
     try:
         return packed_rows(path, tokenizer, cfg.model_name, settings, cache_dir=cfg.cache_dir,
-                           use_cache=not cfg.no_data_cache, num_proc=cfg.num_proc)
+                           use_cache=not cfg.no_data_cache, num_proc=cfg.num_proc, data_sha256=data_sha256)
     except ValueError as exc:
         # A tokenizing process's error is re-raised inside datasets: say it from here, in one line (cli.py).
         raise ValueError(str(exc)) from None
@@ -295,7 +295,9 @@ def _train(cfg: TrainConfig) -> int:
     args = training_arguments(cfg, has_eval=bool(cfg.eval_file))
     # Rank 0 of each machine tokenizes (or finds the cache); the other ranks then read what it stored.
     with args.main_process_first(desc="tokenizing the data"):
-        rows = None if cfg.streaming else _packed_rows(cfg, cfg.train_file, tokenizer, settings)
+        # The run record hashed the training file already: the cache key takes that digest, not a second pass.
+        rows = None if cfg.streaming else _packed_rows(cfg, cfg.train_file, tokenizer, settings,
+                                                      record["train_file_sha256"])
         eval_rows = _packed_rows(cfg, cfg.eval_file, tokenizer, settings) if cfg.eval_file else None
     if rows is None:
         train_dataset, counts = streamed_rows(cfg.train_file, tokenizer, settings, cfg.seed, cfg.shuffle_buffer), Counter()
