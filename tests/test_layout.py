@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
 from stepjepa.layout import (
@@ -81,7 +82,7 @@ def test_llm_jepa_views_are_isolated_and_start_at_zero():
 def test_collator_aligns_conversations_and_pads_views():
     short = EncodedChat([20, 21, 22, 23], [-100, 21, 22, 23], 1, [(1, 2), (2, 4)], False)
     rows = [pack_step_jepa(CHAT, [99]), pack_step_jepa(short, [99])]
-    batch = PackedCollator(pad_token_id=0)(rows)
+    batch = PackedCollator(pad_token_id=0, fill_padding=False)(rows)
     # Width 6 for conversations, then 3 view tokens; the short row's views move right by 2.
     assert batch["input_ids"].tolist() == [
         [10, 11, 12, 13, 14, 15, 99, 14, 15],
@@ -104,6 +105,39 @@ def test_collator_aligns_conversations_and_pads_views():
     assert batch["attention_mask"].dtype == torch.float32
     assert torch.isinf(batch["attention_mask"][1, 0, 6, 2]) and batch["attention_mask"][1, 0, 6, 1] == 0
     assert int(batch["conversation_width"]) == 6 and int(batch["num_tokens"]) == 10
+
+
+def test_collator_fills_the_padding_with_isolated_blocks():
+    """Hand-drawn: each predictor follows its own conversation; the step copies, longest first, go after the
+    row that ends first (row 1 at 4, then row 1 at 6, as row 0 ends at 7): width 7 instead of 6 + 3."""
+    short = EncodedChat([20, 21, 22], [-100, 21, 22], 1, [(1, 2), (2, 3)], False)
+    batch = PackedCollator(pad_token_id=0)([pack_step_jepa(CHAT, [99]), pack_step_jepa(short, [99])])
+    assert batch["input_ids"].tolist() == [
+        [10, 11, 12, 13, 14, 15, 99],
+        [20, 21, 22, 99, 14, 15, 22],  # predictor, row 0's step 2 copy, its own step 2 copy
+    ]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 4], [0, 1, 2, 2, 0, 1, 0]]
+    assert batch["labels"][1].tolist() == [-100, 21, 22, -100, -100, -100, -100]
+    assert batch["pair_row"].tolist() == [0, 1]
+    assert batch["pair_a_row"].tolist() == [0, 1] and batch["pair_view_a"].tolist() == [6, 3]
+    assert batch["pair_b_row"].tolist() == [1, 1] and batch["pair_view_b"].tolist() == [5, 6]
+    assert batch["pair_span"].tolist() == [[0, 0], [0, 0]]  # neither pair's blocks lie together
+    assert picture(batch["attention_mask"][0, 0] == 0)[6] == "####..#"  # system..step 1, then itself
+    assert picture(batch["attention_mask"][1, 0] == 0) == [
+        "#......",
+        "##.....",
+        "###....",
+        "##.#...",  # predictor after step 1 (tokens 0-1)
+        "....#..",  # row 0's step 2 copy: only itself
+        "....##.",
+        "......#",  # this row's step 2 copy
+    ]
+    assert int(batch["conversation_width"]) == 6
+    with pytest.raises(ValueError, match="fill_padding=False"):
+        select_pairs(batch, torch.tensor([True, True]), pad_token_id=0)
+    lm_only = conversation_only(batch)  # the regular batch's size; no conversation token sees a view
+    assert lm_only["input_ids"].shape == (2, 6) and len(lm_only["pair_row"]) == 0
+    assert picture(lm_only["attention_mask"][1, 0] == 0)[:3] == ["#.....", "##....", "###..."]
 
 
 def test_conversation_only_drops_views():
@@ -169,7 +203,7 @@ def test_first_pair_default_is_the_single_pair_layout():
 
 def test_collator_lists_every_pair_and_select_pairs_closes_the_gaps():
     rows = [pack_step_jepa(CHAT3, [99], [1, 2]), pack_step_jepa(CHAT, [99])]
-    batch = PackedCollator(pad_token_id=0)(rows)
+    batch = PackedCollator(pad_token_id=0, fill_padding=False)(rows)
     # Width 8; the short row's blocks move right by 2.
     assert batch["pair_row"].tolist() == [0, 0, 1]
     assert batch["pair_view_a"].tolist() == [8, 11, 8] and batch["pair_view_b"].tolist() == [10, 13, 10]
@@ -186,7 +220,7 @@ def test_collator_lists_every_pair_and_select_pairs_closes_the_gaps():
     assert selected["pair_view_b"].tolist() == [10, 10] and selected["pair_span"].tolist() == [[8, 11], [8, 11]]
     assert picture(selected["attention_mask"][0, 0] == 0)[8:] == ["######..#..", ".........#.", ".........##"]
     # The same as packing the kept pairs alone.
-    alone = PackedCollator(pad_token_id=0)([pack_step_jepa(CHAT3, [99], [2]), pack_step_jepa(CHAT, [99])])
+    alone = PackedCollator(pad_token_id=0, fill_padding=False)([pack_step_jepa(CHAT3, [99], [2]), pack_step_jepa(CHAT, [99])])
     for key in alone:
         assert torch.equal(selected[key], alone[key]), key
 

@@ -15,6 +15,7 @@ from stepjepa.layout import (
     step_pair_numbers,
 )
 from stepjepa.tokenization import EncodedChat, EncodedView
+from stepjepa.view_rows import appended_placement
 
 
 @st.composite
@@ -77,7 +78,7 @@ def test_llm_jepa_views_see_only_themselves(chat, user_len, assistant_len, k):
 @given(st.lists(st.tuples(chats(), st.integers(0, 3)), min_size=1, max_size=4))
 def test_collated_mask_is_each_rows_mask_with_padding_apart(rows_and_k):
     rows = [pack_step_jepa(chat, list(range(100, 100 + k))) for chat, k in rows_and_k]
-    batch = PackedCollator(pad_token_id=0)(rows)
+    batch = PackedCollator(pad_token_id=0, fill_padding=False)(rows)
     allowed = batch["attention_mask"][:, 0] == 0
     width = int(batch["conversation_width"])
     assert allowed.diagonal(dim1=1, dim2=2).all()  # no fully masked row
@@ -129,9 +130,54 @@ def test_selecting_pairs_equals_packing_them_alone(rows_k_choice):
         packed.append(pack_step_jepa(chat, list(range(100, 100 + k)), numbers))
         alone.append(pack_step_jepa(chat, list(range(100, 100 + k)), kept))
         keep += [number in kept for number in numbers]
-    collate = PackedCollator(pad_token_id=0)
+    collate = PackedCollator(pad_token_id=0, fill_padding=False)
     selected = select_pairs(collate(packed), torch.tensor(keep, dtype=torch.bool), pad_token_id=0)
     expected = collate(alone)
     assert selected.keys() == expected.keys()
     for key in expected:
         assert torch.equal(selected[key], expected[key]), key
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(chats(), st.integers(0, 3), st.booleans()), min_size=1, max_size=4), st.booleans())
+def test_any_placement_computes_each_row_as_alone(rows_k_all, fill_padding):
+    """Wherever the collator puts the view blocks (their columns read back from the placement, taken here as a
+    witness, not trusted): every token of every example sits in a cell of its own, holds its id, label and
+    position, sees exactly what it sees in its own packed row (blocks in another batch row included: they see
+    nothing of their old row), and no real token sees a cell of another example or padding."""
+    rows = [pack_step_jepa(chat, list(range(100, 100 + k)), step_pair_numbers(chat, "all" if every else "first"))
+            for chat, k, every in rows_k_all]
+    batch = PackedCollator(pad_token_id=0, fill_padding=fill_padding)(rows)
+    width = max(row["conversation_length"] for row in rows)
+    placement, total = appended_placement(rows, width, fill_padding)
+    allowed = batch["attention_mask"][:, 0] == 0
+    assert batch["input_ids"].shape == (len(rows), total)
+    owner = {}
+    cells = []
+    for b, row in enumerate(rows):
+        cell = {i: (b, i) for i in range(row["conversation_length"])}
+        for start, end, into, column in placement[b]:
+            cell.update({i: (into, column + i - start) for i in range(start, end)})
+        assert sorted(cell) == list(range(len(row["input_ids"])))  # every token placed once
+        for i, where in cell.items():
+            assert where not in owner  # no two tokens in one cell
+            owner[where] = b
+            for key in ("input_ids", "labels", "position_ids"):
+                assert int(batch[key][where]) == row[key][i]
+        cells.append(cell)
+    for b, row in enumerate(rows):
+        alone = allowed_of(row)
+        for i, (r, c) in cells[b].items():
+            seen = {(r, j) for j in range(total) if allowed[r, c, j]}
+            assert seen == {cells[b][j] for j in range(len(row["input_ids"])) if alone[i, j]}
+        pairs = [(cells[b][a], cells[b][v]) for a, v in row["view_pairs"]]
+        got = [((int(batch["pair_a_row"][p]), int(batch["pair_view_a"][p])),
+                (int(batch["pair_b_row"][p]), int(batch["pair_view_b"][p])))
+               for p in range(len(batch["pair_row"])) if int(batch["pair_row"][p]) == b]
+        assert got == pairs
+    for r in range(len(rows)):  # padding sees only itself
+        for c in range(total):
+            if (r, c) not in owner:
+                assert allowed[r, c].nonzero().flatten().tolist() == [c]
+    if not fill_padding:
+        assert total == width + max(len(row["input_ids"]) - row["conversation_length"] for row in rows)

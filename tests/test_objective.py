@@ -94,10 +94,11 @@ def grads(model) -> dict[str, torch.Tensor]:
     return grads
 
 
-def check_against_oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind, stop_grad=False):
+def check_against_oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind, stop_grad=False,
+                         fill_padding=True):
     objective = Objective(mode=mode, loss=loss_kind, lbd=0.7, gamma=1.3, target_stop_grad=stop_grad)
     rows = [pack_chat(tokenizer, m, mode, predictor_ids, None, MAX_LENGTH) for m in chats]
-    batch = PackedCollator(tokenizer.pad_token_id or 0)(rows)
+    batch = PackedCollator(tokenizer.pad_token_id or 0, fill_padding=fill_padding)(rows)
     packed = compute_objective(model, batch, objective)
     packed.loss.backward()
     packed_grads = grads(model)
@@ -129,6 +130,26 @@ CASES = [("regular", 0, "cosine")] + [
 def test_packed_pass_matches_oracle(tiny_model_dir, tiny_chats, mode, num_predictors, loss_kind):
     model, tokenizer, predictor_ids = setup(tiny_model_dir, num_predictors)
     check_against_oracle(model, tokenizer, batch_chats(tiny_chats), mode, predictor_ids, loss_kind)
+
+
+@pytest.mark.parametrize("num_predictors", [0, 2])
+def test_step_copies_in_other_rows_match_oracle(tiny_model_dir, tiny_chats, num_predictors):
+    """Conversations of 4 different lengths: the longer rows' step copies move into the shorter rows' padding."""
+    model, tokenizer, predictor_ids = setup(tiny_model_dir, num_predictors)
+    chats = batch_chats(tiny_chats)
+    chats = [[{**m, "content": m["content"] + " Think." * (6 * i)} if m["role"] == "user" else m for m in chat]
+             for i, chat in enumerate(chats)]
+    rows = [pack_chat(tokenizer, m, "step_jepa", predictor_ids, None, MAX_LENGTH) for m in chats]
+    batch = PackedCollator(tokenizer.pad_token_id or 0)(rows)
+    assert (batch["pair_b_row"] != batch["pair_row"]).any()
+    check_against_oracle(model, tokenizer, chats, "step_jepa", predictor_ids, "cosine")
+
+
+@pytest.mark.parametrize("mode", ["llm_jepa", "step_jepa"])
+def test_unfilled_layout_matches_oracle(tiny_model_dir, tiny_chats, mode):
+    """Every row's blocks after the longest conversation (what --step_pairs random trains on)."""
+    model, tokenizer, predictor_ids = setup(tiny_model_dir, 2)
+    check_against_oracle(model, tokenizer, batch_chats(tiny_chats), mode, predictor_ids, "cosine", fill_padding=False)
 
 
 @pytest.mark.parametrize("mode", ["llm_jepa", "step_jepa"])
@@ -168,7 +189,7 @@ def packed_pairs(model, tokenizer, chats, step_pairs, predictor_ids, objective, 
     """The trainer's path: rows with every pair; for random one drawn per example, the others' blocks removed."""
     rows, _ = build_rows(tokenizer, chats, "step_jepa", predictor_ids, None, MAX_LENGTH, step_pairs)
     pad = tokenizer.pad_token_id or 0
-    batch = PackedCollator(pad)(rows)
+    batch = PackedCollator(pad, fill_padding=step_pairs != "random")(rows)
     if step_pairs == "random":
         batch = select_pairs(batch, draw_one_pair_per_row(batch, seed, step), pad)
     return compute_objective(model, batch, objective)

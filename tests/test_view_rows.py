@@ -83,9 +83,11 @@ def test_cost_rule_by_hand():
 
 def test_auto_chooses_the_cheaper_layout(tiny_model_dirs, tiny_chats):
     """The fixture's conversations are 103, 103, 103 and 106 tokens, their views 27 + 62 (27 + 65 for the last).
-    Appended: 4 rows x (106 + 92) x 1.198 = 948.82; own rows: each long view with a short one fits 106 columns,
-    4 view rows, 8 x 106 x 1.106 = 937.89: auto takes the rows. Step-JEPA's blocks see the conversation and stay
-    appended."""
+    Appended after the longest conversation: 4 rows x (106 + 92) x 1.198 = 948.82; own rows: each long view with
+    a short one fits 106 columns, 4 view rows, 8 x 106 x 1.106 = 937.89: auto takes the rows. Filling the
+    padding, longest first after the row ending first: 65 -> row 0 (168), the 62s -> rows 1, 2 (165) and 3 (168),
+    the 27s -> rows 1, 2 (192), 0 and 3 (195): 4 x 195 x 1.195 = 932.09, cheaper still: auto fills. Step-JEPA's
+    predictors see the conversation and stay in its row."""
     _, tokenizer, predictor_ids = setup(tiny_model_dirs["llama"], 0)
     chats = batch_chats(tiny_chats)
     rows = llm_rows(tokenizer, chats, predictor_ids)
@@ -93,14 +95,17 @@ def test_auto_chooses_the_cheaper_layout(tiny_model_dirs, tiny_chats):
     assert [[end - start for start, end in isolated_blocks(row)] for row in rows] == [[27, 62]] * 3 + [[27, 65]]
     assert layout_cost(4, 198) == pytest.approx(948.82, abs=0.01)
     assert layout_cost(8, 106) == pytest.approx(937.89, abs=0.01)
-    assert PackedCollator(tokenizer.eos_token_id)(rows)["input_ids"].shape == (8, 106)
-    assert PackedCollator(tokenizer.eos_token_id, view_rows="never")(rows)["input_ids"].shape == (4, 198)
+    assert layout_cost(4, 195) == pytest.approx(932.09, abs=0.01)
+    assert PackedCollator(tokenizer.eos_token_id)(rows)["input_ids"].shape == (4, 195)
+    assert PackedCollator(tokenizer.eos_token_id, fill_padding=False)(rows)["input_ids"].shape == (8, 106)
+    unfilled = PackedCollator(tokenizer.eos_token_id, view_rows="never", fill_padding=False)
+    assert unfilled(rows)["input_ids"].shape == (4, 198)
     # A long system prompt lengthens the conversations, not the views: then appending is the cheaper layout.
     long_system = [[{**m, "content": m["content"] * 40} if m["role"] == "system" else m for m in c] for c in chats]
     rows = llm_rows(tokenizer, long_system, predictor_ids)
     width = max(row["conversation_length"] for row in rows)
     assert width > 250
-    auto = PackedCollator(tokenizer.eos_token_id)(rows)
+    auto = PackedCollator(tokenizer.eos_token_id, fill_padding=False)(rows)
     assert auto["input_ids"].shape == (4, width + 92)
     assert layout_cost(4, width + 92) < layout_cost(6, width)  # the 8 views fill 2 rows of their own
     step_rows = [pack_chat(tokenizer, m, "step_jepa", predictor_ids, None, MAX_LENGTH) for m in chats]

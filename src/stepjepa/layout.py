@@ -19,7 +19,7 @@ from itertools import groupby
 import torch
 
 from stepjepa.tokenization import IGNORE_INDEX, EncodedChat, EncodedView
-from stepjepa.view_rows import VIEW_ROWS, view_row_bins
+from stepjepa.view_rows import VIEW_ROWS, Placement, appended_placement, own_row_placement
 
 STEP_PAIRS = ("first", "all", "random")  # Step-JEPA: step 1 -> 2 only, every step -> the next, one drawn per step
 NO_VIEW = -1
@@ -173,18 +173,22 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
 
 @dataclass
 class PackedCollator:
-    """Pads packed rows into a batch: conversations left-aligned to the batch's longest, view blocks after.
+    """Pads packed rows into a batch: conversations left-aligned in rows of their own, view blocks placed where
+    they cost least (:mod:`stepjepa.view_rows`).
 
     Aligning the conversation region lets the LM head run on it alone; padding tokens see only themselves.
+    Blocks that see their conversation (Step-JEPA's predictors) follow it in its row; blocks that see only
+    themselves go into the batch's padding (``fill_padding``, longest first), or, ``view_rows``, into rows of
+    their own after the B conversation rows when every block of the batch is isolated (LLM-JEPA): ``auto``
+    whenever that costs less (:func:`stepjepa.view_rows.layout_cost`), ``always``, or ``never``. Without
+    ``fill_padding`` every row's blocks follow the batch's longest conversation, as ``select_pairs`` needs.
     ``dense_mask``: add the ``(B, 1, T, T)`` additive ``attention_mask`` (sdpa, eager); without it the model
     builds its mask from ``block_start`` and ``context_end`` ``(B, T)`` on the device (flex_attention).
-    ``view_rows``: blocks that see only themselves (LLM-JEPA's views, :func:`stepjepa.view_rows.isolated_blocks`) go to rows of
-    their own after the B conversation rows, packed first-fit: ``auto`` whenever that costs less than appending
-    them (:func:`stepjepa.view_rows.layout_cost`), ``always``, or ``never``.
     Every JEPA pair of the batch, in example order: ``pair_row`` (its example's row), ``pair_a_row``,
     ``pair_b_row`` (the rows holding view_a and view_b), ``pair_view_a``, ``pair_view_b`` (their columns) ``(P,)``
-    and ``pair_span`` ``(P, 2)`` (its blocks' columns when appended); ``view_a_index``/``view_b_index`` ``(B,)``
-    are the columns of each example's first pair (NO_VIEW: the example trains LM only).
+    and ``pair_span`` ``(P, 2)`` (its blocks' columns when they lie together in its example's row, else
+    ``(0, 0)``); ``view_a_index``/``view_b_index`` ``(B,)`` are the columns of each example's first pair
+    (NO_VIEW: the example trains LM only).
 
     >>> batch = PackedCollator(pad_token_id=0)([pack_regular(EncodedChat([5, 6, 7], [-100, 6, 7], 1, [], False))])
     >>> batch["input_ids"].tolist(), batch["attention_mask"].shape
@@ -194,13 +198,18 @@ class PackedCollator:
     pad_token_id: int
     dense_mask: bool = True
     view_rows: str = "auto"
+    fill_padding: bool = True
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(row["conversation_length"] for row in rows)
         if self.view_rows not in VIEW_ROWS:
             raise ValueError(f"unknown view_rows {self.view_rows!r}; expected one of {VIEW_ROWS}")
-        bins = view_row_bins(rows, width, self.view_rows) if self.view_rows != "never" else None
-        batch = self._appended(rows, width) if bins is None else self._own_rows(rows, width, *bins)
+        width = max(row["conversation_length"] for row in rows)
+        placement, total = appended_placement(rows, width, self.fill_padding)
+        own_rows = own_row_placement(rows, width, self.view_rows, total) if self.view_rows != "never" else None
+        count = len(rows)
+        if own_rows is not None:
+            placement, count, total = own_rows
+        batch = self._assemble(rows, placement, count, total)
         if self.dense_mask:
             batch["attention_mask"] = additive_mask(allowed_attention(batch["block_start"], batch["context_end"]))
         for key in ("pair_row", "pair_a_row", "pair_b_row", "pair_view_a", "pair_view_b"):
@@ -236,59 +245,38 @@ class PackedCollator:
         starts = torch.tensor(row["block_start"][start:end], dtype=torch.long)
         batch["block_start"][b, into : into + end - start] = torch.where(starts >= start, starts + into - start, starts)
 
-    def _appended(self, rows: list[dict[str, Any]], width: int) -> dict[str, Any]:
-        """Each example's view blocks in its own row, after the batch's longest conversation."""
-        tail = max(len(row["input_ids"]) - row["conversation_length"] for row in rows)
-        batch = self._empty(len(rows), width + tail)
-        for b, row in enumerate(rows):
-            length, shift = row["conversation_length"], width - row["conversation_length"]
-            self._place(batch, row, b, 0, 0, length)
-            self._place(batch, row, b, width, length, len(row["input_ids"]))
-            batch["view_a_index"].append(self._shift(row["view_a_index"], length, shift))
-            batch["view_b_index"].append(self._shift(row["view_b_index"], length, shift))
-            for (a, v), (start, end) in zip(row["view_pairs"], row["pair_spans"]):
-                batch["pair_row"].append(b)
-                batch["pair_a_row"].append(b)
-                batch["pair_b_row"].append(b)
-                batch["pair_view_a"].append(self._shift(a, length, shift))
-                batch["pair_view_b"].append(self._shift(v, length, shift))
-                batch["pair_span"].append((start + shift, end + shift))
-        return batch
-
-    def _own_rows(self, rows: list[dict[str, Any]], width: int, bins: list[list[tuple[int, int, int]]],
-                  size: int) -> dict[str, Any]:
-        """The B conversations, then the isolated blocks in rows of their own, ``size`` columns wide."""
-        batch = self._empty(len(rows) + len(bins), size)
-        placed: dict[int, list[tuple[int, int, int, int]]] = {}  # example -> [(start, end, batch row, column)]
-        for r, blocks in enumerate(bins, start=len(rows)):
-            column = 0
-            for b, start, end in blocks:
-                self._place(batch, rows[b], r, column, start, end)
-                placed.setdefault(b, []).append((start, end, r, column))
-                column += end - start
+    def _assemble(self, rows: list[dict[str, Any]], placement: Placement, count: int, total: int) -> dict[str, Any]:
+        """``count`` rows of ``total`` columns: the B conversations from column 0 of rows 0..B-1, each view block
+        where ``placement`` puts it, and every pair's rows and columns."""
+        batch = self._empty(count, total)
         for b, row in enumerate(rows):
             self._place(batch, row, b, 0, 0, row["conversation_length"])
+            for start, end, into_row, column in placement[b]:
+                self._place(batch, row, into_row, column, start, end)
 
             def locate(index: int) -> tuple[int, int]:
-                """A view's (batch row, column), from its column in the packed row."""
-                start, _, r, column = next(block for block in placed[b] if block[0] <= index < block[1])
-                return r, column + index - start
+                """A token's (batch row, column), from its column in the packed row."""
+                if index < row["conversation_length"]:
+                    return b, index
+                start, _, into_row, column = next(block for block in placement[b] if block[0] <= index < block[1])
+                return into_row, column + index - start
 
             for key in ("view_a_index", "view_b_index"):
                 batch[key].append(locate(row[key])[1] if row["view_pairs"] else NO_VIEW)
-            for a, v in row["view_pairs"]:
+            for (a, v), (start, end) in zip(row["view_pairs"], row["pair_spans"]):
                 (row_a, column_a), (row_b, column_b) = locate(a), locate(v)
                 batch["pair_row"].append(b)
                 batch["pair_a_row"].append(row_a)
                 batch["pair_b_row"].append(row_b)
                 batch["pair_view_a"].append(column_a)
                 batch["pair_view_b"].append(column_b)
-                batch["pair_span"].append((0, 0))  # blocks not in the example's row: select_pairs refuses
+                # The span moves as one piece only when each of its blocks stays in row b, shifted alike.
+                shifts = {(into_row, column - first) for first, _, into_row, column in placement[b]
+                          if start <= first < end}
+                together = len(shifts) == 1 and next(iter(shifts))[0] == b
+                shift = next(iter(shifts))[1] if together else 0
+                batch["pair_span"].append((start + shift, end + shift) if together else (0, 0))
         return batch
-
-    @staticmethod
-    def _shift(index: int, length: int, shift: int) -> int:
-        return index + shift if index >= length else index
 
 
 PAIR_KEYS = ("pair_row", "pair_a_row", "pair_b_row", "pair_view_a", "pair_view_b", "pair_span")
@@ -296,7 +284,9 @@ TOKEN_KEYS = ("input_ids", "labels", "position_ids", "block_start", "context_end
 
 
 def conversation_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch without its view blocks (an LM-only step): the leading conversation region."""
+    """The batch without its view blocks (an LM-only step): the leading conversation region, the regular batch's
+    size. View blocks placed in a conversation's padding stay there, inert: no conversation token sees a column
+    past its own, and nothing reads them."""
     width, rows = int(batch["conversation_width"]), int(batch["conversation_rows"])
     sliced = dict(batch)
     for key in TOKEN_KEYS:
@@ -317,8 +307,9 @@ def select_pairs(batch: dict[str, torch.Tensor], keep: torch.Tensor, pad_token_i
     """
     width = int(batch["conversation_width"])
     rows, total = batch["input_ids"].shape
-    if rows > int(batch["conversation_rows"]):
-        raise ValueError("select_pairs needs every pair's blocks in its example's row (view_rows=False)")
+    if rows > int(batch["conversation_rows"]) or not bool((batch["pair_span"][:, 1] > 0).all()):
+        raise ValueError("select_pairs needs every pair's blocks together in its example's row "
+                         "(PackedCollator(fill_padding=False, view_rows='never'))")
     kept_pairs = keep.to(torch.bool).nonzero().flatten().tolist()
     spans, pair_rows = batch["pair_span"].tolist(), batch["pair_row"].tolist()  # host copies: no sync per pair
     columns = [list(range(width)) for _ in range(rows)]

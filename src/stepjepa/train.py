@@ -312,7 +312,9 @@ def _train(cfg: TrainConfig) -> int:
         _check_rows(cfg, rows, args, len(predictor_ids))
     if cfg.step_jepa and cfg.last_token != "auto":
         _say(cfg, 1, "note: --last_token is not used by Step-JEPA (its views end at their embedding token)")
-    collator = PackedCollator(tokenizer.pad_token_id, dense_mask=uses_dense_mask(cfg.attn_implementation))
+    # --step_pairs random drops pairs from collated batches (select_pairs): each pair's blocks stay in its row.
+    collator = PackedCollator(tokenizer.pad_token_id, dense_mask=uses_dense_mask(cfg.attn_implementation),
+                              fill_padding=cfg.step_pairs != "random")
     if cfg.debug >= 7:
         count = min(cfg.batch_size, 2)
         first = [expand_row(row) for row in islice(train_dataset, count)] if rows is None else [
