@@ -140,6 +140,17 @@ def test_collator_fills_the_padding_with_isolated_blocks():
     assert picture(lm_only["attention_mask"][1, 0] == 0)[:3] == ["#.....", "##....", "###..."]
 
 
+def test_select_pairs_refuses_a_copy_inside_the_conversation_width():
+    """K = 0: CHAT's step 2 copy fits its own row's padding (columns 6-7 of 10), so its span lies together in its
+    row, but inside the conversation width, which select_pairs keeps whole: refused, not duplicated."""
+    longer = EncodedChat(list(range(30, 40)), [-100] * 2 + list(range(32, 40)), 2, [(2, 10)], False)
+    batch = PackedCollator(pad_token_id=0)([pack_step_jepa(CHAT, []), pack_step_jepa(longer, [])])
+    assert batch["input_ids"][0].tolist() == [10, 11, 12, 13, 14, 15, 14, 15, 0, 0]
+    assert batch["pair_span"].tolist() == [[6, 8]]
+    with pytest.raises(ValueError, match="fill_padding=False"):
+        select_pairs(batch, torch.tensor([True]), pad_token_id=0)
+
+
 def test_conversation_only_drops_views():
     batch = PackedCollator(pad_token_id=0)([pack_step_jepa(CHAT, [99]), pack_regular(CHAT)])
     lm_only = conversation_only(batch)

@@ -307,7 +307,8 @@ def select_pairs(batch: dict[str, torch.Tensor], keep: torch.Tensor, pad_token_i
     """
     width = int(batch["conversation_width"])
     rows, total = batch["input_ids"].shape
-    if rows > int(batch["conversation_rows"]) or not bool((batch["pair_span"][:, 1] > 0).all()):
+    # Each pair's blocks must lie together past the conversation width, which is kept whole below.
+    if rows > int(batch["conversation_rows"]) or not bool((batch["pair_span"][:, 0] >= width).all()):
         raise ValueError("select_pairs needs every pair's blocks together in its example's row "
                          "(PackedCollator(fill_padding=False, view_rows='never'))")
     kept_pairs = keep.to(torch.bool).nonzero().flatten().tolist()
