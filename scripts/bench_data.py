@@ -42,7 +42,7 @@ def memory() -> dict[str, int]:
 
 def child(args: argparse.Namespace) -> None:
     """One measured start: model and tokenizer, then the rows (cached or as lists); prints one JSON line."""
-    from stepjepa.dataset_cache import RowSettings, packed_rows
+    from stepjepa.data.cache import RowSettings, packed_rows
     from stepjepa.models import add_predictor_tokens, load_model, load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
@@ -58,7 +58,7 @@ def child(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     if args.child == "legacy":
         from stepjepa.data import load_chats
-        from stepjepa.examples import build_rows
+        from stepjepa.core.examples import build_rows
 
         rows, _ = build_rows(tokenizer, load_chats(args.data), args.mode, ids, None, args.max_length, "first")
         tokens, seconds, hit = sum(len(row["input_ids"]) for row in rows), time.perf_counter() - started, False

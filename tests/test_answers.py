@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepjepa.answers import answers_match, extract_answer, extract_strict, last_boxed, normalize_number
+from stepjepa.data.answers import answers_match, extract_answer, extract_strict, last_boxed, normalize_number
 
 # (response, flexible answer, strict answer), each worked out by reading the response.
 RESPONSES = [
@@ -122,7 +122,7 @@ def test_never_raises(text: str) -> None:
 
 
 def test_hash_answer_is_the_text_after_the_last_marker_on_its_line():
-    from stepjepa.answers import hash_answer
+    from stepjepa.data.answers import hash_answer
 
     assert hash_answer("3 + 4 = 7\n#### 7\nthen\n#### $1,234 \nrest") == "$1,234"
     assert hash_answer("####") == "" and hash_answer("no marker") is None and hash_answer(None) is None

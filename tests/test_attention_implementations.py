@@ -11,10 +11,10 @@ import pytest
 import torch
 from test_objective import MAX_LENGTH, batch_chats, check_against_oracle, oracle, setup
 
-from stepjepa.attention import flex_block_mask, model_attention_mask, uses_dense_mask
-from stepjepa.examples import pack_chat
-from stepjepa.layout import PackedCollator, allowed_attention, conversation_only
-from stepjepa.objective import Objective, compute_objective
+from stepjepa.core.attention import flex_block_mask, model_attention_mask, uses_dense_mask
+from stepjepa.core.examples import pack_chat
+from stepjepa.core.layout import PackedCollator, allowed_attention, conversation_only
+from stepjepa.core.objective import Objective, compute_objective
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import json
 import pytest
 import torch
 
-from stepjepa.bench import BenchConfig, run_bench
-from stepjepa.bench_modes import MODES, file_chats, tiny_model
-from stepjepa.bench_report import add_ratios
+from stepjepa.bench.bench import run_bench
+from stepjepa.bench.config import MODES, BenchConfig
+from stepjepa.bench.modes import file_chats, tiny_model
+from stepjepa.bench.report import add_ratios
 
 MODE_KEYS = {"median_step_s", "min_step_s", "max_step_s", "tokens_per_s", "peak_mem_mb"}
 
@@ -134,7 +135,7 @@ def test_tiny_shrinks_the_model_of_either_family(tiny_model_dir):
 
 
 def test_eval_compares_batch_size_one_with_batched(tiny_model_dirs, chat_file):
-    from stepjepa.measure import measure_eval
+    from stepjepa.bench.measure import measure_eval
 
     cfg = tiny_config(tiny_model_dirs["llama"], chat_file, eval=True, eval_examples=4, eval_batch_size=4,
                       eval_max_new_tokens=3)

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from stepjepa.bench import BenchConfig, run_bench
-from stepjepa.bench_modes import bench_chats, build_batches
-from stepjepa.measure import StepRunner
+from stepjepa.bench.bench import run_bench
+from stepjepa.bench.config import BenchConfig
+from stepjepa.bench.measure import StepRunner
+from stepjepa.bench.modes import bench_chats, build_batches
 
 
 def tiny_config(model_dir, chat_file, **overrides) -> BenchConfig:

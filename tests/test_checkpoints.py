@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stepjepa.checkpoints import RUN_RECORD
 from stepjepa.cli import main
+from stepjepa.training.checkpoints import RUN_RECORD
 
 
 def train(chat_file, model_dir, out: Path, *extra: str) -> list[str]:

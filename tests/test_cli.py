@@ -60,11 +60,12 @@ def test_module_and_console_script_agree():
 
 
 def test_every_command_has_a_config_and_runner():
-    import importlib
+    import dataclasses
 
-    for command, (module, cls_name, run_name, _) in COMMANDS.items():
-        loaded = importlib.import_module(module)
-        assert hasattr(loaded, cls_name) and callable(getattr(loaded, run_name)), command
+    from stepjepa.commands import load
+
+    for command, (config, run, _) in COMMANDS.items():
+        assert dataclasses.is_dataclass(load(config)) and callable(load(run)), command
 
 
 def test_unknown_command(capsys):
@@ -76,9 +77,9 @@ def test_a_value_error_from_inside_a_library_keeps_its_traceback(monkeypatch, tm
     """Only errors stepjepa raises are bad input; json's own ValueError here stands for a bug."""
     import json
 
-    import stepjepa.prepare
+    import stepjepa.data.prepare
 
-    monkeypatch.setattr(stepjepa.prepare, "run_prepare", lambda cfg: json.loads("{"))
+    monkeypatch.setattr(stepjepa.data.prepare, "run_prepare", lambda cfg: json.loads("{"))
     with pytest.raises(json.JSONDecodeError):
         run_command("prepare", ["--synthetic", "2", "--output", str(tmp_path / "o.jsonl")])
     monkeypatch.undo()

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from stepjepa import dataset_cache
 from stepjepa.cli import run_command
+from stepjepa.core.examples import build_rows
+from stepjepa.core.layout import PackedCollator
+from stepjepa.data import cache as dataset_cache
 from stepjepa.data import load_chats
-from stepjepa.dataset_cache import ExpandingCollator, RowSettings, compact_row, expand_row, packed_rows, plan_shards
-from stepjepa.examples import build_rows
-from stepjepa.layout import PackedCollator
+from stepjepa.data.cache import ExpandingCollator, RowSettings, compact_row, expand_row, packed_rows, plan_shards
 from stepjepa.models import add_predictor_tokens, load_tokenizer
 
 STEP = RowSettings("step_jepa", (), None, 512, "first")
@@ -157,7 +157,7 @@ def test_start_line_says_whether_the_cache_was_hit(tiny_model_dirs, chat_file, t
 
 def test_a_run_reads_its_training_file_once_for_its_digest(tiny_model_dirs, chat_file, tmp_path, monkeypatch):
     """The run record and the cache key both need the training file's SHA-256: one pass over the file gives both."""
-    from stepjepa import checkpoints
+    from stepjepa.training import checkpoints
 
     hashed = []
 
@@ -234,7 +234,7 @@ def test_torchrun_two_ranks_tokenize_once(tiny_model_dirs, chat_file, tmp_path):
 def test_streamed_rows_are_the_cached_rows_in_a_shuffled_order(tiny_model_dirs, data_file, tmp_path, monkeypatch):
     from itertools import islice
 
-    from stepjepa.dataset_cache import streamed_rows
+    from stepjepa.data.cache import streamed_rows
 
     monkeypatch.setattr(dataset_cache, "SHARD_BYTES", 700)  # several shards, read in a shuffled order
     tokenizer = load_tokenizer(str(tiny_model_dirs["llama"]))

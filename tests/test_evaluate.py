@@ -9,10 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import stepjepa.evaluate as evaluate
+import stepjepa.evaluation.evaluate as evaluate
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT
-from stepjepa.evaluate import EvaluateConfig, load_problems, run_evaluate, summary_path
-from stepjepa.generation import end_of_turn_ids, generate_responses, render_prompts
+from stepjepa.evaluation.config import EvaluateConfig
+from stepjepa.evaluation.evaluate import load_problems, run_evaluate, summary_path
+from stepjepa.evaluation.generation import end_of_turn_ids, generate_responses, render_prompts
 
 # Four GSM8K rows as published (the first two of the test split, two shortened).
 GSM8K_ROWS = [

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 from transformers import AutoTokenizer
 
-import stepjepa.evaluate as evaluate
-from conftest import SHARED_DATA
+import stepjepa.evaluation.evaluate as evaluate
 from stepjepa.cli import run_command
-from stepjepa.evaluate import EvaluateConfig, load_problems, run_evaluate, summary_path
+from stepjepa.evaluation.config import EvaluateConfig
+from stepjepa.evaluation.evaluate import load_problems, run_evaluate, summary_path
 
 SYSTEM = "Convert natural language to regular expression."
 # Four NL-RX-SYNTH test rows (their natural language and gold regex as in the data set).
@@ -142,7 +143,7 @@ def test_bad_task_and_bad_gold_regex_are_usage_errors(tmp_path, capsys) -> None:
 @pytest.mark.parametrize("task", ["gsm8k", "exact_match", "regex"])
 def test_each_task_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dirs, nlrx_file, chat_file, task) -> None:
     """Real generation: every row's scores are the task's scoring of the reply recorded beside them."""
-    from stepjepa.tasks import score_reply
+    from stepjepa.evaluation.tasks import score_reply
 
     test_file = chat_file if task == "gsm8k" else nlrx_file
     out = tmp_path / "res.jsonl"

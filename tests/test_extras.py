@@ -7,10 +7,10 @@ import importlib.util
 import json
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from stepjepa.cli import main
 from stepjepa.extras import EXTRAS
@@ -74,7 +74,7 @@ def test_report_to_tensorboard_without_it_names_the_extra(tmp_path, capsys, with
 
 
 def test_regex_equivalence_without_automata_names_the_extra(without):
-    from stepjepa.regexes import regex_equivalent
+    from stepjepa.evaluation.regexes import regex_equivalent
 
     assert regex_equivalent("a", "a")  # the same tree: no automaton needed
     without("automata")

@@ -15,10 +15,10 @@ import torch
 from test_objective import MAX_LENGTH, batch_chats, grads, oracle, setup
 
 from stepjepa.cli import run_command
-from stepjepa.generation import generate_responses
-from stepjepa.examples import pack_chat
-from stepjepa.layout import PackedCollator
-from stepjepa.objective import Objective, compute_objective
+from stepjepa.core.examples import pack_chat
+from stepjepa.core.layout import PackedCollator
+from stepjepa.core.objective import Objective, compute_objective
+from stepjepa.evaluation.generation import generate_responses
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

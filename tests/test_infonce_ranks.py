@@ -19,10 +19,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_objective import MAX_LENGTH, batch_chats, grads, setup
 
-from stepjepa.examples import build_rows
-from stepjepa.layout import PackedCollator
-from stepjepa.losses import jepa_loss
-from stepjepa.objective import LossScale, Objective, compute_objective
+from stepjepa.core.examples import build_rows
+from stepjepa.core.layout import PackedCollator
+from stepjepa.core.losses import jepa_loss
+from stepjepa.core.objective import LossScale, Objective, compute_objective
 
 OBJECTIVE = Objective(mode="step_jepa", loss="infonce", lbd=0.7, gamma=1.3)
 WORLD = 2

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from stepjepa.layout import (
+from stepjepa.core.layout import (
     NO_VIEW,
     PackedCollator,
     allowed_attention,
@@ -19,7 +19,7 @@ from stepjepa.layout import (
     select_pairs,
     step_pair_numbers,
 )
-from stepjepa.tokenization import EncodedChat, EncodedView
+from stepjepa.core.tokenization import EncodedChat, EncodedView
 
 # Six conversation tokens: prompt 10 11, step 1 = 12 13, step 2 = 14 15.
 CHAT = EncodedChat([10, 11, 12, 13, 14, 15], [-100, -100, 12, 13, 14, 15], 2, [(2, 4), (4, 6)], False)

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepjepa.layout import (
+from stepjepa.core.layout import (
     PackedCollator,
     allowed_attention,
     pack_llm_jepa,
@@ -14,8 +14,8 @@ from stepjepa.layout import (
     select_pairs,
     step_pair_numbers,
 )
-from stepjepa.tokenization import EncodedChat, EncodedView
-from stepjepa.view_rows import appended_placement
+from stepjepa.core.tokenization import EncodedChat, EncodedView
+from stepjepa.core.view_rows import appended_placement
 
 
 @st.composite

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from stepjepa.losses import INFONCE_TEMPERATURE, jepa_loss, lm_loss
-from stepjepa.tokenization import IGNORE_INDEX
+from stepjepa.core.losses import INFONCE_TEMPERATURE, jepa_loss, lm_loss
+from stepjepa.core.tokenization import IGNORE_INDEX
 
 
 def test_orthogonal_unit_pair() -> None:

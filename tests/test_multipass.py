@@ -6,12 +6,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from stepjepa.examples import pack_chat
-from stepjepa.layout import PackedCollator, pack_step_jepa
+from stepjepa.core.examples import pack_chat
+from stepjepa.core.layout import PackedCollator, pack_step_jepa
+from stepjepa.core.multipass import multipass_batch, multipass_objective, view_sequence
+from stepjepa.core.objective import Objective, compute_objective
+from stepjepa.core.tokenization import EncodedChat
 from stepjepa.models import add_predictor_tokens, load_tokenizer, resize_for_tokenizer
-from stepjepa.multipass import multipass_batch, multipass_objective, view_sequence
-from stepjepa.objective import Objective, compute_objective
-from stepjepa.tokenization import EncodedChat
 
 MAX_LENGTH = 256
 

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from stepjepa.examples import build_rows, pack_chat
-from stepjepa.layout import PackedCollator, draw_one_pair_per_row, select_pairs
-from stepjepa.losses import JEPA_LOSSES, jepa_loss
+from stepjepa.core.examples import build_rows, pack_chat
+from stepjepa.core.layout import PackedCollator, draw_one_pair_per_row, select_pairs
+from stepjepa.core.losses import JEPA_LOSSES, jepa_loss
+from stepjepa.core.objective import Objective, compute_objective
+from stepjepa.core.tokenization import IGNORE_INDEX, encode_chat, encode_view
 from stepjepa.models import add_predictor_tokens, apply_lora, resize_for_tokenizer
-from stepjepa.objective import Objective, compute_objective
-from stepjepa.tokenization import IGNORE_INDEX, encode_chat, encode_view
 
 MAX_LENGTH = 256
 

@@ -63,7 +63,7 @@ def test_both_flags_refused(command) -> None:
 
 
 def test_training_arguments_carry_the_choice(cpu_with) -> None:
-    from stepjepa.training_args import training_arguments
+    from stepjepa.training.training_args import training_arguments
 
     cpu_with("avx512_bf16")
     assert training_arguments(parse_config("train", ["--train_file", "x"]), has_eval=False).bf16
@@ -79,8 +79,8 @@ ALL_MODES = ("regular", "llm_jepa", "step_jepa")
 
 
 def packed_batch(tokenizer, chats, mode: str, predictor_ids: list[int]):
-    from stepjepa.examples import pack_chat
-    from stepjepa.layout import PackedCollator
+    from stepjepa.core.examples import pack_chat
+    from stepjepa.core.layout import PackedCollator
 
     rows = [pack_chat(tokenizer, chat["messages"], mode, predictor_ids, None, 256) for chat in chats]
     return PackedCollator(tokenizer.pad_token_id)(rows)
@@ -92,8 +92,8 @@ def test_bf16_packed_losses_agree_with_float32(tiny_model_dirs, tiny_chats, mode
     """Under CPU bf16 autocast every mode and loss gives finite losses and gradients, equal to float32 within
     bf16's precision (8 mantissa bits, ~0.4% per rounding; a few percent after two layers), yet not bit-equal:
     the autocast really ran in bf16."""
+    from stepjepa.core.objective import Objective, compute_objective
     from stepjepa.models import add_predictor_tokens, load_model, load_tokenizer, resize_for_tokenizer
-    from stepjepa.objective import Objective, compute_objective
 
     tokenizer = load_tokenizer(str(tiny_model_dirs["llama"]))
     predictor_ids = add_predictor_tokens(tokenizer, 2) if mode != "regular" else []

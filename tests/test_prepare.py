@@ -16,11 +16,12 @@ from conftest import SHARED_DATA, train_tokenizer
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stepjepa.core.steps import join_steps, split_steps
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT, detect_format, gsm8k_problem, is_hub_id, load_hub_records
+from stepjepa.data.config import PrepareConfig, ValidateConfig
+from stepjepa.data.prepare import run_prepare, run_validate
 from stepjepa.data.stats import percentiles, token_counts
 from stepjepa.data.trace import strip_think, trace_steps
-from stepjepa.prepare import PrepareConfig, ValidateConfig, run_prepare, run_validate
-from stepjepa.steps import join_steps, split_steps
 
 
 def write_lines(path: Path, rows: list) -> Path:

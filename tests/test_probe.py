@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stepjepa.cli import main, run_command
-from stepjepa.probe import alignment_metrics, effective_rank, model_predictor_count
+from stepjepa.evaluation.probe import alignment_metrics, effective_rank, model_predictor_count
 
 
 def test_alignment_metrics_by_hand() -> None:
@@ -65,11 +65,11 @@ def test_predictor_count(tiny_model_dirs) -> None:
 
 def test_views_are_the_training_views(tiny_model_dirs, tiny_chats) -> None:
     """The probe's embeddings equal those compute_objective hands the JEPA loss in training (float32)."""
-    from stepjepa.examples import pack_chat
-    from stepjepa.layout import PackedCollator
+    from stepjepa.core.examples import pack_chat
+    from stepjepa.core.layout import PackedCollator
+    from stepjepa.core.objective import Objective, compute_objective
+    from stepjepa.evaluation.probe import view_embeddings, view_rows
     from stepjepa.models import load_model, load_tokenizer
-    from stepjepa.objective import Objective, compute_objective
-    from stepjepa.probe import view_embeddings, view_rows
 
     tokenizer = load_tokenizer(str(tiny_model_dirs["llama"]))
     model = load_model(str(tiny_model_dirs["llama"])).eval()
@@ -118,7 +118,7 @@ def test_probe_command(tiny_model_dirs, step_jepa_k2_lora, chat_file, tmp_path, 
 
 def test_all_pairs_probe_reports_each_pair_number(tiny_model_dirs, chat_file, tiny_chats, tmp_path, capsys) -> None:
     """Every step -> next pair is a view pair; pair 1's own metrics are those of the first-pair probe."""
-    from stepjepa.steps import split_steps
+    from stepjepa.core.steps import split_steps
 
     views = {}
     for pairs in ("first", "all"):

@@ -7,9 +7,9 @@ import json
 import re
 
 import pytest
-
 from conftest import SHARED_DATA
-from stepjepa.regexes import MAX_REPEAT, RegexSyntaxError, parse_regex, regex_equivalent, regex_fullmatch
+
+from stepjepa.evaluation.regexes import MAX_REPEAT, RegexSyntaxError, parse_regex, regex_equivalent, regex_fullmatch
 
 # Equivalent pairs written differently; why each holds is in its comment.
 EQUIVALENT = [

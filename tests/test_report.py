@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from stepjepa.cli import main
-from stepjepa.report import ReportConfig, paired_p_value, run_report, summarize, summary_table
+from stepjepa.experiments.config import ReportConfig
+from stepjepa.experiments.report import paired_p_value, run_report, summarize, summary_table
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIXED = {"model_name": "tiny", "train_file": "train.jsonl", "test_file": "test.jsonl", "train_args": ["--max_steps", "2"],
@@ -195,7 +196,7 @@ def test_probe_summary_by_hand() -> None:
     """The probe's gap and top-1 per configuration and view, with the accuracy test's numbers (worked there):
     regular gaps 0.50 0.60 0.55 -> mean 0.55, std 0.05; step_jepa 0.56 0.62 0.60 -> mean 0.59333, std 0.030551,
     paired p 0.034525 (2 degrees of freedom, t^2 = 13). A view regular lacks (K2) has no p; the base row has no std."""
-    from stepjepa.report import probe_table, summarize_probes
+    from stepjepa.experiments.report import probe_table, summarize_probes
 
     def probe(gap: float, top1: float, views=("k0",)) -> dict:
         return {view: {"pairs": 40, "gap": gap, "top1": top1, "matched_cosine": 0.5 + gap} for view in views}

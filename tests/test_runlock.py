@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from stepjepa.cli import main
-from stepjepa.runlock import LOCK_NAME, output_dir_lock
+from stepjepa.training.runlock import LOCK_NAME, output_dir_lock
 
 
 def train(chat_file, model_dir, out, *extra: str) -> list[str]:
@@ -19,7 +19,7 @@ def test_second_run_into_a_locked_directory_is_refused(tiny_model_dirs, chat_fil
     out = tmp_path / "out"
     # The first run: another process holding the lock while it trains.
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom stepjepa.runlock import output_dir_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom stepjepa.training.runlock import output_dir_lock\n"
          f"with output_dir_lock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"],
         stdout=subprocess.PIPE, text=True)
     try:

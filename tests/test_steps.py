@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stepjepa.steps import split_steps, step_char_spans
+from stepjepa.core.steps import split_steps, step_char_spans
 
 
 @pytest.mark.parametrize(

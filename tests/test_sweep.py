@@ -15,11 +15,12 @@ import pytest
 
 from stepjepa.cli import parse_config, run_command
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT
-from stepjepa.runlock import LOCK_NAME
-from stepjepa.sweep import SweepConfig, run_sweep
-from stepjepa.sweep_children import check_commands
-from stepjepa.sweep_grid import Run, plan_runs
-from stepjepa.synthetic import synthetic_splits
+from stepjepa.data.synthetic import synthetic_splits
+from stepjepa.experiments.config import SweepConfig
+from stepjepa.experiments.sweep import run_sweep
+from stepjepa.experiments.sweep_children import check_commands
+from stepjepa.experiments.sweep_grid import Run, plan_runs
+from stepjepa.training.runlock import LOCK_NAME
 
 TINY_TRAIN = "--max_steps 2 --batch_size 2 --logging_steps 1 --debug 0"
 
@@ -362,7 +363,8 @@ def test_sigterm_reaches_the_training_child_and_a_rerun_resumes(data_files, tmp_
 def test_sweep_evaluates_and_probes_the_base_and_each_run(data_files, tmp_path, tiny_model_dirs) -> None:
     """The base model is evaluated and probed once (no training); every run is trained, evaluated and probed;
     the ledger keeps the probe's numbers and the report shows the base row and the probe table."""
-    from stepjepa.report import ReportConfig, run_report
+    from stepjepa.experiments.config import ReportConfig
+    from stepjepa.experiments.report import run_report
 
     out = tmp_path / "sweep"
     cfg = config(data_files, out, model_name=str(tiny_model_dirs["llama"]), modes=["regular", "step_jepa"],

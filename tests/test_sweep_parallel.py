@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from stepjepa.dataset_cache import available_cores
-from stepjepa.sweep import run_sweep
-
 from test_sweep import TINY_TRAIN, config, data_files, ledger  # noqa: F401  (data_files is a fixture)
+
+from stepjepa.experiments.sweep import run_sweep
+from stepjepa.machine import available_cores
 
 
 class FakeChildren:

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-
-from stepjepa.ledger import ledger_entry
-from stepjepa.report import ReportConfig, run_report
-from stepjepa.sweep import SweepConfig, run_sweep
-from stepjepa.sweep_children import eval_command
-from stepjepa.sweep_grid import Run
 from test_evaluate_tasks import NLRX, nlrx_row
+
+from stepjepa.experiments.config import ReportConfig, SweepConfig
+from stepjepa.experiments.ledger import ledger_entry
+from stepjepa.experiments.report import run_report
+from stepjepa.experiments.sweep import run_sweep
+from stepjepa.experiments.sweep_children import eval_command
+from stepjepa.experiments.sweep_grid import Run
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ from collections import Counter
 
 import pytest
 
-from stepjepa.prepare import PrepareConfig, ValidateConfig, run_prepare, run_validate
-from stepjepa.steps import split_steps
-from stepjepa.synthetic import (
+from stepjepa.core.steps import split_steps
+from stepjepa.data.config import PrepareConfig, ValidateConfig
+from stepjepa.data.prepare import run_prepare, run_validate
+from stepjepa.data.synthetic import (
     Problem,
     ages,
     boxed_final_step,

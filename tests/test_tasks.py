@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stepjepa.tasks import detect_task, gold_answer, normalize_reply, score_reply
+from stepjepa.evaluation.tasks import detect_task, gold_answer, normalize_reply, score_reply
 
 
 def chat(reply: str, system: str = "Convert natural language to regular expression.") -> dict:

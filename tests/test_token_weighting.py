@@ -8,10 +8,10 @@ import torch
 from test_objective import MAX_LENGTH, batch_chats, grads, oracle, setup
 from transformers import TrainerCallback, TrainingArguments
 
-from stepjepa.examples import build_rows
-from stepjepa.layout import PackedCollator
-from stepjepa.objective import LossScale, Objective, compute_objective
-from stepjepa.trainer import JepaTrainer
+from stepjepa.core.examples import build_rows
+from stepjepa.core.layout import PackedCollator
+from stepjepa.core.objective import LossScale, Objective, compute_objective
+from stepjepa.training.trainer import JepaTrainer
 
 OBJECTIVE = Objective(mode="step_jepa", loss="cosine", lbd=0.7, gamma=1.3)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from stepjepa.steps import split_steps
-from stepjepa.tokenization import IGNORE_INDEX, encode_chat, encode_view
+from stepjepa.core.steps import split_steps
+from stepjepa.core.tokenization import IGNORE_INDEX, encode_chat, encode_view
 
 EOT = {"llama": "<|eot_id|>", "gpt2": "<|im_end|>"}
 

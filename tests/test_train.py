@@ -14,8 +14,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from stepjepa.cli import run_command
+from stepjepa.core.steps import split_steps
 from stepjepa.models import load_model
-from stepjepa.steps import split_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max_steps", "2", "--batch_size", "4", "--logging_steps", "1", "--debug", "1"]
@@ -38,8 +38,8 @@ def test_a_misspelled_mode_fails_in_one_line_with_status_2(tmp_path, capsys, com
 
 
 def test_a_misspelled_mode_never_trains_as_another(tiny_model_dirs, tiny_chats):
-    from stepjepa.examples import pack_chat
-    from stepjepa.objective import Objective
+    from stepjepa.core.examples import pack_chat
+    from stepjepa.core.objective import Objective
 
     with pytest.raises(ValueError, match="--mode must be one of regular, llm_jepa, step_jepa, got 'stepjepa'"):
         Objective(mode="stepjepa")

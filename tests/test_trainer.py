@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, TrainerControl, TrainerState, TrainingArguments
 
-import stepjepa.trainer as trainer_module
-from stepjepa.objective import Objective
-from stepjepa.trainer import JepaTrainer, MetricsFileCallback
+import stepjepa.training.trainer as trainer_module
+from stepjepa.core.objective import Objective
+from stepjepa.training.trainer import JepaTrainer, MetricsFileCallback
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,17 @@ import pytest
 import torch
 from test_objective import MAX_LENGTH, batch_chats, grads, oracle, setup
 
-from stepjepa.examples import pack_chat
-from stepjepa.layout import PackedCollator, allowed_attention, conversation_only, draw_one_pair_per_row, select_pairs
-from stepjepa.losses import JEPA_LOSSES
-from stepjepa.objective import Objective, compute_objective
-from stepjepa.view_rows import isolated_blocks, layout_cost
+from stepjepa.core.examples import pack_chat
+from stepjepa.core.layout import (
+    PackedCollator,
+    allowed_attention,
+    conversation_only,
+    draw_one_pair_per_row,
+    select_pairs,
+)
+from stepjepa.core.losses import JEPA_LOSSES
+from stepjepa.core.objective import Objective, compute_objective
+from stepjepa.core.view_rows import isolated_blocks, layout_cost
 
 
 def llm_rows(tokenizer, chats, predictor_ids):

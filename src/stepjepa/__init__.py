@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 # Public helpers importable from the package itself, loaded on first use so `import stepjepa`
 # (and so every command's start) does not pay for their modules.
-_LAZY = {"extract_answer": "stepjepa.answers", "regex_equivalent": "stepjepa.regexes"}
+_LAZY = {"extract_answer": "stepjepa.data.answers", "regex_equivalent": "stepjepa.evaluation.regexes"}
 
 
 def __getattr__(name: str):

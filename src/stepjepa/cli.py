@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-from stepjepa.commands import COMMANDS, parse_config
+from stepjepa.commands import COMMANDS, load, parse_config
 
 
 def _raised_here(exc: BaseException) -> bool:
@@ -25,8 +24,7 @@ def run_command(command: str, argv: list[str], prog: str | None = None) -> int:
     prog = prog or f"stepjepa {command}"
     try:
         config = parse_config(command, argv, prog)
-        module, _, run_name, _ = COMMANDS[command]
-        return int(getattr(importlib.import_module(module), run_name)(config) or 0)
+        return int(load(COMMANDS[command][1])(config) or 0)
     except ValueError as exc:
         if not _raised_here(exc):
             raise

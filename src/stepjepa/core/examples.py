@@ -1,0 +1,62 @@
+"""From chats to packed training rows for a mode, counting what each example could train."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from stepjepa.core.layout import NO_VIEW, pack_llm_jepa, pack_regular, pack_step_jepa, step_pair_numbers
+from stepjepa.core.modes import MODES, Mode
+from stepjepa.core.tokenization import IGNORE_INDEX, encode_chat, encode_view
+
+
+def pack_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], mode: Mode, predictor_ids: list[int],
+              last_token: int | None, max_length: int, step_pairs: str = "first") -> dict[str, Any]:
+    """One chat -> one packed row for ``mode`` (regular, llm_jepa, step_jepa); ``step_pairs``: Step-JEPA's pairs."""
+    chat = encode_chat(tokenizer, messages, max_length)
+    if mode == "step_jepa":
+        row = pack_step_jepa(chat, predictor_ids, step_pair_numbers(chat, step_pairs))
+    elif mode == "llm_jepa":
+        user = next(m for m in messages if m["role"] == "user")
+        user_view = encode_view(tokenizer, user, max_length)
+        assistant_view = encode_view(tokenizer, messages[-1], max_length)
+        row = pack_llm_jepa(chat, user_view, assistant_view, predictor_ids, last_token)
+    elif mode == "regular":
+        row = pack_regular(chat)
+    else:
+        raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
+    row["truncated"] = chat.truncated
+    row["num_steps"] = len(chat.step_spans)
+    return row
+
+
+def build_rows(tokenizer: PreTrainedTokenizerBase, chats: list[list[dict]], mode: Mode, predictor_ids: list[int],
+               last_token: int | None, max_length: int,
+               step_pairs: str = "first") -> tuple[list[dict[str, Any]], Counter]:
+    """Packed rows of every usable chat and counts: ``rows``, ``jepa``, ``pairs``, ``lm_only_few_steps``,
+    ``lm_only_truncated``, ``dropped_no_labels``, ``truncated``. Each row keeps its chat's ``example_index``
+    (``--step_pairs random`` draws from it).
+    """
+    rows, counts = [], Counter()
+    for example_index, messages in enumerate(chats):
+        row = pack_chat(tokenizer, messages, mode, predictor_ids, last_token, max_length, step_pairs)
+        row["example_index"] = example_index
+        if all(label == IGNORE_INDEX for label in row["labels"]):
+            counts["dropped_no_labels"] += 1
+            continue
+        counts["truncated"] += row["truncated"]
+        if mode != "regular":
+            if row["view_a_index"] != NO_VIEW:
+                counts["jepa"] += 1
+                counts["pairs"] += len(row["view_pairs"])
+            elif row["truncated"]:
+                counts["lm_only_truncated"] += 1
+            else:
+                counts["lm_only_few_steps"] += 1
+        rows.append(row)
+    counts["rows"] = len(rows)
+    if not rows:
+        raise ValueError(f"--max_length {max_length} leaves no assistant token in any example")
+    return rows, counts

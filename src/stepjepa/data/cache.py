@@ -1,0 +1,423 @@
+"""Packed training rows stored with `datasets` (Arrow): tokenized in parallel, cached on disk, memory-mapped.
+
+A chat JSONL file becomes packed rows (:func:`stepjepa.core.examples.pack_chat`) once per (file content, tokenizer,
+chat template, row settings, packing code); later runs, and every rank of a distributed run, memory-map the
+cached Arrow files instead of tokenizing again. Rows are stored compactly: the token ids, the spans whose labels
+are the tokens themselves, and runs of (position, block start, context end) that a packed row is made of, about
+4.5 bytes per token; an :class:`ExpandingCollator` expands them back into the exact rows the collator reads as
+each batch is made (the debug-only ``regions`` are not stored, see :func:`with_regions`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from stepjepa.core.tokenization import IGNORE_INDEX
+from stepjepa.data import chat_problem
+from stepjepa.data.files import file_sha256
+from stepjepa.machine import available_cores
+
+# Bump when the stored columns change meaning; the packing code's own source is hashed into the key too.
+FORMAT = 1
+# Paths under the stepjepa package of the code that shapes rows: a change to any of them invalidates the cache.
+PACKING_MODULES = ("core/tokenization.py", "core/steps.py", "core/layout.py", "core/view_rows.py", "core/examples.py",
+                   "data/cache.py")
+SHARD_BYTES = 1 << 20  # one tokenizing task reads about this much of the file
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class RowSettings:
+    """Everything besides the data and the tokenizer that changes a packed row."""
+
+    mode: str
+    predictor_ids: tuple[int, ...]
+    last_token: int | None
+    max_length: int
+    step_pairs: str
+
+
+@dataclass
+class PackedRows:
+    """The rows of one data file: ``dataset`` holds them as stored (:func:`compact_row`; the Trainer reads it
+    with an :class:`ExpandingCollator`), :meth:`row` as the collator reads them; ``counts`` as ``build_rows``."""
+
+    dataset: Any  # datasets.Dataset, memory-mapped
+    counts: Counter
+    tokens: int  # all tokens of all rows (conversations and view blocks)
+    cache_hit: bool
+    location: Path | None  # the cache entry (None: --no_data_cache)
+    processes: int  # tokenizing processes (0 on a cache hit)
+    seconds: float
+
+    def row(self, index: int) -> dict[str, Any]:
+        return expand_row(self.dataset[index])
+
+    def describe(self) -> str:
+        """The start line's data part: hit or built, where, how long."""
+        if self.cache_hit:
+            return (f"data: {len(self.dataset)} rows, {self.tokens} tokens from the cache in {self.seconds:.2f}s "
+                    f"(hit): {self.location}")
+        where = f"cache {self.location}" if self.location else "not cached (--no_data_cache)"
+        return (f"data: {len(self.dataset)} rows, {self.tokens} tokens tokenized by {self.processes} "
+                f"process{'es' if self.processes > 1 else ''} in {self.seconds:.1f}s; {where}")
+
+
+def default_cache_dir() -> Path:
+    """``$STEPJEPA_DATA_CACHE``, else ``data/`` beside the embedded model's cache (``models.cache_dir()``)."""
+    from stepjepa.models import cache_dir
+
+    return Path(os.environ.get("STEPJEPA_DATA_CACHE") or cache_dir() / "data")
+
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """What of the tokenizer shapes rows: its full definition (vocabulary, merges, normalizer, added tokens,
+    the predictor tokens among them), the chat template and the special ids end-of-turn detection uses."""
+    digest = hashlib.sha256()
+    for part in (type(tokenizer).__name__, tokenizer.backend_tokenizer.to_str(), str(tokenizer.chat_template),
+                 json.dumps(sorted(tokenizer.all_special_ids)), str(tokenizer.eos_token_id)):
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _packing_code_digest() -> str:
+    import tokenizers
+    import transformers
+
+    digest = hashlib.sha256(f"{FORMAT} {transformers.__version__} {tokenizers.__version__}".encode())
+    here = Path(__file__).parent.parent
+    for name in PACKING_MODULES:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def cache_key_parts(path: Path, tokenizer, model_name: str, settings: RowSettings,
+                    data_sha256: str | None = None) -> dict[str, Any]:
+    """The parts the cache key hashes (kept readable in the entry's manifest); ``data_sha256``: the file's digest
+    when the caller has it already (train hashes its file once for the run record)."""
+    return {"data_sha256": data_sha256 or file_sha256(path), "tokenizer": model_name, "tokenizer_sha256": tokenizer_digest(tokenizer),
+            "code_sha256": _packing_code_digest(), **asdict(settings)}
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+# --- compact rows --------------------------------------------------------------------------------------------------
+
+
+def compact_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A packed row as stored: token ids, label spans ``[s0, e0, s1, e1, ...]`` (labels equal to the tokens,
+    -100 elsewhere) and runs ``[column, position, block_start, context_end, ...]`` (positions step by one,
+    block start and context end constant within a run). Lossless: :func:`expand_row` gives the row back."""
+    ids = np.asarray(row["input_ids"], dtype=np.int64)
+    labels = np.asarray(row["labels"], dtype=np.int64)
+    labelled = labels != IGNORE_INDEX
+    if np.any(labels[labelled] != ids[labelled]):
+        raise ValueError("a label differs from its token; the compact row format cannot hold it")
+    edges = np.diff(np.concatenate(([0], labelled.astype(np.int8), [0])))
+    spans = np.stack([np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)], axis=1)
+    table = np.asarray([row["position_ids"], row["block_start"], row["context_end"]], dtype=np.int64)
+    breaks = (np.diff(table[0]) != 1) | (np.diff(table[1]) != 0) | (np.diff(table[2]) != 0)
+    starts = np.concatenate(([0], np.flatnonzero(breaks) + 1)) if len(ids) else np.zeros(0, dtype=np.int64)
+    runs = np.concatenate([starts[:, None], table[:, starts].T], axis=1)
+    return {
+        "input_ids": row["input_ids"],
+        "label_spans": spans.ravel().tolist(),
+        "runs": runs.ravel().tolist(),
+        "conversation_length": row["conversation_length"],
+        "view_a_index": row["view_a_index"],
+        "view_b_index": row["view_b_index"],
+        "view_pairs": [index for pair in row["view_pairs"] for index in pair],
+        "pair_spans": [column for span in row["pair_spans"] for column in span],
+        "truncated": row["truncated"],
+        "num_steps": row["num_steps"],
+        "example_index": row["example_index"],
+    }
+
+
+def _pairs(flat: list[int]) -> list[tuple[int, int]]:
+    return list(zip(flat[::2], flat[1::2]))
+
+
+def expand_row(stored: dict[str, Any]) -> dict[str, Any]:
+    """The row :func:`compact_row` stored, as the collator reads it (lists of ints, pairs as tuples)."""
+    ids = list(stored["input_ids"])
+    length = len(ids)
+    labels = [IGNORE_INDEX] * length
+    for start, end in _pairs(stored["label_spans"]):
+        labels[start:end] = ids[start:end]
+    positions, block_start, context_end = [], [], []
+    runs = stored["runs"]
+    for r in range(0, len(runs), 4):
+        column, position, start, end = runs[r : r + 4]
+        size = (runs[r + 4] if r + 4 < len(runs) else length) - column
+        positions.extend(range(position, position + size))
+        block_start.extend([start] * size)
+        context_end.extend([end] * size)
+    return {
+        "input_ids": ids, "labels": labels, "position_ids": positions, "block_start": block_start,
+        "context_end": context_end, "conversation_length": stored["conversation_length"],
+        "view_a_index": stored["view_a_index"], "view_b_index": stored["view_b_index"],
+        "view_pairs": _pairs(stored["view_pairs"]), "pair_spans": _pairs(stored["pair_spans"]),
+        "truncated": stored["truncated"], "num_steps": stored["num_steps"], "example_index": stored["example_index"],
+    }
+
+
+@dataclass
+class ExpandingCollator:
+    """A collator of packed rows (``PackedCollator``) fed the stored rows the Trainer reads from the dataset."""
+
+    collator: Callable[[list[dict[str, Any]]], dict]
+
+    def __call__(self, stored: list[dict[str, Any]]) -> dict:
+        return self.collator([expand_row(row) for row in stored])
+
+
+def features():
+    from datasets import Features, List, Value
+
+    ints = List(Value("int32"))
+    return Features({
+        "input_ids": ints, "label_spans": ints, "runs": ints,
+        "conversation_length": Value("int32"), "view_a_index": Value("int32"), "view_b_index": Value("int32"),
+        "view_pairs": ints, "pair_spans": ints, "truncated": Value("bool"), "num_steps": Value("int32"),
+        "example_index": Value("int64"),
+    })
+
+
+# --- reading the file in shards ------------------------------------------------------------------------------------
+
+
+def _is_blank(raw: bytes) -> bool:
+    """A line that ``data.jsonl`` skips as blank (whitespace only once decoded; not UTF-8 is not blank)."""
+    if not raw.strip():
+        return True
+    try:
+        return not raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        return False
+
+
+def plan_shards(path: Path, shard_bytes: int) -> tuple[list[dict[str, int]], int]:
+    """Byte ranges of about ``shard_bytes`` ending at line ends, each with its first line number and example
+    index; and the number of examples (non-blank lines). One streaming pass: any file size."""
+    shards, start, first_line, first_example = [], 0, 1, 0
+    offset, line, examples = 0, 0, 0
+    with open(path, "rb") as handle:
+        for raw in handle:
+            offset += len(raw)
+            line += 1
+            examples += not _is_blank(raw)
+            if offset - start >= shard_bytes:
+                shards.append({"start": start, "end": offset, "first_line": first_line, "first_example": first_example})
+                start, first_line, first_example = offset, line + 1, examples
+    if offset > start:
+        shards.append({"start": start, "end": offset, "first_line": first_line, "first_example": first_example})
+    return shards, examples
+
+
+def iter_chats(path: Path, start: int = 0, end: int | None = None, first_line: int = 1,
+               first_example: int = 0) -> Iterator[tuple[int, list[dict]]]:
+    """``(example_index, messages)`` of each non-blank line in ``[start, end)`` bytes; a bad line raises
+    ValueError naming the file and line, in ``load_chats``' words."""
+    from stepjepa.data.jsonl import split_lines
+
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        data = handle.read() if end is None else handle.read(end - start)
+    for example, (number, value, error, detail) in enumerate(split_lines(data, first_line), start=first_example):
+        problem = detail if error else chat_problem(value)
+        if problem:
+            raise ValueError(f"{path}:{number}: {problem}")
+        yield example, [{"role": m["role"], "content": m["content"]} for m in value["messages"]]
+
+
+def _shard_rows(path: Path, shard: dict[str, int], tokenizer, settings: RowSettings) -> Iterator[dict[str, Any]]:
+    """The compact rows of one shard of the file (rows without any label are dropped, as ``build_rows`` does)."""
+    from stepjepa.core.examples import pack_chat
+
+    for index, messages in iter_chats(path, shard["start"], shard["end"], shard["first_line"],
+                                      shard["first_example"]):
+        row = pack_chat(tokenizer, messages, settings.mode, list(settings.predictor_ids), settings.last_token,
+                        settings.max_length, settings.step_pairs)
+        if any(label != IGNORE_INDEX for label in row["labels"]):
+            row["example_index"] = index
+            yield compact_row(row)
+
+
+def _pack_shards(shards: dict[str, list[int]], path: str, tokenizer, settings: RowSettings) -> dict[str, list]:
+    """``datasets.map`` function: the compact rows of a batch of shards, as columns."""
+    out: dict[str, list] = {name: [] for name in features()}
+    for values in zip(*shards.values()):
+        for row in _shard_rows(Path(path), dict(zip(shards, values)), tokenizer, settings):
+            for key, value in row.items():
+                out[key].append(value)
+    return out
+
+
+def _stream_shards(shards: list[dict[str, int]], path: str, tokenizer, settings: RowSettings) -> Iterator[dict]:
+    for shard in shards:
+        yield from _shard_rows(Path(path), shard, tokenizer, settings)
+
+
+def streamed_rows(path: str | os.PathLike, tokenizer, settings: RowSettings, seed: int, buffer_size: int):
+    """The packed rows of a chat JSONL file of any size as a ``datasets.IterableDataset``, tokenized as they are
+    read: shards (MiB slices of the file) in a shuffled order, rows shuffled within ``buffer_size`` of them
+    (reshuffled each epoch by the Trainer's ``set_epoch``). Nothing is cached and memory holds the buffer only."""
+    from datasets import IterableDataset
+
+    path = Path(path)
+    shards, examples = plan_shards(path, SHARD_BYTES)
+    if not examples:
+        raise ValueError(f"{path}: file is empty")
+    stream = IterableDataset.from_generator(_stream_shards, features=features(), gen_kwargs={
+        "shards": shards, "path": str(path), "tokenizer": tokenizer, "settings": settings})
+    return stream.shuffle(seed=seed, buffer_size=buffer_size)
+
+
+def count_rows(dataset, examples: int, mode: str) -> Counter:
+    """``build_rows``' counts from the stored columns (a key is present where ``build_rows`` sets it)."""
+    import pyarrow.compute as pc
+
+    table = dataset.data.table if hasattr(dataset.data, "table") else dataset.data
+    truncated = np.asarray(table.column("truncated").to_numpy(zero_copy_only=False), dtype=bool)
+    counts = Counter(rows=len(dataset))
+    if len(dataset):
+        counts["truncated"] = int(truncated.sum())
+    if examples > len(dataset):
+        counts["dropped_no_labels"] = examples - len(dataset)
+    if mode != "regular":
+        has_view = np.asarray(table.column("view_a_index").to_numpy(zero_copy_only=False)) != -1
+        pairs = int(pc.sum(pc.list_value_length(table.column("view_pairs"))).as_py() or 0) // 2
+        for key, value in (("jepa", int(has_view.sum())), ("pairs", pairs),
+                           ("lm_only_truncated", int((~has_view & truncated).sum())),
+                           ("lm_only_few_steps", int((~has_view & ~truncated).sum()))):
+            if value:
+                counts[key] = value
+    return counts
+
+
+# --- building and loading ------------------------------------------------------------------------------------------
+
+
+def _load_entry(entry: Path):
+    """The memory-mapped dataset and manifest of a whole cache entry, or None."""
+    from datasets import Dataset, concatenate_datasets
+
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
+        parts = [Dataset.from_file(str(entry / name)) for name in manifest["files"]]
+    except (OSError, ValueError, KeyError):
+        return None
+    dataset = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    return dataset, manifest
+
+
+def _build(path: Path, tokenizer, settings: RowSettings, target: Path, parts: dict[str, Any],
+           num_proc: int | None) -> int:
+    """Tokenize ``path`` into a fresh directory, then move it to ``target`` whole; returns the process count."""
+    import pyarrow.compute as pc
+    from datasets import Dataset, disable_progress_bars
+
+    shards, examples = plan_shards(path, SHARD_BYTES)
+    if not examples:
+        raise ValueError(f"{path}: file is empty")
+    processes = max(1, min(num_proc or available_cores(), len(shards)))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        plan = Dataset.from_list(shards)
+        disable_progress_bars()  # its bar counts shards, not examples; the start line says what was done
+        built = plan.map(
+            _pack_shards, batched=True, batch_size=1, num_proc=processes if processes > 1 else None,
+            remove_columns=plan.column_names, features=features(), load_from_cache_file=False,
+            fn_kwargs={"path": str(path), "tokenizer": tokenizer, "settings": settings},
+            cache_file_name=str(staging / "rows.arrow"), new_fingerprint=target.name, desc="tokenizing",
+        )
+        files = [Path(f["filename"]).name for f in built.cache_files]
+        counts = count_rows(built, examples, settings.mode)
+        tokens = int(pc.sum(pc.list_value_length(built.data.column("input_ids"))).as_py() or 0)
+        manifest = {"files": files, "counts": dict(counts), "tokens": tokens, "examples": examples, "key": parts}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        del built, plan
+        try:
+            os.replace(staging, target)
+        except OSError:
+            # Another process (a parallel sweep job, a run started meanwhile) stored the same entry first.
+            if _load_entry(target) is None:
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return processes
+
+
+def packed_rows(path: str | os.PathLike, tokenizer, model_name: str, settings: RowSettings,
+                cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+                num_proc: int | None = None, data_sha256: str | None = None) -> PackedRows:
+    """The packed rows of a chat JSONL file: from the cache when it holds them, else tokenized (``num_proc``
+    processes, default the machine's cores, at most one per MiB of data) and stored there. ``use_cache=False``
+    neither reads nor writes the cache (rows go to a temporary directory, removed once memory-mapped).
+    ``data_sha256``: the file's SHA-256 if already computed (not hashed again)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    started = time.perf_counter()
+    parts = cache_key_parts(path, tokenizer, model_name, settings, data_sha256)
+    key = cache_key(parts)
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    if use_cache:
+        entry = root / key
+        loaded = _load_entry(entry)
+        hit = loaded is not None
+        if not hit:
+            shutil.rmtree(entry, ignore_errors=True)  # an entry left broken (files removed by hand)
+            processes = _build(path, tokenizer, settings, entry, parts, num_proc)
+            loaded = _load_entry(entry)
+        else:
+            processes = 0
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix="stepjepa-rows-"))
+        try:
+            entry = scratch / key
+            processes = _build(path, tokenizer, settings, entry, parts, num_proc)
+            loaded = _load_entry(entry)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)  # the open memory maps stay valid
+        hit, entry = False, None
+    dataset, manifest = loaded
+    if not len(dataset):
+        raise ValueError(f"--max_length {settings.max_length} leaves no assistant token in any example")
+    return PackedRows(dataset=dataset, counts=Counter(manifest["counts"]),
+                      tokens=manifest["tokens"], cache_hit=hit, location=entry, processes=processes,
+                      seconds=time.perf_counter() - started)
+
+
+def with_regions(rows: list[dict[str, Any]], path: str | os.PathLike, tokenizer,
+                 settings: RowSettings) -> list[dict[str, Any]]:
+    """The rows with their debug-only ``regions`` (``--debug 7``), packed again from their chats."""
+    from stepjepa.core.examples import pack_chat
+
+    wanted = {row["example_index"] for row in rows}
+    chats = {index: messages for index, messages in iter_chats(Path(path)) if index in wanted}
+    out = []
+    for row in rows:
+        fresh = pack_chat(tokenizer, chats[row["example_index"]], settings.mode, list(settings.predictor_ids),
+                          settings.last_token, settings.max_length, settings.step_pairs)
+        out.append({**row, "regions": fresh["regions"]})
+    return out

@@ -1,0 +1,147 @@
+"""The flags of `stepjepa evaluate` and `stepjepa probe`."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from stepjepa.core.modes import Mode, check_mode
+from stepjepa.evaluation.tasks import TASKS
+from stepjepa.flags import check_finite_floats, check_seed
+from stepjepa.flags import field_help as _help
+from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, check_device
+
+
+@dataclass
+class EvaluateConfig:
+    """Flags of ``stepjepa evaluate``."""
+
+    model_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Model to evaluate: a training output directory, a LoRA adapter directory, a hub id, "
+                  "or the embedded alias smollm2-135m-instruct."},
+    )
+    test_file: Optional[str] = field(
+        default=None,
+        metadata={"help": "GSM8K as published ({question, answer with '#### N'}) or chat JSONL ({messages}, "
+                  "optional 'answer')."},
+    )
+    task: Optional[str] = field(
+        default=None,
+        metadata={"help": "gsm8k (numeric answer), exact_match (the reply equals the gold assistant message, "
+                  "surrounding whitespace aside) or regex (exact match, or the same language: NL-RX). Default: "
+                  "exact_match for a chat file whose gold reply declares no math answer, else gsm8k."},
+    )
+    output_file: str = field(
+        default="evaluation_results.jsonl",
+        metadata={"help": "One JSON line per problem; the summary goes to <stem>_summary.json beside it. "
+                  "Problems already in this file are skipped (resume)."},
+    )
+    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens generated per problem."})
+    temperature: float = field(default=0.0, metadata={"help": "0 decodes greedily; above 0 samples (see --seed)."})
+    seed: int = field(default=42, metadata={"help": "Random seed for sampling (temperature > 0)."})
+    max_examples: Optional[int] = field(
+        default=None, metadata={"help": "Evaluate only the first N problems of the test file."}
+    )
+    batch_size: int = field(default=16, metadata={"help": "Problems generated together (left padded)."})
+    use_test_prompts: bool = field(
+        default=False,
+        metadata={"help": "Use the test file's own system prompt (none for GSM8K as published) instead of the "
+                  "training prompt."},
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps."})
+    bf16: bool = field(default=False, metadata={"help": "Generate with bf16 weights. " + AUTO_RULE})
+    no_bf16: bool = field(default=False, metadata={"help": NO_BF16_HELP})
+    compare: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Evaluate these models (after --model_path, if given) on the same problems and print "
+                  "one table; each gets its own output file <stem>_<model><suffix>."},
+    )
+
+    def __post_init__(self) -> None:
+        check_finite_floats(self)
+        check_seed("seed", self.seed)
+        if not self.model_path and not self.compare:
+            raise ValueError("--model_path (or --compare MODEL ...) is required")
+        if not self.test_file:
+            raise ValueError("--test_file is required")
+        if self.task is not None and self.task not in TASKS:
+            raise ValueError(f"--task must be one of {', '.join(TASKS)}, got '{self.task}'")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError(f"--max_examples must be at least 1, got {self.max_examples}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+        if self.bf16 and self.no_bf16:
+            raise ValueError(BOTH_FLAGS)
+        check_device(self.device)
+        if len(set(self.model_paths())) != len(self.model_paths()):
+            raise ValueError("a model is named twice in --model_path/--compare")
+
+    def model_paths(self) -> list[str]:
+        """The models to evaluate, in order: --model_path, then --compare."""
+        return ([self.model_path] if self.model_path else []) + list(self.compare)
+
+
+PROBE_PAIRS = ("first", "all")
+
+TOP_K = 5
+
+@dataclass
+class ProbeConfig:
+    """Flags of ``stepjepa probe``."""
+
+    model_path: Optional[str] = field(default=None, metadata=_help(
+        "Model: a training output directory, a LoRA adapter directory, a hub id, or the embedded alias (required)."))
+    test_file: Optional[str] = field(default=None, metadata=_help("Held-out chat JSONL file (required)."))
+    mode: str = field(default="step_jepa", metadata=_help(
+        "Which views: step_jepa (predictors after step 1 vs step 2 alone) or llm_jepa (user vs assistant)."))
+    step_pairs: str = field(default="first", metadata=_help(
+        "Step-JEPA pairs: first (step 1 -> step 2) or all (every step -> the next, also reported per pair)."))
+    predictors: int = field(default=-1, metadata=_help(
+        "K predictor tokens for the K view (-1: as many as the model has; 0: the K=0 view only)."))
+    output_file: str = field(default="probe.json", metadata=_help(
+        "Summary JSON; the plot goes beside it as <stem>.png."))
+    max_examples: Optional[int] = field(default=None, metadata=_help("Probe only the first N chats of the file."))
+    max_length: int = field(default=512, metadata=_help("Conversation tokens kept (as in training)."))
+    batch_size: int = field(default=16, metadata=_help("Chats per forward pass."))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:N or mps."))
+    bf16: bool = field(default=False, metadata=_help("Compute with bf16 weights. " + AUTO_RULE))
+    no_bf16: bool = field(default=False, metadata=_help(NO_BF16_HELP))
+    debug: int = field(default=1, metadata=_help("0 quiet (no table, no progress bar), 1 the table."))
+
+    def __post_init__(self) -> None:
+        if not self.model_path:
+            raise ValueError("--model_path is required")
+        if not self.test_file:
+            raise ValueError("--test_file is required")
+        check_mode(self.mode, allowed=PROBE_MODES)
+        if self.step_pairs not in PROBE_PAIRS:
+            raise ValueError(f"--step_pairs must be one of {', '.join(PROBE_PAIRS)}, got {self.step_pairs!r}")
+        if self.step_pairs == "all" and self.mode != "step_jepa":
+            raise ValueError("--step_pairs all needs --mode step_jepa (LLM-JEPA has one pair per chat)")
+        if self.predictors < -1:
+            raise ValueError(f"--predictors must be -1 (the model's), 0 or more, got {self.predictors}")
+        for name in ("max_length", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_examples is not None and self.max_examples < 2:
+            raise ValueError(f"--max_examples must be at least 2 (retrieval needs candidates), got {self.max_examples}")
+        if self.bf16 and self.no_bf16:
+            raise ValueError(BOTH_FLAGS)
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+        check_device(self.device)
+        if Path(self.output_file).is_dir():
+            raise ValueError(f"--output_file {self.output_file} is a directory; name a .json file")
+
+
+PROBE_MODES: tuple[Mode, ...] = ("step_jepa", "llm_jepa")

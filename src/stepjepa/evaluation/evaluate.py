@@ -1,0 +1,228 @@
+"""Evaluation: batched generation, per-task scoring (see stepjepa.evaluation.tasks), resumable per-problem results."""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from stepjepa.data import append_jsonl, read_jsonl, write_json_atomic
+from stepjepa.evaluation.config import EvaluateConfig
+from stepjepa.evaluation.generation import iter_generations, render_prompts
+from stepjepa.evaluation.problems import Problem, load_problems
+from stepjepa.evaluation.tasks import SCORE_NAMES, detect_task, score_reply
+from stepjepa.models import load_model, load_tokenizer
+from stepjepa.precision import inference_dtype, resolve_device
+
+
+def _load(model_path: str, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
+    """Model (eval mode, on ``device``, weights in ``dtype``) and tokenizer."""
+    tokenizer = load_tokenizer(model_path)
+    model = load_model(model_path, dtype=dtype).to(device).eval()
+    return model, tokenizer
+
+
+def summary_path(output_file: str | Path) -> Path:
+    """``results.jsonl`` -> ``results_summary.json`` beside it."""
+    output_file = Path(output_file)
+    return output_file.with_name(f"{output_file.stem}_summary.json")
+
+
+def output_for(output_file: str, model_path: str, several: bool) -> Path:
+    """The results file of one model: ``output_file`` itself, or ``<stem>_<model><suffix>`` when comparing."""
+    path = Path(output_file)
+    if not several:
+        return path
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_path).strip("._") or "model"
+    return path.with_name(f"{path.stem}_{slug}{path.suffix}")
+
+
+def _finished(path: Path, problems: list[Problem], model_path: str, task: str) -> dict[int, dict]:
+    """Rows already in ``path`` for these problems; refuses a file of another model, task or test file."""
+    if not path.is_file() or not path.read_bytes().strip():
+        return {}
+    done: dict[int, dict] = {}
+    for line, row in read_jsonl(path):
+        if not isinstance(row, dict) or not isinstance(row.get("index"), int):
+            raise ValueError(f"{path}:{line}: not a result row of stepjepa evaluate; pass another --output_file")
+        if row.get("model_path") != model_path:
+            raise ValueError(
+                f"{path}: holds results of model '{row.get('model_path')}', not '{model_path}'; "
+                "pass another --output_file"
+            )
+        if row.get("task", "gsm8k") != task:
+            raise ValueError(
+                f"{path}: holds results of task {row.get('task', 'gsm8k')}, not {task}; pass another --output_file"
+            )
+        index = row["index"]
+        if index < len(problems) and row.get("question") != problems[index].question:
+            raise ValueError(
+                f"{path}:{line}: problem {index} differs from the test file's; pass another --output_file"
+            )
+        if index < len(problems):
+            done.setdefault(index, row)
+    return done
+
+
+def _score(rows: list[dict]) -> dict[str, float | int]:
+    correct = sum(bool(r["correct"]) for r in rows)
+    strict = sum(bool(r["strict_correct"]) for r in rows)
+    total = len(rows)
+    return {
+        "total_examples": total,
+        "correct": correct,
+        "strict_correct": strict,
+        "accuracy": correct / total if total else 0.0,
+        "strict_accuracy": strict / total if total else 0.0,
+        "flexible_accuracy": correct / total if total else 0.0,
+    }
+
+
+def evaluate_model(
+    model_path: str, problems: list[Problem], output_file: Path, cfg: EvaluateConfig, task: str = "gsm8k"
+) -> dict:
+    """Generate and score the problems not yet in ``output_file``; append their rows; write and return the summary."""
+    done = _finished(output_file, problems, model_path, task)
+    todo = [p for p in problems if p.index not in done]
+    rows = list(done.values())
+    elapsed = 0.0
+    device = resolve_device(cfg.device)
+    dtype = inference_dtype(device, cfg.bf16, cfg.no_bf16)
+    if todo:
+        model, tokenizer = _load(model_path, device, dtype)
+        torch.manual_seed(cfg.seed)
+        output_file.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        prompts = render_prompts(tokenizer, [p.messages for p in todo])
+        batches = iter_generations(model, tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, cfg.temperature)
+        with tqdm(total=len(problems), initial=len(done), desc=model_path, unit="problem") as bar:
+            for results in batches:
+                for position, response in results:
+                    problem = todo[position]
+                    row = {
+                        "index": problem.index,
+                        "question": problem.question,
+                        "ground_truth": problem.ground_truth,
+                        "generated_response": response,
+                        "gt_answer": problem.gt_answer,
+                        **score_reply(task, response, problem.gt_answer),
+                        "task": task,
+                        "model_path": model_path,
+                    }
+                    rows.append(row)
+                    row["accuracy_so_far"] = sum(r["correct"] for r in rows) / len(rows)
+                    append_jsonl(output_file, row)
+                bar.update(len(results))
+                score = _score(rows)
+                bar.set_postfix(acc=f"{score['accuracy']:.3f}", strict=f"{score['strict_accuracy']:.3f}")
+        elapsed = time.perf_counter() - started
+        del model
+        gc.collect()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    summary_file = summary_path(output_file)
+    examples_per_s = len(todo) / elapsed if todo and elapsed > 0 else None
+    if examples_per_s is None:
+        # Nothing was generated this time: keep the speed measured by the run that did the work.
+        examples_per_s = _previous_speed(summary_file)
+    summary = {
+        "model_path": model_path,
+        "test_file": cfg.test_file,
+        "task": task,
+        **_score(rows),
+        "max_new_tokens": cfg.max_new_tokens,
+        "temperature": cfg.temperature,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "precision": str(dtype).removeprefix("torch."),
+        "examples_per_s": examples_per_s,
+        "generated_this_run": len(todo),
+        "output_file": str(output_file),
+    }
+    write_json_atomic(summary_file, summary)
+    return summary
+
+
+def _previous_speed(summary_file: Path) -> float | None:
+    """``examples_per_s`` of an existing summary, or None when there is none or it is unreadable."""
+    try:
+        value = json.loads(summary_file.read_text(encoding="utf-8")).get("examples_per_s")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, (int, float)) else None
+
+
+def format_table(summaries: list[dict]) -> str:
+    """A plain-text table: one row per model with its examples, the task's two scores and speed."""
+    flexible, strict = SCORE_NAMES[summaries[0].get("task", "gsm8k")]
+    header = ("model", "examples", flexible, strict, "examples/s")
+    lines = [
+        (
+            s["model_path"],
+            str(s["total_examples"]),
+            f"{100 * s['accuracy']:.1f}%",
+            f"{100 * s['strict_accuracy']:.1f}%",
+            "-" if s["examples_per_s"] is None else f"{s['examples_per_s']:.2f}",
+        )
+        for s in summaries
+    ]
+    widths = [max(len(row[k]) for row in [header, *lines]) for k in range(len(header))]
+
+    def render(row: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(row, widths)))
+
+    return "\n".join([render(header), render(tuple("-" * w for w in widths)), *map(render, lines)])
+
+
+def run_evaluate(cfg: EvaluateConfig) -> int:
+    """Evaluate every model; Ctrl-C or SIGTERM ends with one line and a resume hint (status 130 / 143)."""
+    models = cfg.model_paths()
+    for model_path in models:
+        output_file = output_for(cfg.output_file, model_path, several=len(models) > 1)
+        for path, flag in ((output_file, "--output_file"), (summary_path(output_file), "its summary")):
+            if path.is_dir():
+                raise ValueError(f"{flag} {path} is a directory; name a file")
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return _evaluate_models(cfg)
+    except KeyboardInterrupt as exc:
+        signum = exc.args[0] if exc.args else signal.SIGINT
+        print(f"stepjepa evaluate: interrupted by {signal.Signals(signum).name}; the problems finished so far are "
+              f"kept in {cfg.output_file}; run the same command again to resume", file=sys.stderr)
+        return 128 + signum
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _evaluate_models(cfg: EvaluateConfig) -> int:
+    """Evaluate every requested model on the test file's problems; print the results; exit status 0."""
+    task = cfg.task or detect_task(read_jsonl(cfg.test_file)[0][1])
+    problems = load_problems(cfg.test_file, cfg.use_test_prompts, task)[: cfg.max_examples]
+    flexible, strict = SCORE_NAMES[task]
+    models = cfg.model_paths()
+    summaries = []
+    for model_path in models:
+        output_file = output_for(cfg.output_file, model_path, several=len(models) > 1)
+        summary = evaluate_model(model_path, problems, output_file, cfg, task)
+        summaries.append(summary)
+        print(
+            f"{model_path}: task {task}{'' if cfg.task else ' (chosen from the first row)'}: "
+            f"{flexible} {100 * summary['accuracy']:.1f}% "
+            f"({strict} {100 * summary['strict_accuracy']:.1f}%) on {summary['total_examples']} problems; "
+            f"results in {output_file}, summary in {summary_path(output_file)}"
+        )
+    if len(models) > 1:
+        print(format_table(summaries))
+    return 0

@@ -1,0 +1,49 @@
+"""The Trainer's arguments for a training run, and the trackers (--report_to) they name."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stepjepa.precision import use_bf16
+
+if TYPE_CHECKING:
+    from stepjepa.training.config import TrainConfig
+from stepjepa.training.config import report_to
+
+
+def training_arguments(cfg: TrainConfig, has_eval: bool):
+    """The Trainer's arguments for this run: bf16 mixed precision where fast (or asked), else float32."""
+    import torch
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.peak_learning_rate,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=None,  # JepaTrainer rotates this run's own checkpoints (--save_total_limit)
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=cfg.eval_steps,
+        seed=cfg.seed,
+        bf16=use_bf16(cfg.bf16, cfg.no_bf16, "cuda" if cuda else "cpu"),
+        use_cpu=not cuda,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        **({"activation_checkpointing": True} if cfg.gradient_checkpointing else {}),
+        remove_unused_columns=False,
+        label_names=["labels"],
+        report_to=report_to(cfg.report_to),
+        disable_tqdm=cfg.debug == 0,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every parameter takes part in every step
+        # A stream's batches differ in width (dynamic padding): each rank reads its own part, none is dispatched.
+        **({"accelerator_config": {"dispatch_batches": False}} if cfg.streaming else {}),
+    )
+
