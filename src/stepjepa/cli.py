@@ -5,29 +5,20 @@ from __future__ import annotations
 import sys
 
 from stepjepa.commands import COMMANDS, load, parse_config
-
-
-def _raised_here(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised by stepjepa's own code (a deliberate message), not inside a library it calls."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith("stepjepa")
+from stepjepa.errors import UsageError
 
 
 def run_command(command: str, argv: list[str], prog: str | None = None) -> int:
     """Parse, validate and run one command; bad input ends in one line on stderr and status 2.
 
-    Bad input is a ValueError that stepjepa raises (a ValueError from inside torch or transformers is a bug
-    and keeps its traceback) or an OSError (FileNotFoundError included).
+    Bad input is a :class:`UsageError` (any other exception, a ValueError from inside torch or transformers
+    included, is a bug and keeps its traceback) or an OSError (FileNotFoundError included).
     """
     prog = prog or f"stepjepa {command}"
     try:
         config = parse_config(command, argv, prog)
         return int(load(COMMANDS[command][1])(config) or 0)
-    except ValueError as exc:
-        if not _raised_here(exc):
-            raise
+    except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

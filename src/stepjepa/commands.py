@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 
+from stepjepa.errors import UsageError
+
 # command -> (config "module:class", run "module:function", help); modules are imported only when used, and parsing
 # imports only the config's leaf module.
 COMMANDS = {
@@ -54,5 +56,5 @@ def parse_config(command: str, argv: list[str], prog: str | None = None):
     parser = _parser(prog or f"stepjepa {command}", config_cls)
     config, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if unknown:
-        raise ValueError(f"unrecognized arguments: {' '.join(unknown)}")
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
     return config

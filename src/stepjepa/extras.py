@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 
+from stepjepa.errors import UsageError
+
 # importable module -> the extra that installs it (pyproject.toml's [project.optional-dependencies]).
 EXTRAS = {"gguf": "embedded", "matplotlib": "plot", "scipy": "stats", "yaml": "yaml", "tensorboard": "tensorboard",
           "automata": "regex"}
@@ -11,6 +13,6 @@ EXTRAS = {"gguf": "embedded", "matplotlib": "plot", "scipy": "stats", "yaml": "y
 
 def require(module: str, purpose: str) -> None:
     """Raise one line (``pip install 'stepjepa[EXTRA]'``) when ``module`` of an extra is not installed; a
-    ValueError, so that the command line shows it as such (cli.py)."""
+    UsageError, so that the command line shows it as such (cli.py)."""
     if importlib.util.find_spec(module) is None:
-        raise ValueError(f"{purpose} needs the package {module}: pip install 'stepjepa[{EXTRAS[module]}]'")
+        raise UsageError(f"{purpose} needs the package {module}: pip install 'stepjepa[{EXTRAS[module]}]'")

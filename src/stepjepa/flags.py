@@ -9,6 +9,8 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
+from stepjepa.errors import UsageError
+
 # numpy, and through it transformers' set_seed, takes seeds in [0, 2**32).
 SEED_LIMIT = 2**32
 
@@ -19,13 +21,13 @@ def check_finite_floats(config: Any) -> None:
         value = getattr(config, flag.name)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, float) and not math.isfinite(item):
-                raise ValueError(f"--{flag.name} must be a finite number, got {item}")
+                raise UsageError(f"--{flag.name} must be a finite number, got {item}")
 
 
 def check_seed(name: str, value: int) -> None:
     """A seed must be in [0, 2**32): what numpy, torch and Python's random all accept."""
     if not 0 <= value < SEED_LIMIT:
-        raise ValueError(f"--{name} must be in [0, 2**32), got {value}")
+        raise UsageError(f"--{name} must be in [0, 2**32), got {value}")
 
 
 def field_help(text: str, **extra: Any) -> dict[str, Any]:
@@ -39,7 +41,7 @@ def split_flags(text: str, name: str) -> list[str]:
     try:
         return shlex.split(text)
     except ValueError as exc:
-        raise ValueError(f"--{name}: {exc}") from None
+        raise UsageError(f"--{name}: {exc}") from None
 
 
 def as_list(value: Any, kind: type, name: str) -> list:
@@ -48,7 +50,7 @@ def as_list(value: Any, kind: type, name: str) -> list:
     try:
         return list(dict.fromkeys(kind(item) for item in items))
     except (TypeError, ValueError):
-        raise ValueError(f"--{name}: expected {kind.__name__} values, got {value!r}") from None
+        raise UsageError(f"--{name}: expected {kind.__name__} values, got {value!r}") from None
 
 
 def as_bools(value: Any, name: str) -> list[bool]:
@@ -57,7 +59,7 @@ def as_bools(value: Any, name: str) -> list[bool]:
     items = value if isinstance(value, list) else [value]
     bad = [item for item in items if str(item).lower() not in words]
     if bad:
-        raise ValueError(f"--{name}: expected true or false, got {', '.join(map(str, bad))}")
+        raise UsageError(f"--{name}: expected true or false, got {', '.join(map(str, bad))}")
     return list(dict.fromkeys(words[str(item).lower()] for item in items))
 
 
@@ -70,23 +72,23 @@ def apply_yaml(config: Any, path: Path, scalar_types: dict[str, type]) -> None:
     import yaml
 
     if not path.is_file():
-        raise ValueError(f"--config {path}: no such file")
+        raise UsageError(f"--config {path}: no such file")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
     except UnicodeDecodeError as exc:
-        raise ValueError(f"--config {path}: not UTF-8 text (byte at offset {exc.start})") from None
+        raise UsageError(f"--config {path}: not UTF-8 text (byte at offset {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"--config {path}: not valid YAML ({exc})") from None
+        raise UsageError(f"--config {path}: not valid YAML ({exc})") from None
     if not isinstance(values, dict):
-        raise ValueError(f"--config {path}: expected a mapping of flag names to values")
+        raise UsageError(f"--config {path}: expected a mapping of flag names to values")
     known = {f.name: f for f in fields(config) if f.name != "config"}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"--config {path}: unknown keys {', '.join(map(str, unknown))}")
+        raise UsageError(f"--config {path}: unknown keys {', '.join(map(str, unknown))}")
     for name, value in values.items():
         kind = scalar_types.get(name)
         if kind and not isinstance(value, kind):
-            raise ValueError(f"--config {path}: {name} must be a {kind.__name__}, got {value!r}")
+            raise UsageError(f"--config {path}: {name} must be a {kind.__name__}, got {value!r}")
         field = known[name]
         default = field.default_factory() if field.default_factory is not MISSING else field.default
         if getattr(config, name) == default:

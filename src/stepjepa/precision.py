@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from stepjepa.errors import UsageError
+
 # CPU flags of units that compute bf16 natively (AVX512-BF16 on Zen 4 / Cooper Lake, AMX on Sapphire Rapids).
 FAST_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -51,9 +53,9 @@ def check_device(device: str) -> None:
         index = int(device.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             available = f"{torch.cuda.device_count()} CUDA devices" if torch.cuda.is_available() else "no CUDA"
-            raise ValueError(f"--device {device}: this machine has {available}; use --device cpu or auto")
+            raise UsageError(f"--device {device}: this machine has {available}; use --device cpu or auto")
     elif device == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps: MPS is not available on this machine; use --device cpu or auto")
+        raise UsageError("--device mps: MPS is not available on this machine; use --device cpu or auto")
 
 
 def resolve_device(device: str) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.flags import field_help as _help
 from stepjepa.models import EMBEDDED_ALIAS
@@ -79,31 +80,31 @@ class BenchConfig:
                     "lora_rank": self.lora_rank}
         for name, value in positive.items():
             if value < 1:
-                raise ValueError(f"--{name} must be at least 1, got {value}")
+                raise UsageError(f"--{name} must be at least 1, got {value}")
         if self.steps < MIN_MEASURED_STEPS:
-            raise ValueError(f"--steps must be at least {MIN_MEASURED_STEPS} (medians over fewer are noise), got {self.steps}")
+            raise UsageError(f"--steps must be at least {MIN_MEASURED_STEPS} (medians over fewer are noise), got {self.steps}")
         if self.predictors < 0:
-            raise ValueError(f"--predictors must be 0 or more, got {self.predictors}")
+            raise UsageError(f"--predictors must be 0 or more, got {self.predictors}")
         if not self.learning_rate > 0:
-            raise ValueError(f"--learning_rate must be positive, got {self.learning_rate}")
+            raise UsageError(f"--learning_rate must be positive, got {self.learning_rate}")
         if self.eval_batch_size < 2:
-            raise ValueError(f"--eval_batch_size must be at least 2 (it is compared with batch size 1), got {self.eval_batch_size}")
+            raise UsageError(f"--eval_batch_size must be at least 2 (it is compared with batch size 1), got {self.eval_batch_size}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise ValueError(f"--device must be auto, cpu, mps, cuda or cuda:N, got '{self.device}'")
+            raise UsageError(f"--device must be auto, cpu, mps, cuda or cuda:N, got '{self.device}'")
         check_device(self.device)
         if self.data_file is not None and not Path(self.data_file).is_file():
-            raise ValueError(f"--data_file {self.data_file}: no such file")
+            raise UsageError(f"--data_file {self.data_file}: no such file")
         if self.bf16 and self.no_bf16:
-            raise ValueError(BOTH_FLAGS)
+            raise UsageError(BOTH_FLAGS)
         if self.precisions and (self.bf16 or self.no_bf16):
-            raise ValueError("--precisions names the precisions itself; drop --bf16/--no_bf16")
+            raise UsageError("--precisions names the precisions itself; drop --bf16/--no_bf16")
         precisions = self._named_precisions()
         if self.precisions and (not precisions or set(precisions) - set(PRECISIONS) or len(set(precisions)) != len(precisions)):
-            raise ValueError(f"--precisions '{self.precisions}': give distinct precisions of {', '.join(PRECISIONS)}, comma-separated")
+            raise UsageError(f"--precisions '{self.precisions}': give distinct precisions of {', '.join(PRECISIONS)}, comma-separated")
         modes = self.mode_list()
         unknown = [m for m in modes if m not in ALL_MODES]
         if unknown or not modes or len(set(modes)) != len(modes):
-            raise ValueError(f"--modes '{self.modes}': give distinct modes of {', '.join(ALL_MODES)}, comma-separated")
+            raise UsageError(f"--modes '{self.modes}': give distinct modes of {', '.join(ALL_MODES)}, comma-separated")
 
     def mode_list(self) -> list[str]:
         return [m.strip() for m in self.modes.split(",") if m.strip()]

@@ -31,6 +31,7 @@ from stepjepa.core.multipass import multipass_batch, multipass_objective
 from stepjepa.core.objective import Objective, ObjectiveOutput, compute_objective
 from stepjepa.core.tokenization import IGNORE_INDEX, encode_chat
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT, Dropped, chat_row, gsm8k_problem, read_jsonl
+from stepjepa.errors import UsageError
 
 if TYPE_CHECKING:
     from stepjepa.bench.config import BenchConfig
@@ -57,7 +58,7 @@ def file_chats(path: str) -> list[list[dict]]:
         except Dropped:
             continue
     if not chats:
-        raise ValueError(f"{path}: no GSM8K ({{question, answer}}) or chat ({{messages}}) row could be used")
+        raise UsageError(f"{path}: no GSM8K ({{question, answer}}) or chat ({{messages}}) row could be used")
     return chats
 
 
@@ -77,7 +78,7 @@ def bench_chats(cfg: BenchConfig, tokenizer: Any) -> list[list[dict]]:
     random.Random(cfg.seed).shuffle(pool)
     usable = [m for m in pool if any(x != IGNORE_INDEX for x in encode_chat(tokenizer, m, cfg.max_length).labels)]
     if not usable:
-        raise ValueError(f"--max_length {cfg.max_length} leaves no assistant token in any example")
+        raise UsageError(f"--max_length {cfg.max_length} leaves no assistant token in any example")
     return [usable[i % len(usable)] for i in range(cfg.num_examples())]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from stepjepa.core.layout import may_attend
+from stepjepa.errors import UsageError
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flex_attention")
 
@@ -19,7 +20,7 @@ ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flex_attention")
 def uses_dense_mask(attn_implementation: str) -> bool:
     """Whether the collator must build the dense additive mask (sdpa, eager) or not (flex_attention)."""
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
-        raise ValueError(f"unknown attention implementation {attn_implementation!r}; "
+        raise UsageError(f"unknown attention implementation {attn_implementation!r}; "
                          f"expected one of {', '.join(ATTN_IMPLEMENTATIONS)}")
     return attn_implementation != "flex_attention"
 

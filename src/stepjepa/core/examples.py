@@ -10,6 +10,7 @@ from transformers import PreTrainedTokenizerBase
 from stepjepa.core.layout import NO_VIEW, pack_llm_jepa, pack_regular, pack_step_jepa, step_pair_numbers
 from stepjepa.core.modes import MODES, Mode
 from stepjepa.core.tokenization import IGNORE_INDEX, encode_chat, encode_view
+from stepjepa.errors import UsageError
 
 
 def pack_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], mode: Mode, predictor_ids: list[int],
@@ -26,7 +27,7 @@ def pack_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], mode: Mo
     elif mode == "regular":
         row = pack_regular(chat)
     else:
-        raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
+        raise UsageError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
     row["truncated"] = chat.truncated
     row["num_steps"] = len(chat.step_spans)
     return row
@@ -58,5 +59,5 @@ def build_rows(tokenizer: PreTrainedTokenizerBase, chats: list[list[dict]], mode
         rows.append(row)
     counts["rows"] = len(rows)
     if not rows:
-        raise ValueError(f"--max_length {max_length} leaves no assistant token in any example")
+        raise UsageError(f"--max_length {max_length} leaves no assistant token in any example")
     return rows, counts

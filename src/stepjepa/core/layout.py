@@ -19,6 +19,7 @@ import torch
 
 from stepjepa.core.tokenization import IGNORE_INDEX, EncodedChat, EncodedView
 from stepjepa.core.view_rows import VIEW_ROWS, Placement, appended_placement, own_row_placement
+from stepjepa.errors import UsageError
 
 STEP_PAIRS = ("first", "all", "random")  # Step-JEPA: step 1 -> 2 only, every step -> the next, one drawn per step
 NO_VIEW = -1
@@ -82,7 +83,7 @@ def step_pair_numbers(chat: EncodedChat, step_pairs: str) -> list[int]:
     from ``chat.step_spans``, so a cut drops exactly the pairs it breaks.
     """
     if step_pairs not in STEP_PAIRS:
-        raise ValueError(f"unknown step_pairs {step_pairs!r}; expected one of {STEP_PAIRS}")
+        raise UsageError(f"unknown step_pairs {step_pairs!r}; expected one of {STEP_PAIRS}")
     every = list(range(1, len(chat.step_spans)))
     return every[:1] if step_pairs == "first" else every
 
@@ -201,7 +202,7 @@ class PackedCollator:
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if self.view_rows not in VIEW_ROWS:
-            raise ValueError(f"unknown view_rows {self.view_rows!r}; expected one of {VIEW_ROWS}")
+            raise UsageError(f"unknown view_rows {self.view_rows!r}; expected one of {VIEW_ROWS}")
         width = max(row["conversation_length"] for row in rows)
         placement, total = appended_placement(rows, width, self.fill_padding)
         own_rows = own_row_placement(rows, width, self.view_rows, total) if self.view_rows != "never" else None
@@ -308,7 +309,7 @@ def select_pairs(batch: dict[str, torch.Tensor], keep: torch.Tensor, pad_token_i
     rows, total = batch["input_ids"].shape
     # Each pair's blocks must lie together past the conversation width, which is kept whole below.
     if rows > int(batch["conversation_rows"]) or not bool((batch["pair_span"][:, 0] >= width).all()):
-        raise ValueError("select_pairs needs every pair's blocks together in its example's row "
+        raise UsageError("select_pairs needs every pair's blocks together in its example's row "
                          "(PackedCollator(fill_padding=False, view_rows='never'))")
     kept_pairs = keep.to(torch.bool).nonzero().flatten().tolist()
     spans, pair_rows = batch["pair_span"].tolist(), batch["pair_row"].tolist()  # host copies: no sync per pair

@@ -12,6 +12,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from stepjepa.core.tokenization import IGNORE_INDEX
+from stepjepa.errors import UsageError
 
 JEPA_LOSSES = ("cosine", "l2", "mse", "infonce")
 INFONCE_TEMPERATURE = 0.07
@@ -42,7 +43,7 @@ def jepa_pair_losses(view_a: torch.Tensor, view_b: torch.Tensor, kind: str = "co
     if kind == "infonce":
         logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature  # (N, N)
         return F.cross_entropy(logits, torch.arange(len(a), device=a.device), reduction="none")
-    raise ValueError(f"unknown JEPA loss {kind!r}; expected one of {JEPA_LOSSES}")
+    raise UsageError(f"unknown JEPA loss {kind!r}; expected one of {JEPA_LOSSES}")
 
 
 def jepa_loss(view_a: torch.Tensor, view_b: torch.Tensor, kind: str = "cosine",
@@ -52,7 +53,7 @@ def jepa_loss(view_a: torch.Tensor, view_b: torch.Tensor, kind: str = "cosine",
     mse's mean over pairs of per-pair means is the mean over pairs and dimensions (every pair has D of them).
     """
     if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
+        raise UsageError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
     losses = jepa_pair_losses(view_a, view_b, kind, temperature)
     return losses.mean() if reduction == "mean" else losses.sum()
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from stepjepa.core.steps import step_char_spans
+from stepjepa.errors import UsageError
 
 IGNORE_INDEX = -100
 
@@ -38,7 +39,7 @@ def _content_span(text: str, content: str, start: int) -> tuple[int, int]:
         where = text.find(candidate, start)
         if where >= 0:
             return where, where + len(candidate)
-    raise ValueError("the chat template changes the message text; cannot locate the message's content")
+    raise UsageError("the chat template changes the message text; cannot locate the message's content")
 
 
 def _token_starts(offsets: list[tuple[int, int]]) -> list[int]:
@@ -93,7 +94,7 @@ def encode_view(tokenizer: PreTrainedTokenizerBase, message: dict, max_length: i
     try:
         text = tokenizer.apply_chat_template([message], tokenize=False)
     except Exception as exc:  # templates may refuse a lone message (e.g. strict role alternation)
-        raise ValueError(f"the chat template cannot render a lone {message['role']} message: {exc}") from None
+        raise UsageError(f"the chat template cannot render a lone {message['role']} message: {exc}") from None
     _, content_end = _content_span(text, message["content"], 0)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(encoding["input_ids"])

@@ -26,6 +26,7 @@ import numpy as np
 from stepjepa.core.tokenization import IGNORE_INDEX
 from stepjepa.data import chat_problem
 from stepjepa.data.files import file_sha256
+from stepjepa.errors import UsageError
 from stepjepa.machine import available_cores
 
 # Bump when the stored columns change meaning; the packing code's own source is hashed into the key too.
@@ -127,7 +128,7 @@ def compact_row(row: dict[str, Any]) -> dict[str, Any]:
     labels = np.asarray(row["labels"], dtype=np.int64)
     labelled = labels != IGNORE_INDEX
     if np.any(labels[labelled] != ids[labelled]):
-        raise ValueError("a label differs from its token; the compact row format cannot hold it")
+        raise UsageError("a label differs from its token; the compact row format cannot hold it")
     edges = np.diff(np.concatenate(([0], labelled.astype(np.int8), [0])))
     spans = np.stack([np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)], axis=1)
     table = np.asarray([row["position_ids"], row["block_start"], row["context_end"]], dtype=np.int64)
@@ -242,7 +243,7 @@ def iter_chats(path: Path, start: int = 0, end: int | None = None, first_line: i
     for example, (number, value, error, detail) in enumerate(split_lines(data, first_line), start=first_example):
         problem = detail if error else chat_problem(value)
         if problem:
-            raise ValueError(f"{path}:{number}: {problem}")
+            raise UsageError(f"{path}:{number}: {problem}")
         yield example, [{"role": m["role"], "content": m["content"]} for m in value["messages"]]
 
 
@@ -283,7 +284,7 @@ def streamed_rows(path: str | os.PathLike, tokenizer, settings: RowSettings, see
     path = Path(path)
     shards, examples = plan_shards(path, SHARD_BYTES)
     if not examples:
-        raise ValueError(f"{path}: file is empty")
+        raise UsageError(f"{path}: file is empty")
     stream = IterableDataset.from_generator(_stream_shards, features=features(), gen_kwargs={
         "shards": shards, "path": str(path), "tokenizer": tokenizer, "settings": settings})
     return stream.shuffle(seed=seed, buffer_size=buffer_size)
@@ -335,7 +336,7 @@ def _build(path: Path, tokenizer, settings: RowSettings, target: Path, parts: di
 
     shards, examples = plan_shards(path, SHARD_BYTES)
     if not examples:
-        raise ValueError(f"{path}: file is empty")
+        raise UsageError(f"{path}: file is empty")
     processes = max(1, min(num_proc or available_cores(), len(shards)))
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -402,7 +403,7 @@ def packed_rows(path: str | os.PathLike, tokenizer, model_name: str, settings: R
         hit, entry = False, None
     dataset, manifest = loaded
     if not len(dataset):
-        raise ValueError(f"--max_length {settings.max_length} leaves no assistant token in any example")
+        raise UsageError(f"--max_length {settings.max_length} leaves no assistant token in any example")
     return PackedRows(dataset=dataset, counts=Counter(manifest["counts"]),
                       tokens=manifest["tokens"], cache_hit=hit, location=entry, processes=processes,
                       seconds=time.perf_counter() - started)

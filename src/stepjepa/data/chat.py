@@ -10,6 +10,7 @@ from stepjepa.core.steps import join_steps, split_steps
 from stepjepa.data.answers import last_boxed
 from stepjepa.data.fields import Dropped, unix_newlines
 from stepjepa.data.jsonl import read_jsonl
+from stepjepa.errors import UsageError
 
 # The reference Step-JEPA system prompt: step by step, blank-line separated steps, boxed answer.
 DEFAULT_SYSTEM_PROMPT = (
@@ -47,7 +48,7 @@ def load_chats(path: str | os.PathLike) -> list[list[dict[str, str]]]:
     for number, row in read_jsonl(path):
         problem = chat_problem(row)
         if problem:
-            raise ValueError(f"{path}:{number}: {problem}")
+            raise UsageError(f"{path}:{number}: {problem}")
         chats.append([{"role": m["role"], "content": m["content"]} for m in row["messages"]])
     return chats
 

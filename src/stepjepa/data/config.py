@@ -8,6 +8,7 @@ from stepjepa.data import (
     FORMATS,
 )
 from stepjepa.data.synthetic import MAX_STEPS, MIN_STEPS
+from stepjepa.errors import UsageError
 
 
 @dataclass
@@ -50,17 +51,17 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         if self.synthetic < 0:
-            raise ValueError("--synthetic must be 0 (off) or a positive number of rows")
+            raise UsageError("--synthetic must be 0 (off) or a positive number of rows")
         if bool(self.input) == bool(self.synthetic):
-            raise ValueError("give either --input or --synthetic N")
+            raise UsageError("give either --input or --synthetic N")
         if not MIN_STEPS <= self.synthetic_max_steps <= MAX_STEPS:
-            raise ValueError(f"--synthetic_max_steps must be in {MIN_STEPS}..{MAX_STEPS}, got {self.synthetic_max_steps}")
+            raise UsageError(f"--synthetic_max_steps must be in {MIN_STEPS}..{MAX_STEPS}, got {self.synthetic_max_steps}")
         if self.synthetic and self.format:
-            raise ValueError("--format applies to --input, not to --synthetic")
+            raise UsageError("--format applies to --input, not to --synthetic")
         if self.format is not None and self.format not in FORMATS:
-            raise ValueError(f"--format {self.format}: expected one of {', '.join(FORMATS)}")
+            raise UsageError(f"--format {self.format}: expected one of {', '.join(FORMATS)}")
         if self.min_steps is not None and self.min_steps < 1:
-            raise ValueError("--min_steps must be at least 1")
+            raise UsageError("--min_steps must be at least 1")
         _check_length_flags(self.model_name, self.max_length)
 
 @dataclass
@@ -80,6 +81,6 @@ class ValidateConfig:
 
 def _check_length_flags(model_name: str | None, max_length: int | None) -> None:
     if max_length is not None and not model_name:
-        raise ValueError("--max_length needs --model_name (lengths are counted in that model's tokens)")
+        raise UsageError("--max_length needs --model_name (lengths are counted in that model's tokens)")
     if max_length is not None and max_length < 1:
-        raise ValueError("--max_length must be positive")
+        raise UsageError("--max_length must be positive")

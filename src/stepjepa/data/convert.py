@@ -18,6 +18,7 @@ from stepjepa.data.fields import Dropped
 from stepjepa.data.gsm8k import gsm8k_problem
 from stepjepa.data.jsonl import Record
 from stepjepa.data.trace import TRACE_FIELDS, trace_problem
+from stepjepa.errors import UsageError
 
 FORMATS = ("gsm8k", "trace", "chat")
 HUB_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")
@@ -33,7 +34,7 @@ def load_hub_records(name: str, config: str | None, split: str) -> list[Record]:
     try:
         import datasets
     except ImportError:
-        raise ValueError(
+        raise UsageError(
             f"{name} is not a local file; loading it from the Hugging Face Hub needs the `datasets` package "
             "(pip install datasets), or download the data and pass the file with --input"
         ) from None
@@ -41,7 +42,7 @@ def load_hub_records(name: str, config: str | None, split: str) -> list[Record]:
         dataset = datasets.load_dataset(name, config, split=split)
     except Exception as exc:  # offline, unknown id, wrong config or split: the user's next move is the same
         reason = (str(exc).splitlines() or [""])[0][:200]
-        raise ValueError(
+        raise UsageError(
             f"cannot load {name} (config {config}, split {split}) from the Hugging Face Hub "
             f"({type(exc).__name__}: {reason}); without network, download the data and pass the file with --input"
         ) from None
@@ -58,7 +59,7 @@ def detect_format(row: Any, response_field: str | None = None) -> str:
         if hash_answer(row.get("answer")) is not None:
             return "gsm8k"
     fields = sorted(row) if isinstance(row, dict) else type(row).__name__
-    raise ValueError(f"cannot tell the input format from the first row ({fields}); pass --format gsm8k, trace or chat")
+    raise UsageError(f"cannot tell the input format from the first row ({fields}); pass --format gsm8k, trace or chat")
 
 
 @dataclass
@@ -88,7 +89,7 @@ def convert_records(
     fields = first if isinstance(first, dict) else {}
     response_field = response_field or next((name for name in TRACE_FIELDS if name in fields), None)
     if fmt == "trace" and response_field is None:
-        raise ValueError(f"trace format: no {' or '.join(TRACE_FIELDS)} field; name it with --response_field")
+        raise UsageError(f"trace format: no {' or '.join(TRACE_FIELDS)} field; name it with --response_field")
     min_steps = min_steps or (1 if fmt == "chat" else 2)
     prompt = system_prompt or DEFAULT_SYSTEM_PROMPT
     result = Conversion()

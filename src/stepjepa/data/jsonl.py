@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from stepjepa.errors import UsageError
+
 # (line number, value or None, what is wrong with the line or None)
 Record = tuple[int, Any, "str | None"]
 
@@ -57,9 +59,9 @@ def read_records(path: str | os.PathLike) -> list[Record]:
     path = Path(path)
     records = [(number, value, error) for number, value, error, _ in _lines(path)]
     if not records:
-        raise ValueError(f"{path}: file is empty")
+        raise UsageError(f"{path}: file is empty")
     if all(error for _, _, error in records):
-        raise ValueError(f"{path}: no line is JSON; expected a JSONL file (one JSON object per line)")
+        raise UsageError(f"{path}: no line is JSON; expected a JSONL file (one JSON object per line)")
     return records
 
 
@@ -70,10 +72,10 @@ def read_jsonl(path: str | os.PathLike) -> list[tuple[int, Any]]:
     rows = []
     for number, value, error, detail in _lines(path):
         if error:
-            raise ValueError(f"{path}:{number}: {detail}")
+            raise UsageError(f"{path}:{number}: {detail}")
         rows.append((number, value))
     if not rows:
-        raise ValueError(f"{path}: file is empty")
+        raise UsageError(f"{path}: file is empty")
     return rows
 
 

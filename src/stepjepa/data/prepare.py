@@ -22,6 +22,7 @@ from stepjepa.data import (
 from stepjepa.data.config import PrepareConfig, ValidateConfig
 from stepjepa.data.stats import conversion_stats, length_problems, summary, token_counts, token_stats, validate_records
 from stepjepa.data.synthetic import paired_test_path, synthetic_splits
+from stepjepa.errors import UsageError
 
 
 def _load_tokenizer(name: str) -> Any:
@@ -37,11 +38,11 @@ def _check_outputs(cfg: PrepareConfig) -> list[Path]:
     outputs = [output, Path(f"{output}.stats.json")] + ([paired_test_path(output)] if cfg.synthetic else [])
     for path in outputs:
         if path.is_dir():
-            raise ValueError(f"{path} is a directory; --output names a file")
+            raise UsageError(f"{path} is a directory; --output names a file")
     if not cfg.force and output.exists():
-        raise ValueError(f"{output} exists; pass --force to overwrite it")
+        raise UsageError(f"{output} exists; pass --force to overwrite it")
     if not cfg.force and cfg.synthetic and outputs[2].exists():
-        raise ValueError(f"{outputs[2]} (the test split) exists; pass --force to overwrite it")
+        raise UsageError(f"{outputs[2]} (the test split) exists; pass --force to overwrite it")
     return outputs
 
 
@@ -53,7 +54,7 @@ def _convert_input(cfg: PrepareConfig) -> tuple[Conversion, dict[str, Any]]:
                                  keep_calculator=cfg.keep_calculator, min_steps=cfg.min_steps)
     if not conversion.rows:
         reasons = "; ".join(f"{reason}: {len(lines)}" for reason, lines in conversion.dropped.items())
-        raise ValueError(f"{cfg.input}: no row could be converted as {fmt} ({reasons}); nothing written")
+        raise UsageError(f"{cfg.input}: no row could be converted as {fmt} ({reasons}); nothing written")
     return conversion, {"format": fmt, "rows_read": len(records)}
 
 

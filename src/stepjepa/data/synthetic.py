@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from stepjepa.errors import UsageError
+
 MIN_STEPS, MAX_STEPS = 2, 6
 NAMES = ["Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Liam", "Mila", "Noah"]
 ORDINALS = ["first", "second", "third", "fourth", "fifth"]
@@ -188,7 +190,7 @@ def synthetic_splits(n_train: int, seed: int, max_steps: int = MAX_STEPS) -> tup
     (2 to 6) sets the difficulty: fewer steps, fewer chances to slip.
     """
     if not MIN_STEPS <= max_steps <= MAX_STEPS:
-        raise ValueError(f"max_steps must be in {MIN_STEPS}..{MAX_STEPS}, got {max_steps}")
+        raise UsageError(f"max_steps must be in {MIN_STEPS}..{MAX_STEPS}, got {max_steps}")
     rng = random.Random(seed)
     wanted = n_train + n_test_rows(n_train)
     seen: set[str] = set()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from stepjepa.core.modes import Mode, check_mode
+from stepjepa.errors import UsageError
 from stepjepa.evaluation.tasks import TASKS
 from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.flags import field_help as _help
@@ -65,26 +66,26 @@ class EvaluateConfig:
         check_finite_floats(self)
         check_seed("seed", self.seed)
         if not self.model_path and not self.compare:
-            raise ValueError("--model_path (or --compare MODEL ...) is required")
+            raise UsageError("--model_path (or --compare MODEL ...) is required")
         if not self.test_file:
-            raise ValueError("--test_file is required")
+            raise UsageError("--test_file is required")
         if self.task is not None and self.task not in TASKS:
-            raise ValueError(f"--task must be one of {', '.join(TASKS)}, got '{self.task}'")
+            raise UsageError(f"--task must be one of {', '.join(TASKS)}, got '{self.task}'")
         if self.max_new_tokens < 1:
-            raise ValueError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
+            raise UsageError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise ValueError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
+            raise UsageError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
         if self.max_examples is not None and self.max_examples < 1:
-            raise ValueError(f"--max_examples must be at least 1, got {self.max_examples}")
+            raise UsageError(f"--max_examples must be at least 1, got {self.max_examples}")
         if self.batch_size < 1:
-            raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}")
+            raise UsageError(f"--batch_size must be at least 1, got {self.batch_size}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+            raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
         if self.bf16 and self.no_bf16:
-            raise ValueError(BOTH_FLAGS)
+            raise UsageError(BOTH_FLAGS)
         check_device(self.device)
         if len(set(self.model_paths())) != len(self.model_paths()):
-            raise ValueError("a model is named twice in --model_path/--compare")
+            raise UsageError("a model is named twice in --model_path/--compare")
 
     def model_paths(self) -> list[str]:
         """The models to evaluate, in order: --model_path, then --compare."""
@@ -120,28 +121,28 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         if not self.model_path:
-            raise ValueError("--model_path is required")
+            raise UsageError("--model_path is required")
         if not self.test_file:
-            raise ValueError("--test_file is required")
+            raise UsageError("--test_file is required")
         check_mode(self.mode, allowed=PROBE_MODES)
         if self.step_pairs not in PROBE_PAIRS:
-            raise ValueError(f"--step_pairs must be one of {', '.join(PROBE_PAIRS)}, got {self.step_pairs!r}")
+            raise UsageError(f"--step_pairs must be one of {', '.join(PROBE_PAIRS)}, got {self.step_pairs!r}")
         if self.step_pairs == "all" and self.mode != "step_jepa":
-            raise ValueError("--step_pairs all needs --mode step_jepa (LLM-JEPA has one pair per chat)")
+            raise UsageError("--step_pairs all needs --mode step_jepa (LLM-JEPA has one pair per chat)")
         if self.predictors < -1:
-            raise ValueError(f"--predictors must be -1 (the model's), 0 or more, got {self.predictors}")
+            raise UsageError(f"--predictors must be -1 (the model's), 0 or more, got {self.predictors}")
         for name in ("max_length", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.max_examples is not None and self.max_examples < 2:
-            raise ValueError(f"--max_examples must be at least 2 (retrieval needs candidates), got {self.max_examples}")
+            raise UsageError(f"--max_examples must be at least 2 (retrieval needs candidates), got {self.max_examples}")
         if self.bf16 and self.no_bf16:
-            raise ValueError(BOTH_FLAGS)
+            raise UsageError(BOTH_FLAGS)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+            raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
         check_device(self.device)
         if Path(self.output_file).is_dir():
-            raise ValueError(f"--output_file {self.output_file} is a directory; name a .json file")
+            raise UsageError(f"--output_file {self.output_file} is a directory; name a .json file")
 
 
 PROBE_MODES: tuple[Mode, ...] = ("step_jepa", "llm_jepa")

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from stepjepa.data import append_jsonl, read_jsonl, write_json_atomic
+from stepjepa.errors import UsageError
 from stepjepa.evaluation.config import EvaluateConfig
 from stepjepa.evaluation.generation import iter_generations, render_prompts
 from stepjepa.evaluation.problems import Problem, load_problems
@@ -52,19 +53,19 @@ def _finished(path: Path, problems: list[Problem], model_path: str, task: str) -
     done: dict[int, dict] = {}
     for line, row in read_jsonl(path):
         if not isinstance(row, dict) or not isinstance(row.get("index"), int):
-            raise ValueError(f"{path}:{line}: not a result row of stepjepa evaluate; pass another --output_file")
+            raise UsageError(f"{path}:{line}: not a result row of stepjepa evaluate; pass another --output_file")
         if row.get("model_path") != model_path:
-            raise ValueError(
+            raise UsageError(
                 f"{path}: holds results of model '{row.get('model_path')}', not '{model_path}'; "
                 "pass another --output_file"
             )
         if row.get("task", "gsm8k") != task:
-            raise ValueError(
+            raise UsageError(
                 f"{path}: holds results of task {row.get('task', 'gsm8k')}, not {task}; pass another --output_file"
             )
         index = row["index"]
         if index < len(problems) and row.get("question") != problems[index].question:
-            raise ValueError(
+            raise UsageError(
                 f"{path}:{line}: problem {index} differs from the test file's; pass another --output_file"
             )
         if index < len(problems):
@@ -189,7 +190,7 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         output_file = output_for(cfg.output_file, model_path, several=len(models) > 1)
         for path, flag in ((output_file, "--output_file"), (summary_path(output_file), "its summary")):
             if path.is_dir():
-                raise ValueError(f"{flag} {path} is a directory; name a file")
+                raise UsageError(f"{flag} {path} is a directory; name a file")
 
     def stop(signum, frame):
         raise KeyboardInterrupt(signum)

@@ -22,6 +22,7 @@ from stepjepa.core.layout import NO_VIEW, PackedCollator
 from stepjepa.core.objective import Objective, compute_objective
 from stepjepa.core.tokenization import IGNORE_INDEX
 from stepjepa.data import load_chats, write_json_atomic
+from stepjepa.errors import UsageError
 from stepjepa.evaluation.config import TOP_K, ProbeConfig
 from stepjepa.models import PREDICTOR_TOKEN, load_model, load_tokenizer
 from stepjepa.precision import inference_dtype, resolve_device
@@ -130,13 +131,13 @@ def probe_model(cfg: ProbeConfig) -> dict[str, Any]:
     available = model_predictor_count(tokenizer)
     k = available if cfg.predictors == -1 else cfg.predictors
     if k > available:
-        raise ValueError(f"model '{cfg.model_path}' has {available} predictor tokens; --predictors {k} asks for "
+        raise UsageError(f"model '{cfg.model_path}' has {available} predictor tokens; --predictors {k} asks for "
                          f"{PREDICTOR_TOKEN.format(available + 1)}")
     predictor_ids = tokenizer.convert_tokens_to_ids([PREDICTOR_TOKEN.format(i) for i in range(1, k + 1)])
     rows = {kind: view_rows(tokenizer, chats, cfg.mode, predictor_ids[:kind], cfg.max_length, cfg.step_pairs)
             for kind in [0] + ([k] if k else [])}
     if len(rows[0]) < 2:
-        raise ValueError(f"{cfg.test_file}: {len(rows[0])} of {len(chats)} chats have {cfg.mode} views "
+        raise UsageError(f"{cfg.test_file}: {len(rows[0])} of {len(chats)} chats have {cfg.mode} views "
                          f"(Step-JEPA needs two whole steps within --max_length); the probe needs 2 or more")
     device = resolve_device(cfg.device)
     dtype = inference_dtype(device, cfg.bf16, cfg.no_bf16)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from stepjepa.data.chat import DEFAULT_SYSTEM_PROMPT
 from stepjepa.data.jsonl import read_jsonl
+from stepjepa.errors import UsageError
 from stepjepa.evaluation.tasks import gold_answer
 
 
@@ -32,7 +33,7 @@ def _messages(row: dict) -> list[dict[str, str]]:
     if not isinstance(messages, list) or not all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
     ):
-        raise ValueError("'messages' must be a list of {role, content} with string content")
+        raise UsageError("'messages' must be a list of {role, content} with string content")
     return messages
 
 
@@ -43,7 +44,7 @@ def _chat_problem(row: dict, use_test_prompts: bool) -> tuple[str, list[dict[str
     before_reply = messages[: roles.index("assistant")] if "assistant" in roles else messages
     users = [m["content"] for m in before_reply if m["role"] == "user"]
     if not users or not users[-1].strip():
-        raise ValueError("no user message before the assistant's")
+        raise UsageError("no user message before the assistant's")
     systems = [m["content"] for m in before_reply if m["role"] == "system"]
     system = (systems[0] if systems else None) if use_test_prompts else DEFAULT_SYSTEM_PROMPT
     if "answer" in row:
@@ -62,7 +63,7 @@ def _reply_problem(row: dict) -> tuple[str, list[dict[str, str]], str | None]:
     prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:last]]
     users = [m["content"] for m in prompt if m["role"] == "user"]
     if not users or not users[-1].strip():
-        raise ValueError("no user message before the assistant's")
+        raise UsageError("no user message before the assistant's")
     return users[-1], prompt, messages[last]["content"] if last < len(messages) else None
 
 
@@ -76,7 +77,7 @@ def load_problems(path: str, use_test_prompts: bool = False, task: str = "gsm8k"
     for index, (line, row) in enumerate(read_jsonl(path)):
         try:
             if not isinstance(row, dict):
-                raise ValueError("expected a JSON object")
+                raise UsageError("expected a JSON object")
             if "messages" in row and task != "gsm8k":
                 question, messages, truth = _reply_problem(row)
             elif "messages" in row:
@@ -85,9 +86,9 @@ def load_problems(path: str, use_test_prompts: bool = False, task: str = "gsm8k"
                 question, truth = row["question"], str(row["answer"])
                 messages = _prompt(None if use_test_prompts else DEFAULT_SYSTEM_PROMPT, question)
             else:
-                raise ValueError("expected {question, answer} (GSM8K) or {messages} (chat)")
+                raise UsageError("expected {question, answer} (GSM8K) or {messages} (chat)")
             gt_answer = gold_answer(task, truth)
         except ValueError as exc:
-            raise ValueError(f"{path}:{line}: {exc}") from None
+            raise UsageError(f"{path}:{line}: {exc}") from None
         problems.append(Problem(index, question, messages, truth, gt_answer))
     return problems

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from stepjepa.data.answers import answers_match, extract_answer, extract_strict
+from stepjepa.errors import UsageError
 from stepjepa.evaluation.regexes import RegexSyntaxError, parse_regex, regex_equivalent
 
 TASKS = ("gsm8k", "exact_match", "regex")
@@ -69,15 +70,15 @@ def gold_answer(task: str, truth: str | None) -> str:
     if task == "gsm8k":
         answer = extract_answer(truth) if truth is not None else None
         if answer is None:
-            raise ValueError("no numeric ground-truth answer ('answer' field, '#### N' or \\boxed{N})")
+            raise UsageError("no numeric ground-truth answer ('answer' field, '#### N' or \\boxed{N})")
         return answer
     if truth is None or not normalize_reply(truth):
-        raise ValueError("no assistant message to compare the reply with")
+        raise UsageError("no assistant message to compare the reply with")
     if task == "regex":
         try:
             parse_regex(normalize_reply(truth))
         except RegexSyntaxError as exc:
-            raise ValueError(f"the gold regex does not parse: {exc}") from None
+            raise UsageError(f"the gold regex does not parse: {exc}") from None
     return normalize_reply(truth)
 
 

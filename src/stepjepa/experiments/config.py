@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from stepjepa.core.layout import STEP_PAIRS
 from stepjepa.core.modes import MODES
+from stepjepa.errors import UsageError
 from stepjepa.flags import (
     apply_yaml,
     as_bools,
@@ -96,32 +97,32 @@ class SweepConfig:
         for name, allowed in (("modes", MODES), ("losses", tuple(LOSS_FLAGS)), ("step_pairs", STEP_PAIRS)):
             bad = [value for value in getattr(self, name) if value not in allowed]
             if bad:
-                raise ValueError(f"--{name}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
+                raise UsageError(f"--{name}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
         for name in ("modes", "seeds", "lbd", "predictors", "losses", "step_pairs", "target_stop_grad"):
             if not getattr(self, name):
-                raise ValueError(f"--{name} needs at least one value")
+                raise UsageError(f"--{name} needs at least one value")
         if any(value < 0 for value in self.lbd):
-            raise ValueError(f"--lbd values must be >= 0, got {self.lbd}")
+            raise UsageError(f"--lbd values must be >= 0, got {self.lbd}")
         if any(value < 0 for value in self.predictors):
-            raise ValueError(f"--predictors values must be >= 0, got {self.predictors}")
+            raise UsageError(f"--predictors values must be >= 0, got {self.predictors}")
         if self.max_examples is not None and self.max_examples < 1:
-            raise ValueError(f"--max_examples must be at least 1, got {self.max_examples}")
+            raise UsageError(f"--max_examples must be at least 1, got {self.max_examples}")
         for name in ("train_file", "test_file"):
             if not getattr(self, name):
-                raise ValueError(f"--{name} is required")
+                raise UsageError(f"--{name} is required")
         for name, reserved in (("train_args", SWEEP_TRAIN_FLAGS), ("eval_args", SWEEP_EVAL_FLAGS),
                                ("probe_args", SWEEP_PROBE_FLAGS)):
             taken = sorted({word.split("=")[0] for word in split_flags(getattr(self, name), name)} & reserved)
             if taken:
-                raise ValueError(f"--{name} may not set {', '.join(taken)}: the sweep sets it for each run")
+                raise UsageError(f"--{name} may not set {', '.join(taken)}: the sweep sets it for each run")
         split_flags(self.launcher, "launcher")
         if self.jobs < 1:
-            raise ValueError(f"--jobs must be >= 1, got {self.jobs}")
+            raise UsageError(f"--jobs must be >= 1, got {self.jobs}")
         slots = self.device_slots
         if slots and any(not slot or not all(part.strip() for part in slot.split(",")) for slot in slots):
-            raise ValueError(f"--devices: expected GPU numbers like 0,1,2 or 0+1,2+3, got {self.devices!r}")
+            raise UsageError(f"--devices: expected GPU numbers like 0,1,2 or 0+1,2+3, got {self.devices!r}")
         if slots and self.jobs not in (1, len(slots)):
-            raise ValueError(f"--jobs {self.jobs} and --devices {self.devices} disagree: one run per device slot")
+            raise UsageError(f"--jobs {self.jobs} and --devices {self.devices} disagree: one run per device slot")
 
     @property
     def device_slots(self) -> list[str]:
@@ -161,7 +162,7 @@ class ReportConfig:
 
     def __post_init__(self) -> None:
         if not self.runs_dir:
-            raise ValueError("RUNS_DIR (or --runs_dir) is required")
+            raise UsageError("RUNS_DIR (or --runs_dir) is required")
 
     @property
     def output_path(self) -> Path:

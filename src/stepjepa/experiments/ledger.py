@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stepjepa.data import read_jsonl
+from stepjepa.errors import UsageError
 
 if TYPE_CHECKING:
     from stepjepa.experiments.config import SweepConfig
@@ -22,7 +23,7 @@ def read_ledger(path: Path) -> dict[str, dict]:
     entries = {}
     for line, entry in read_jsonl(path):
         if not isinstance(entry, dict) or not isinstance(entry.get("run"), str):
-            raise ValueError(f"{path}:{line}: not a ledger entry of stepjepa sweep")
+            raise UsageError(f"{path}:{line}: not a ledger entry of stepjepa sweep")
         entries[entry["run"]] = entry
     return entries
 
@@ -34,7 +35,7 @@ def check_ledger(ledger: dict[str, dict], cfg: SweepConfig, path: Path) -> None:
         old = entry.get("fixed", {})
         for key, value in fixed.items():
             if old.get(key) != value:
-                raise ValueError(
+                raise UsageError(
                     f"{path}: run {name} was made with {key}={old.get(key)!r}, this sweep has {value!r}; "
                     "pass another --output_dir"
                 )

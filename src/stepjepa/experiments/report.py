@@ -10,6 +10,7 @@ from pathlib import Path
 
 from stepjepa.core.modes import MODES
 from stepjepa.data import atomic_path, read_jsonl
+from stepjepa.errors import UsageError
 from stepjepa.evaluation.tasks import SCORE_MEANINGS
 from stepjepa.experiments.config import BASE, LEDGER, ReportConfig
 from stepjepa.experiments.ledger import read_ledger
@@ -303,7 +304,7 @@ def run_report(cfg: ReportConfig) -> int:
     runs_dir = Path(cfg.runs_dir)
     ledger = read_ledger(runs_dir / LEDGER)
     if not ledger:
-        raise ValueError(f"{runs_dir / LEDGER}: no finished runs (is {runs_dir} a sweep's --output_dir?)")
+        raise UsageError(f"{runs_dir / LEDGER}: no finished runs (is {runs_dir} a sweep's --output_dir?)")
     entries = sorted(ledger.values(), key=lambda e: (_mode_order(e["mode"]), e["config"], e["seed"]))
     summaries = summarize(entries)
     probes = summarize_probes(entries)
@@ -314,7 +315,7 @@ def run_report(cfg: ReportConfig) -> int:
     }
     for path in (output, *plots.values()):
         if path.is_dir():
-            raise ValueError(f"{path} is a directory; --output names the Markdown file to write")
+            raise UsageError(f"{path} is a directory; --output names the Markdown file to write")
     drawn = plot_losses(runs_dir, entries, plots["loss curves"])
     plot_accuracy(summaries, plots["accuracy per configuration"])
     text = render_report(runs_dir, entries, summaries, plots, probes)

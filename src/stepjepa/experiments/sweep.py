@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from stepjepa.errors import UsageError
 from stepjepa.experiments.config import BASE, LEDGER, SweepConfig
 from stepjepa.experiments.jobs import ChildRunner, Runner
 from stepjepa.experiments.ledger import check_ledger, read_ledger
@@ -37,7 +38,7 @@ def run_sweep(cfg: SweepConfig, runner: Runner | None = None) -> int:
 def _run_grid(cfg: SweepConfig, runner: Runner) -> int:
     for name in ("train_file", "test_file"):
         if not Path(getattr(cfg, name)).is_file():
-            raise ValueError(f"--{name} {getattr(cfg, name)}: no such file")
+            raise UsageError(f"--{name} {getattr(cfg, name)}: no such file")
     output_dir = Path(cfg.output_dir)
     ledger_path = output_dir / LEDGER
     ledger = read_ledger(ledger_path)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from stepjepa.commands import parse_config
 from stepjepa.data import read_jsonl
+from stepjepa.errors import UsageError
 from stepjepa.flags import split_flags
 
 if TYPE_CHECKING:
@@ -63,17 +64,17 @@ def check_commands(cfg: SweepConfig, run: Run, run_dir: Path) -> None:
         try:
             parsed = parse_config(command, flags, prog=f"stepjepa sweep ({command} flags)")
         except ValueError as exc:
-            raise ValueError(f"{command} flags of run {run.name}: {exc}") from None
+            raise UsageError(f"{command} flags of run {run.name}: {exc}") from None
         if command == "train" and parsed.debug >= 7:
-            raise ValueError("--train_args sets --debug 7, which prints a batch and exits without training")
+            raise UsageError("--train_args sets --debug 7, which prints a batch and exits without training")
 
 
 def check_probe_file(cfg: SweepConfig) -> None:
     """The probe needs chats (with steps): refuse a GSM8K-format probe file before any run starts."""
     path = Path(cfg.probe_file or cfg.test_file)
     if cfg.probe_file and not path.is_file():
-        raise ValueError(f"--probe_file {path}: no such file")
+        raise UsageError(f"--probe_file {path}: no such file")
     first = read_jsonl(path)[0]
     if not (isinstance(first[1], dict) and "messages" in first[1]):
-        raise ValueError(f"{path}:{first[0]}: the probe needs a chat file ({{messages}}); pass --probe_file CHATS.jsonl "
+        raise UsageError(f"{path}:{first[0]}: the probe needs a chat file ({{messages}}); pass --probe_file CHATS.jsonl "
                          "or --no_probe")

@@ -47,13 +47,9 @@ def run_status(output_dir: Path, run: Run, ledger: dict[str, dict]) -> str:
 
 def has_whole_checkpoint(run_dir: Path) -> bool:
     """Whether training in ``run_dir`` can resume (a whole checkpoint is there)."""
-    from stepjepa.training.checkpoints import latest_complete
+    from stepjepa.training.checkpoints import newest_complete
 
-    try:
-        latest_complete(run_dir)
-    except ValueError:
-        return False
-    return True
+    return newest_complete(run_dir)[0] is not None
 
 
 def print_plan(cfg: SweepConfig, runs: list[Run], status: dict[str, str], output_dir: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from stepjepa.core.modes import Mode
 from stepjepa.data import write_json_atomic
 from stepjepa.data.files import file_sha256
+from stepjepa.errors import UsageError
 
 RUN_RECORD = "stepjepa_run.json"
 TRAINER_STATE = "trainer_state.json"
@@ -70,30 +71,38 @@ def numbered_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]
     return sorted(found)
 
 
-def latest_complete(output_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str]]]:
-    """The newest whole checkpoint and the newer incomplete ones skipped, with why; none whole raises."""
+def newest_complete(output_dir: str | os.PathLike) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest whole checkpoint (None if there is none) and the newer incomplete ones skipped, with why."""
     skipped = []
     for _, path in reversed(numbered_checkpoints(output_dir)):
         reason = incomplete_reason(path)
         if reason is None:
             return path, skipped
         skipped.append((path, reason))
+    return None, skipped
+
+
+def latest_complete(output_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str]]]:
+    """The newest whole checkpoint and the newer incomplete ones skipped, with why; none whole is a UsageError."""
+    path, skipped = newest_complete(output_dir)
+    if path is not None:
+        return path, skipped
     if skipped:
-        raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir} "
+        raise UsageError(f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir} "
                          f"({skipped[0][0].name}: {skipped[0][1]})")
-    raise ValueError(f"--resume_from_checkpoint latest: no checkpoint-* in {output_dir}")
+    raise UsageError(f"--resume_from_checkpoint latest: no checkpoint-* in {output_dir}")
 
 
 def check_same_run(checkpoint: Path, record: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's own record; raises when it was made by a run with another mode, model, data, K or seed."""
     reason = incomplete_reason(checkpoint)
     if reason:
-        raise ValueError(f"--resume_from_checkpoint {checkpoint}: incomplete checkpoint ({reason})")
+        raise UsageError(f"--resume_from_checkpoint {checkpoint}: incomplete checkpoint ({reason})")
     theirs = read_record(checkpoint)
     differ = [key for key in IDENTITY_KEYS if theirs.get(key) != record[key]]
     if differ:
         what = "; ".join(f"{key} {theirs.get(key)!r} there, {record[key]!r} here" for key in differ)
-        raise ValueError(f"{checkpoint} belongs to another run ({what}); resume it with that run's flags "
+        raise UsageError(f"{checkpoint} belongs to another run ({what}); resume it with that run's flags "
                          "or train into another --output_dir")
     return theirs
 

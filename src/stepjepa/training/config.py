@@ -9,6 +9,7 @@ from stepjepa.core.attention import ATTN_IMPLEMENTATIONS
 from stepjepa.core.layout import STEP_PAIRS
 from stepjepa.core.losses import INFONCE_TEMPERATURE
 from stepjepa.core.modes import Mode
+from stepjepa.errors import UsageError
 from stepjepa.flags import check_finite_floats, check_seed
 from stepjepa.flags import field_help as _help
 from stepjepa.models import EMBEDDED_ALIAS
@@ -85,64 +86,64 @@ class TrainConfig:
         check_finite_floats(self)
         check_seed("seed", self.seed)
         if self.regular and self.step_jepa:
-            raise ValueError("--regular and --step_jepa contradict each other; choose one mode")
+            raise UsageError("--regular and --step_jepa contradict each other; choose one mode")
         losses = [flag for flag in ("jepa_l2", "jepa_mse", "infonce") if getattr(self, flag)]
         if len(losses) > 1:
-            raise ValueError(f"choose one JEPA loss, got --{' and --'.join(losses)}")
+            raise UsageError(f"choose one JEPA loss, got --{' and --'.join(losses)}")
         # A weight at its default cannot be told from an absent flag: only other values are refused.
         weights = [name for name in ("lbd", "gamma") if getattr(self, name) != self.__dataclass_fields__[name].default]
         if self.regular and (losses or self.predictors or weights):
-            raise ValueError("--regular trains without JEPA; drop the JEPA options (" + ", ".join(
+            raise UsageError("--regular trains without JEPA; drop the JEPA options (" + ", ".join(
                 [f"--{flag}" for flag in losses + weights] + (["--predictors"] if self.predictors else [])) + ")")
         if self.regular and self.target_stop_grad:
-            raise ValueError("--regular trains without JEPA; drop --target_stop_grad")
+            raise UsageError("--regular trains without JEPA; drop --target_stop_grad")
         if self.step_pairs not in STEP_PAIRS:
-            raise ValueError(f"--step_pairs must be one of {', '.join(STEP_PAIRS)}, got {self.step_pairs!r}")
+            raise UsageError(f"--step_pairs must be one of {', '.join(STEP_PAIRS)}, got {self.step_pairs!r}")
         if self.step_pairs != "first" and not self.step_jepa:
-            raise ValueError(f"--step_pairs {self.step_pairs} needs --step_jepa (LLM-JEPA has one pair per example)")
+            raise UsageError(f"--step_pairs {self.step_pairs} needs --step_jepa (LLM-JEPA has one pair per example)")
         if self.predictors < 0:
-            raise ValueError(f"--predictors must be >= 0, got {self.predictors}")
+            raise UsageError(f"--predictors must be >= 0, got {self.predictors}")
         if self.jepa_ratio > 1:
-            raise ValueError(f"--jepa_ratio is a probability, at most 1; got {self.jepa_ratio}")
+            raise UsageError(f"--jepa_ratio is a probability, at most 1; got {self.jepa_ratio}")
         for name in ("lbd", "gamma"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+                raise UsageError(f"--{name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_length", "batch_size", "grad_accum", "lora_rank", "eval_steps", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+                raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate is not None and self.learning_rate <= 0:
-            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
+            raise UsageError(f"--learning_rate must be > 0, got {self.learning_rate}")
         if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"--max_steps must be -1 (run the epochs) or >= 1, got {self.max_steps}")
+            raise UsageError(f"--max_steps must be -1 (run the epochs) or >= 1, got {self.max_steps}")
         if self.save_total_limit < 0:
-            raise ValueError(f"--save_total_limit must be >= 0 (0 keeps every checkpoint), got {self.save_total_limit}")
+            raise UsageError(f"--save_total_limit must be >= 0 (0 keeps every checkpoint), got {self.save_total_limit}")
         if self.num_epochs <= 0:
-            raise ValueError(f"--num_epochs must be > 0, got {self.num_epochs}")
+            raise UsageError(f"--num_epochs must be > 0, got {self.num_epochs}")
         if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise UsageError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.last_token != "auto":
             try:
                 offset = int(self.last_token)
             except ValueError:
-                raise ValueError(f"--last_token must be 'auto' or a negative integer, got {self.last_token!r}") from None
+                raise UsageError(f"--last_token must be 'auto' or a negative integer, got {self.last_token!r}") from None
             if offset >= 0:
-                raise ValueError(f"--last_token counts from the end and must be negative, got {offset}")
+                raise UsageError(f"--last_token counts from the end and must be negative, got {offset}")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(f"--attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, "
+            raise UsageError(f"--attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, "
                              f"got {self.attn_implementation!r}")
         if self.bf16 and self.no_bf16:
-            raise ValueError(BOTH_FLAGS)
+            raise UsageError(BOTH_FLAGS)
         check_trackers(report_to(self.report_to))
         if self.streaming and self.max_steps < 1:
-            raise ValueError("--streaming needs --max_steps (a stream has no length to count epochs by)")
+            raise UsageError("--streaming needs --max_steps (a stream has no length to count epochs by)")
         if self.streaming and self.group_by_length:
-            raise ValueError("--group_by_length sorts the whole data set; it cannot with --streaming")
+            raise UsageError("--group_by_length sorts the whole data set; it cannot with --streaming")
         if self.shuffle_buffer < 1:
-            raise ValueError(f"--shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
+            raise UsageError(f"--shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
         if self.num_proc is not None and self.num_proc < 1:
-            raise ValueError(f"--num_proc must be >= 1, got {self.num_proc}")
+            raise UsageError(f"--num_proc must be >= 1, got {self.num_proc}")
         if not self.train_file:
-            raise ValueError("--train_file is required")
+            raise UsageError("--train_file is required")
 
     @property
     def mode(self) -> Mode:
@@ -181,8 +182,8 @@ def check_trackers(names: str | list[str]) -> None:
 
     for name in names:
         if name not in INTEGRATION_TO_CALLBACK:
-            raise ValueError(f"--report_to: unknown tracker {name!r}; one of none, {', '.join(INTEGRATION_TO_CALLBACK)}")
+            raise UsageError(f"--report_to: unknown tracker {name!r}; one of none, {', '.join(INTEGRATION_TO_CALLBACK)}")
         if name == "tensorboard":
             require("tensorboard", "--report_to tensorboard")
         elif name not in get_available_reporting_integrations():
-            raise ValueError(f"--report_to {name} needs its package: pip install {name}")
+            raise UsageError(f"--report_to {name} needs its package: pip install {name}")

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stepjepa.errors import UsageError
 from stepjepa.training.runlock import LOCK_NAME
 
 if TYPE_CHECKING:
@@ -23,11 +24,11 @@ def check_output_dir(cfg: TrainConfig) -> None:
     """Never delete or empty a directory; refuse a non-empty one unless told to overwrite or resume."""
     path = Path(cfg.output_dir)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"--output_dir {path} exists and is not a directory")
+        raise UsageError(f"--output_dir {path} exists and is not a directory")
     # The lock file alone (rank 0 of this very run, or a dead run's) does not make a directory "not empty".
     if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()) and not (
             cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
-        raise ValueError(
+        raise UsageError(
             f"--output_dir {path} is not empty; pass --overwrite_output_dir, --resume_from_checkpoint, or another directory"
         )
 
@@ -43,7 +44,7 @@ def resume_checkpoint(cfg: TrainConfig, record: dict) -> str | None:
     else:
         checkpoint = Path(cfg.resume_from_checkpoint)
         if not checkpoint.is_dir():
-            raise ValueError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint directory")
+            raise UsageError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint directory")
     record["run_id"] = check_same_run(checkpoint, record)["run_id"]
     return str(checkpoint)
 

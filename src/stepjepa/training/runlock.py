@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from stepjepa.errors import UsageError
+
 LOCK_NAME = ".stepjepa.lock"
 
 
@@ -27,7 +29,7 @@ def _open_held(lock: Path) -> int:
             holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise ValueError(f"--output_dir {lock.parent} is in use by another run (process {holder}); "
+                raise UsageError(f"--output_dir {lock.parent} is in use by another run (process {holder}); "
                                  "wait for it to end or choose another directory") from None
             raise
         try:
@@ -50,7 +52,7 @@ def output_dir_lock(directory: str | os.PathLike) -> Iterator[None]:
         path.mkdir(parents=True, exist_ok=True)
         fd = _open_held(lock)
     except OSError as exc:
-        raise ValueError(f"--output_dir {path}: cannot write there ({exc.strerror})") from None
+        raise UsageError(f"--output_dir {path}: cannot write there ({exc.strerror})") from None
     previous = os.read(fd, 64).decode("ascii", "replace").strip()
     if previous:
         print(f"note: took over the lock of process {previous}, which no longer runs ({lock})", file=sys.stderr)

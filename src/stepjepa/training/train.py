@@ -13,7 +13,9 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stepjepa.errors import UsageError
 from stepjepa.precision import precision_name
+from stepjepa.training.config import TrainConfig
 from stepjepa.training.run_outputs import (
     METRIC_FILES,
     check_output_dir,
@@ -28,7 +30,6 @@ from stepjepa.training.training_args import training_arguments
 
 if TYPE_CHECKING:
     from stepjepa.data.cache import RowSettings
-from stepjepa.training.config import TrainConfig
 
 
 def _say(cfg: TrainConfig, level: int, message: str) -> None:
@@ -40,12 +41,8 @@ def _packed_rows(cfg: TrainConfig, path: str, tokenizer, settings: RowSettings, 
     """The packed rows of one data file (cached unless --no_data_cache); ``data_sha256``: its digest if known."""
     from stepjepa.data.cache import packed_rows
 
-    try:
-        return packed_rows(path, tokenizer, cfg.model_name, settings, cache_dir=cfg.cache_dir,
-                           use_cache=not cfg.no_data_cache, num_proc=cfg.num_proc, data_sha256=data_sha256)
-    except ValueError as exc:
-        # A tokenizing process's error is re-raised inside datasets: say it from here, in one line (cli.py).
-        raise ValueError(str(exc)) from None
+    return packed_rows(path, tokenizer, cfg.model_name, settings, cache_dir=cfg.cache_dir,
+                       use_cache=not cfg.no_data_cache, num_proc=cfg.num_proc, data_sha256=data_sha256)
 
 
 def _check_rows(cfg: TrainConfig, rows, args, num_predictors: int) -> None:
@@ -57,7 +54,7 @@ def _check_rows(cfg: TrainConfig, rows, args, num_predictors: int) -> None:
     _say(cfg, 1, rows.describe())
     _say(cfg, 1, describe_counts(cfg, counts, num_predictors))
     if cfg.mode != "regular" and not counts["jepa"]:
-        raise ValueError(f"no example has its JEPA views within --max_length {cfg.max_length} "
+        raise UsageError(f"no example has its JEPA views within --max_length {cfg.max_length} "
                          f"({counts['lm_only_truncated']} cut, {counts['lm_only_few_steps']} with fewer than two steps): "
                          "the run would be LM-only; raise --max_length or train with --regular")
     if cfg.mode == "step_jepa" and counts["lm_only_few_steps"]:
@@ -180,7 +177,7 @@ def _train(cfg: TrainConfig) -> int:
         return 0
 
     if cfg.attn_implementation == "flex_attention" and not torch.cuda.is_available():
-        raise ValueError("--attn_implementation flex_attention needs a CUDA GPU (FlexAttention has no backward on "
+        raise UsageError("--attn_implementation flex_attention needs a CUDA GPU (FlexAttention has no backward on "
                          "the CPU); use sdpa")
     set_seed(cfg.seed)
     model = load_model(cfg.model_name, attn_implementation=cfg.attn_implementation)
@@ -240,7 +237,7 @@ def _train(cfg: TrainConfig) -> int:
             result = None if finished else trainer.train(resume_from_checkpoint=resume)
     except NonFiniteLoss as exc:
         kept = [path for _, path in numbered_checkpoints(cfg.output_dir)]
-        raise ValueError(f"{exc}; training stopped, no model saved"
+        raise UsageError(f"{exc}; training stopped, no model saved"
                          + (f", the checkpoints are kept (last {kept[-1]})" if kept else "")) from None
     if interrupted["signal"]:
         trainer._save_checkpoint(trainer.model, trial=None)

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_evaluate_tasks import NLRX, nlrx_row
+from conftest import NLRX, nlrx_row
 
 pytestmark = pytest.mark.slow  # a shell script: two trainings, evaluations and a report in child processes
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "paper_nlrx.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "paper_nlrx.sh"
 
 
 def test_paper_nlrx_runs_regular_and_llm_jepa_with_the_regex_task(tmp_path, tiny_model_dirs) -> None:

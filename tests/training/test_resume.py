@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # three training processes, one stopped by a signal
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def train_cmd(model_dir, chat_file, out, *extra):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import NLRX, NLRX_SYSTEM, SHARED_DATA, nlrx_row
 from transformers import AutoTokenizer
 
 import stepjepa.evaluation.evaluate as evaluate
@@ -14,21 +14,7 @@ from stepjepa.cli import run_command
 from stepjepa.evaluation.config import EvaluateConfig
 from stepjepa.evaluation.evaluate import load_problems, run_evaluate, summary_path
 
-SYSTEM = "Convert natural language to regular expression."
 # Four NL-RX-SYNTH test rows (their natural language and gold regex as in the data set).
-NLRX = [
-    ("lines with a number or a character before a vowel", "(([0-9])|(.)).*([AEIOUaeiou]).*"),
-    ("lines with the string 'dog' followed by a number", "(.*)(dog.*[0-9].*)"),
-    ("lines not having the string 'dog' followed by a number, 3 or more times", "~((dog.*[0-9].*){3,})"),
-    ("lines ending with a vowel or starting with a character", "((.*)([AEIOUaeiou]))|((.)(.*))"),
-]
-
-
-def nlrx_row(question: str, regex: str) -> dict:
-    return {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question},
-                         {"role": "assistant", "content": regex}]}
-
-
 def read_rows(path: Path) -> list[dict]:
     return sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda r: r["index"])
 
@@ -80,7 +66,7 @@ def test_regex_task_scores_exact_and_equivalent(tmp_path, nlrx_file, canned, cap
     assert (summary["accuracy"], summary["strict_accuracy"], summary["correct"]) == (0.5, 0.25, 2)
     assert "task regex: equivalent 50.0% (exact match 25.0%) on 4 problems" in capsys.readouterr().out
     # The prompt is the chat's own: its system message, then the question (never the reply).
-    assert SYSTEM in canned[0][0] and NLRX[0][1] not in canned[0][0]
+    assert NLRX_SYSTEM in canned[0][0] and NLRX[0][1] not in canned[0][0]
 
 
 def test_chat_file_defaults_to_exact_match(tmp_path, nlrx_file, canned, capsys) -> None:
@@ -165,5 +151,5 @@ def test_each_task_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dirs, nlrx_fi
 def test_nlrx_test_file_loads_for_the_regex_task() -> None:
     problems = load_problems(str(SHARED_DATA / "nlrx_synth" / "synth_test.jsonl"), task="regex")
     assert len(problems) == 2000
-    assert problems[0].messages[0] == {"role": "system", "content": SYSTEM}
+    assert problems[0].messages[0] == {"role": "system", "content": NLRX_SYSTEM}
     assert problems[0].gt_answer == "~((dog.*[0-9].*){3,})"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_evaluate_tasks import NLRX, nlrx_row
+from conftest import NLRX, nlrx_row
 
 from stepjepa.experiments.config import ReportConfig, SweepConfig
 from stepjepa.experiments.ledger import ledger_entry

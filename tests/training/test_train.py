@@ -17,7 +17,7 @@ from stepjepa.cli import run_command
 from stepjepa.core.steps import split_steps
 from stepjepa.models import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--max_steps", "2", "--batch_size", "4", "--logging_steps", "1", "--debug", "1"]
 
 
