@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from stepjepa.errors import UsageError
-from stepjepa.flags import check_finite_floats, check_seed
+from stepjepa.flag_groups import (
+    DeviceFlags,
+    LoraFlags,
+    ModelFlags,
+    PrecisionFlags,
+    SeedFlags,
+    StepFlags,
+    override,
+)
 from stepjepa.flags import field_help as _help
-from stepjepa.models import EMBEDDED_ALIAS
-from stepjepa.precision import BOTH_FLAGS, check_device, precision_name, resolve_device, use_bf16
+from stepjepa.precision import precision_name, resolve_device, use_bf16
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -30,34 +36,25 @@ TRAINING_MODES = {"regular": ("regular", "first"), "llm_jepa": ("llm_jepa", "fir
                   "step_jepa": ("step_jepa", "first"), "step_jepa_all": ("step_jepa", "all")}
 
 
+# Bases in reverse of their --help order (flag_groups): model, step, LoRA, seed, device, precision, then bench's own.
 @dataclass
-class BenchConfig:
+class BenchConfig(PrecisionFlags, DeviceFlags, SeedFlags, LoraFlags, StepFlags, ModelFlags):
     """Flags of ``stepjepa bench``: step time, throughput and peak memory of each training mode."""
 
-    model_name: str = field(default=EMBEDDED_ALIAS, metadata=_help(
-        f"Hugging Face id, local directory, or the embedded '{EMBEDDED_ALIAS}'."))
     tiny: bool = field(default=False, metadata=_help(
         "Replace the model by a small random one of the same family (2 layers, width 64), same tokenizer."))
     data_file: Optional[str] = field(default=None, metadata=_help(
         "GSM8K ({question, answer}) or chat JSONL ({messages}); default: synthetic GSM8K-like problems."))
-    batch_size: int = field(default=4, metadata=_help("Examples per training step."))
+    batch_size: int = field(default=4, metadata=_help("Examples per training step.", min=1))
     steps: int = field(default=MIN_MEASURED_STEPS, metadata=_help(
-        f"Measured steps per mode (at least {MIN_MEASURED_STEPS}), each on its own fixed batch."))
-    warmup: int = field(default=2, metadata=_help("Unmeasured steps first (the first one allocates AdamW state)."))
-    max_length: int = field(default=512, metadata=_help("Maximum conversation tokens; longer ones are truncated."))
-    predictors: int = field(default=2, metadata=_help("K predictor tokens of llm_jepa and step_jepa."))
-    lora: bool = field(default=False, metadata=_help("Train LoRA adapters (rank --lora_rank) instead of all weights."))
-    lora_rank: int = field(default=16, metadata=_help("LoRA rank."))
-    learning_rate: float = field(default=1e-5, metadata=_help("AdamW learning rate."))
-    seed: int = field(default=0, metadata=_help("Seed of the row choice, new token embeddings and LoRA init."))
+        f"Measured steps per mode (at least {MIN_MEASURED_STEPS}), each on its own fixed batch.",
+        min=MIN_MEASURED_STEPS, reason="medians over fewer are noise"))
+    warmup: int = field(default=2, metadata=_help("Unmeasured steps first (the first one allocates AdamW state).", min=1))
+    predictors: int = override(StepFlags, "predictors", default=2, help="K predictor tokens of llm_jepa and step_jepa.")
+    learning_rate: float = override(StepFlags, "learning_rate", default=1e-5, help="AdamW learning rate.")
+    seed: int = override(SeedFlags, "seed", default=0, help="Seed of the row choice, new token embeddings and LoRA init.")
     modes: str = field(default=",".join(MODES), metadata=_help(
         f"Comma-separated modes to run, of {', '.join(ALL_MODES)}."))
-    device: str = field(default="auto", metadata=_help(
-        "auto (cuda if available, else mps, else cpu), cpu, mps, cuda or cuda:N."))
-    bf16: bool = field(default=False, metadata=_help(
-        "Time in bf16 mixed precision (float32 weights, bf16 autocast). Default auto: bf16 where the hardware "
-        "runs it fast (CUDA with bf16, CPUs with avx512_bf16/amx_bf16), float32 elsewhere."))
-    no_bf16: bool = field(default=False, metadata=_help("Time in float32."))
     precisions: str = field(default="", metadata=_help(
         "Comma-separated precisions to time side by side, interleaved on the same batches: fp32,bf16 "
         "(default: the one --bf16/--no_bf16/auto picks)."))
@@ -67,35 +64,16 @@ class BenchConfig:
     output: Optional[str] = field(default=None, metadata=_help("Also write the JSON report to this file."))
     eval: bool = field(default=False, metadata=_help(
         "Also time batched generation: examples/s at batch size 1 and at --eval_batch_size."))
-    eval_examples: int = field(default=16, metadata=_help("Prompts generated in each --eval run."))
+    eval_examples: int = field(default=16, metadata=_help("Prompts generated in each --eval run.", min=1))
     eval_batch_size: int = field(default=16, metadata=_help(
-        "The larger generation batch of --eval (stepjepa evaluate's default batch size)."))
-    eval_max_new_tokens: int = field(default=128, metadata=_help("Most tokens generated per prompt in --eval."))
+        "The larger generation batch of --eval (stepjepa evaluate's default batch size).",
+        min=2, reason="it is compared with batch size 1"))
+    eval_max_new_tokens: int = field(default=128, metadata=_help("Most tokens generated per prompt in --eval.", min=1))
 
     def __post_init__(self) -> None:
-        check_finite_floats(self)
-        check_seed("seed", self.seed)
-        positive = {"batch_size": self.batch_size, "max_length": self.max_length, "warmup": self.warmup,
-                    "eval_examples": self.eval_examples, "eval_max_new_tokens": self.eval_max_new_tokens,
-                    "lora_rank": self.lora_rank}
-        for name, value in positive.items():
-            if value < 1:
-                raise UsageError(f"--{name} must be at least 1, got {value}")
-        if self.steps < MIN_MEASURED_STEPS:
-            raise UsageError(f"--steps must be at least {MIN_MEASURED_STEPS} (medians over fewer are noise), got {self.steps}")
-        if self.predictors < 0:
-            raise UsageError(f"--predictors must be 0 or more, got {self.predictors}")
-        if not self.learning_rate > 0:
-            raise UsageError(f"--learning_rate must be positive, got {self.learning_rate}")
-        if self.eval_batch_size < 2:
-            raise UsageError(f"--eval_batch_size must be at least 2 (it is compared with batch size 1), got {self.eval_batch_size}")
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise UsageError(f"--device must be auto, cpu, mps, cuda or cuda:N, got '{self.device}'")
-        check_device(self.device)
+        super().__post_init__()
         if self.data_file is not None and not Path(self.data_file).is_file():
             raise UsageError(f"--data_file {self.data_file}: no such file")
-        if self.bf16 and self.no_bf16:
-            raise UsageError(BOTH_FLAGS)
         if self.precisions and (self.bf16 or self.no_bf16):
             raise UsageError("--precisions names the precisions itself; drop --bf16/--no_bf16")
         precisions = self._named_precisions()

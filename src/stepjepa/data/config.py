@@ -9,10 +9,11 @@ from stepjepa.data import (
 )
 from stepjepa.data.synthetic import MAX_STEPS, MIN_STEPS
 from stepjepa.errors import UsageError
+from stepjepa.flag_groups import Flags
 
 
 @dataclass
-class PrepareConfig:
+class PrepareConfig(Flags):
     """Flags of ``stepjepa prepare``."""
 
     output: str = field(metadata={"help": "Output JSONL file; <output>.stats.json is written beside it."})
@@ -31,56 +32,55 @@ class PrepareConfig:
     )
     keep_calculator: bool = field(default=False, metadata={"help": "gsm8k: keep the <<a*b=c>> calculator annotations."})
     min_steps: int | None = field(
-        default=None, metadata={"help": "Drop rows with fewer steps; when omitted 2 for gsm8k and trace, 1 for chat."}
+        default=None, metadata={"help": "Drop rows with fewer steps; when omitted 2 for gsm8k and trace, 1 for chat.",
+                                "min": 1}
     )
     model_name: str | None = field(
         default=None, metadata={"help": "Tokenizer for token-length percentiles in the stats (optional)."}
     )
     max_length: int | None = field(
-        default=None, metadata={"help": "With --model_name: count rows whose step 2 ends beyond this many tokens."}
+        default=None, metadata={"help": "With --model_name: count rows whose step 2 ends beyond this many tokens.",
+                                "min": 1}
     )
     synthetic: int = field(
-        default=0, metadata={"help": "Write this many synthetic arithmetic problems (and a test split beside) instead of reading --input."}
+        default=0, metadata={"help": "Write this many synthetic arithmetic problems (and a test split beside) instead of reading --input.",
+                             "min": 0, "reason": "0: off"}
     )
     seed: int = field(default=0, metadata={"help": "Seed of the synthetic generator."})
     synthetic_max_steps: int = field(default=MAX_STEPS, metadata={"help": (
-        f"Difficulty of --synthetic: at most this many reasoning steps per problem ({MIN_STEPS}..{MAX_STEPS}).")})
+        f"Difficulty of --synthetic: at most this many reasoning steps per problem ({MIN_STEPS}..{MAX_STEPS})."),
+        "min": MIN_STEPS, "max": MAX_STEPS})
     force: bool = field(default=False, metadata={"help": "Overwrite an existing output file."})
     hf_config: str | None = field(default=None, metadata={"help": "Hugging Face dataset config (e.g. main for openai/gsm8k)."})
     split: str = field(default="train", metadata={"help": "Hugging Face dataset split."})
 
     def __post_init__(self) -> None:
-        if self.synthetic < 0:
-            raise UsageError("--synthetic must be 0 (off) or a positive number of rows")
+        super().__post_init__()
         if bool(self.input) == bool(self.synthetic):
             raise UsageError("give either --input or --synthetic N")
-        if not MIN_STEPS <= self.synthetic_max_steps <= MAX_STEPS:
-            raise UsageError(f"--synthetic_max_steps must be in {MIN_STEPS}..{MAX_STEPS}, got {self.synthetic_max_steps}")
         if self.synthetic and self.format:
             raise UsageError("--format applies to --input, not to --synthetic")
         if self.format is not None and self.format not in FORMATS:
             raise UsageError(f"--format {self.format}: expected one of {', '.join(FORMATS)}")
-        if self.min_steps is not None and self.min_steps < 1:
-            raise UsageError("--min_steps must be at least 1")
         _check_length_flags(self.model_name, self.max_length)
 
 @dataclass
-class ValidateConfig:
+class ValidateConfig(Flags):
     """Flags of ``stepjepa validate``."""
 
     file: str = field(metadata={"help": "The chat JSONL file to check."})
     step_jepa: bool = field(default=False, metadata={"help": "Require at least two steps in every assistant message."})
     model_name: str | None = field(default=None, metadata={"help": "Tokenizer for the token-length checks (optional)."})
     max_length: int | None = field(
-        default=None, metadata={"help": "With --model_name: report rows whose step 2 ends beyond this many tokens."}
+        default=None, metadata={"help": "With --model_name: report rows whose step 2 ends beyond this many tokens.",
+                                "min": 1}
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_length_flags(self.model_name, self.max_length)
 
 
 def _check_length_flags(model_name: str | None, max_length: int | None) -> None:
     if max_length is not None and not model_name:
         raise UsageError("--max_length needs --model_name (lengths are counted in that model's tokens)")
-    if max_length is not None and max_length < 1:
-        raise UsageError("--max_length must be positive")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -11,13 +9,19 @@ from typing import Optional
 from stepjepa.core.modes import Mode, check_mode
 from stepjepa.errors import UsageError
 from stepjepa.evaluation.tasks import TASKS
-from stepjepa.flags import check_finite_floats, check_seed
+from stepjepa.flag_groups import DeviceFlags, PrecisionFlags, SeedFlags, override
 from stepjepa.flags import field_help as _help
-from stepjepa.precision import AUTO_RULE, BOTH_FLAGS, NO_BF16_HELP, check_device
+from stepjepa.precision import AUTO_RULE
+
+# The scalar metrics of a probe's view (and of each pair number): what the probe reports per view and a sweep's
+# ledger keeps of it.
+PROBE_SCALARS = ("pairs", "matched_cosine", "mismatched_cosine", "gap", "top1", "top5", "effective_rank_a",
+                 "effective_rank_b")
 
 
+# Bases in reverse of their --help order (flag_groups): seed, device, precision, then evaluate's own flags.
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(PrecisionFlags, DeviceFlags, SeedFlags):
     """Flags of ``stepjepa evaluate``."""
 
     model_path: Optional[str] = field(
@@ -41,21 +45,20 @@ class EvaluateConfig:
         metadata={"help": "One JSON line per problem; the summary goes to <stem>_summary.json beside it. "
                   "Problems already in this file are skipped (resume)."},
     )
-    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens generated per problem."})
-    temperature: float = field(default=0.0, metadata={"help": "0 decodes greedily; above 0 samples (see --seed)."})
-    seed: int = field(default=42, metadata={"help": "Random seed for sampling (temperature > 0)."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens generated per problem.", "min": 1})
+    temperature: float = field(default=0.0, metadata={"help": "0 decodes greedily; above 0 samples (see --seed).",
+                                                      "min": 0, "reason": "0: greedy"})
+    seed: int = override(SeedFlags, "seed", help="Random seed for sampling (temperature > 0).")
     max_examples: Optional[int] = field(
-        default=None, metadata={"help": "Evaluate only the first N problems of the test file."}
+        default=None, metadata={"help": "Evaluate only the first N problems of the test file.", "min": 1}
     )
-    batch_size: int = field(default=16, metadata={"help": "Problems generated together (left padded)."})
+    batch_size: int = field(default=16, metadata={"help": "Problems generated together (left padded).", "min": 1})
     use_test_prompts: bool = field(
         default=False,
         metadata={"help": "Use the test file's own system prompt (none for GSM8K as published) instead of the "
                   "training prompt."},
     )
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps."})
-    bf16: bool = field(default=False, metadata={"help": "Generate with bf16 weights. " + AUTO_RULE})
-    no_bf16: bool = field(default=False, metadata={"help": NO_BF16_HELP})
+    bf16: bool = override(PrecisionFlags, "bf16", help="Generate with bf16 weights. " + AUTO_RULE)
     compare: list[str] = field(
         default_factory=list,
         metadata={"help": "Evaluate these models (after --model_path, if given) on the same problems and print "
@@ -63,27 +66,13 @@ class EvaluateConfig:
     )
 
     def __post_init__(self) -> None:
-        check_finite_floats(self)
-        check_seed("seed", self.seed)
+        super().__post_init__()
         if not self.model_path and not self.compare:
             raise UsageError("--model_path (or --compare MODEL ...) is required")
         if not self.test_file:
             raise UsageError("--test_file is required")
         if self.task is not None and self.task not in TASKS:
             raise UsageError(f"--task must be one of {', '.join(TASKS)}, got '{self.task}'")
-        if self.max_new_tokens < 1:
-            raise UsageError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise UsageError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
-        if self.max_examples is not None and self.max_examples < 1:
-            raise UsageError(f"--max_examples must be at least 1, got {self.max_examples}")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch_size must be at least 1, got {self.batch_size}")
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
-        if self.bf16 and self.no_bf16:
-            raise UsageError(BOTH_FLAGS)
-        check_device(self.device)
         if len(set(self.model_paths())) != len(self.model_paths()):
             raise UsageError("a model is named twice in --model_path/--compare")
 
@@ -96,8 +85,9 @@ PROBE_PAIRS = ("first", "all")
 
 TOP_K = 5
 
+# Bases in reverse of their --help order (flag_groups): device, precision, then probe's own flags.
 @dataclass
-class ProbeConfig:
+class ProbeConfig(PrecisionFlags, DeviceFlags):
     """Flags of ``stepjepa probe``."""
 
     model_path: Optional[str] = field(default=None, metadata=_help(
@@ -108,18 +98,19 @@ class ProbeConfig:
     step_pairs: str = field(default="first", metadata=_help(
         "Step-JEPA pairs: first (step 1 -> step 2) or all (every step -> the next, also reported per pair)."))
     predictors: int = field(default=-1, metadata=_help(
-        "K predictor tokens for the K view (-1: as many as the model has; 0: the K=0 view only)."))
+        "K predictor tokens for the K view (-1: as many as the model has; 0: the K=0 view only).",
+        min=-1, reason="-1: the model's"))
     output_file: str = field(default="probe.json", metadata=_help(
         "Summary JSON; the plot goes beside it as <stem>.png."))
-    max_examples: Optional[int] = field(default=None, metadata=_help("Probe only the first N chats of the file."))
-    max_length: int = field(default=512, metadata=_help("Conversation tokens kept (as in training)."))
-    batch_size: int = field(default=16, metadata=_help("Chats per forward pass."))
-    device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:N or mps."))
-    bf16: bool = field(default=False, metadata=_help("Compute with bf16 weights. " + AUTO_RULE))
-    no_bf16: bool = field(default=False, metadata=_help(NO_BF16_HELP))
+    max_examples: Optional[int] = field(default=None, metadata=_help(
+        "Probe only the first N chats of the file.", min=2, reason="retrieval needs candidates"))
+    max_length: int = field(default=512, metadata=_help("Conversation tokens kept (as in training).", min=1))
+    batch_size: int = field(default=16, metadata=_help("Chats per forward pass.", min=1))
+    bf16: bool = override(PrecisionFlags, "bf16", help="Compute with bf16 weights. " + AUTO_RULE)
     debug: int = field(default=1, metadata=_help("0 quiet (no table, no progress bar), 1 the table."))
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.model_path:
             raise UsageError("--model_path is required")
         if not self.test_file:
@@ -129,18 +120,6 @@ class ProbeConfig:
             raise UsageError(f"--step_pairs must be one of {', '.join(PROBE_PAIRS)}, got {self.step_pairs!r}")
         if self.step_pairs == "all" and self.mode != "step_jepa":
             raise UsageError("--step_pairs all needs --mode step_jepa (LLM-JEPA has one pair per chat)")
-        if self.predictors < -1:
-            raise UsageError(f"--predictors must be -1 (the model's), 0 or more, got {self.predictors}")
-        for name in ("max_length", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_examples is not None and self.max_examples < 2:
-            raise UsageError(f"--max_examples must be at least 2 (retrieval needs candidates), got {self.max_examples}")
-        if self.bf16 and self.no_bf16:
-            raise UsageError(BOTH_FLAGS)
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
-        check_device(self.device)
         if Path(self.output_file).is_dir():
             raise UsageError(f"--output_file {self.output_file} is a directory; name a .json file")
 

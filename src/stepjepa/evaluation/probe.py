@@ -23,7 +23,7 @@ from stepjepa.core.objective import Objective, compute_objective
 from stepjepa.core.tokenization import IGNORE_INDEX
 from stepjepa.data import load_chats, write_json_atomic
 from stepjepa.errors import UsageError
-from stepjepa.evaluation.config import TOP_K, ProbeConfig
+from stepjepa.evaluation.config import PROBE_SCALARS, TOP_K, ProbeConfig
 from stepjepa.models import PREDICTOR_TOKEN, load_model, load_tokenizer
 from stepjepa.precision import inference_dtype, resolve_device
 
@@ -98,7 +98,7 @@ def by_pair_number(rows: list[dict[str, Any]], view_a: torch.Tensor, view_b: tor
         chosen = numbers == p
         if int(chosen.sum()) >= 2:
             metrics = alignment_metrics(view_a[chosen], view_b[chosen])
-            per_pair[str(p)] = {key: metrics[key] for key in SCALARS}
+            per_pair[str(p)] = {key: metrics[key] for key in PROBE_SCALARS}
     return per_pair
 
 
@@ -161,9 +161,6 @@ def probe_model(cfg: ProbeConfig) -> dict[str, Any]:
         "lm_loss": lm_loss,
         "views": views,
     }
-
-
-SCALARS = ("pairs", "matched_cosine", "mismatched_cosine", "gap", "top1", "top5", "effective_rank_a", "effective_rank_b")
 
 
 def format_probe_table(summary: dict[str, Any]) -> str:

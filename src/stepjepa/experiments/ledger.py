@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from stepjepa.data import read_jsonl
 from stepjepa.errors import UsageError
+from stepjepa.evaluation.config import PROBE_SCALARS
 
 if TYPE_CHECKING:
     from stepjepa.experiments.config import SweepConfig
     from stepjepa.experiments.sweep_grid import Run
-
-PROBE_KEYS = ("pairs", "gap", "top1", "top5", "matched_cosine", "mismatched_cosine", "effective_rank_a", "effective_rank_b")
 
 
 def read_ledger(path: Path) -> dict[str, dict]:
@@ -45,7 +44,7 @@ def probe_scalars(probe: dict | None) -> dict[str, dict[str, float]] | None:
     """The probe summary's numbers per view (``k0``, ``k2``, ...), without the per-pair lists."""
     if probe is None:
         return None
-    return {view: {key: values[key] for key in PROBE_KEYS} for view, values in probe["views"].items()}
+    return {view: {key: values[key] for key in PROBE_SCALARS} for view, values in probe["views"].items()}
 
 
 def ledger_entry(cfg: SweepConfig, run: Run, train: dict, evaluation: dict, seconds: float,

@@ -10,45 +10,39 @@ from stepjepa.core.layout import STEP_PAIRS
 from stepjepa.core.losses import INFONCE_TEMPERATURE
 from stepjepa.core.modes import Mode
 from stepjepa.errors import UsageError
-from stepjepa.flags import check_finite_floats, check_seed
+from stepjepa.flag_groups import LoraFlags, ModelFlags, PrecisionFlags, SeedFlags, StepFlags, override
 from stepjepa.flags import field_help as _help
-from stepjepa.models import EMBEDDED_ALIAS
-from stepjepa.precision import BF16_HELP, BOTH_FLAGS, NO_BF16_HELP
 
 
+# Bases in reverse of their --help order (flag_groups): model, step, LoRA, seed, precision, then train's own flags.
 @dataclass
-class TrainConfig:
+class TrainConfig(PrecisionFlags, SeedFlags, LoraFlags, StepFlags, ModelFlags):
     """Flags of `stepjepa train` and `finetune_step_jepa_adapted.py` (the options guide's names and defaults)."""
 
     train_file: Optional[str] = field(default=None, metadata=_help("Chat JSONL training data (required)."))
     eval_file: Optional[str] = field(default=None, metadata=_help("Chat JSONL evaluation data (loss only)."))
-    model_name: str = field(default=EMBEDDED_ALIAS, metadata=_help(
-        f"Hugging Face id, local directory, or the embedded '{EMBEDDED_ALIAS}' (no network needed)."))
     output_dir: str = field(default="./checkpoints", metadata=_help("Where the model, metrics and checkpoints go."))
-    max_length: int = field(default=512, metadata=_help("Maximum conversation tokens; longer ones are truncated."))
-    batch_size: int = field(default=4, metadata=_help("Examples per device per micro-batch."))
-    grad_accum: int = field(default=1, metadata=_help("Gradient accumulation steps."))
-    learning_rate: Optional[float] = field(default=None, metadata=_help("Peak learning rate (default 2e-4 with --lora, else 2e-5)."))
-    num_epochs: float = field(default=1.0, metadata=_help("Training epochs."))
+    batch_size: int = field(default=4, metadata=_help("Examples per device per micro-batch.", min=1))
+    grad_accum: int = field(default=1, metadata=_help("Gradient accumulation steps.", min=1))
+    num_epochs: float = field(default=1.0, metadata=_help("Training epochs.", above=0))
     max_steps: int = field(default=-1, metadata=_help("Stop after this many optimizer steps (-1: run the epochs)."))
-    eval_steps: int = field(default=50, metadata=_help("Evaluate every N steps when --eval_file is given."))
-    save_steps: int = field(default=100, metadata=_help("Save a resumable checkpoint every N steps."))
+    eval_steps: int = field(default=50, metadata=_help("Evaluate every N steps when --eval_file is given.", min=1))
+    save_steps: int = field(default=100, metadata=_help("Save a resumable checkpoint every N steps.", min=1))
     save_total_limit: int = field(default=2, metadata=_help(
-        "Keep this run's newest N checkpoints (0: keep all); other runs' checkpoints are never deleted."))
-    logging_steps: int = field(default=10, metadata=_help("Log (console and metrics.jsonl) every N steps."))
-    warmup_ratio: float = field(default=0.0, metadata=_help("Fraction of steps of linear learning-rate warm-up."))
-    lora: bool = field(default=False, metadata=_help("LoRA fine-tuning (rank r, alpha 2r, every linear projection)."))
-    lora_rank: int = field(default=16, metadata=_help("LoRA rank."))
+        "Keep this run's newest N checkpoints (0: keep all); other runs' checkpoints are never deleted.",
+        min=0, reason="0 keeps every checkpoint"))
+    logging_steps: int = field(default=10, metadata=_help("Log (console and metrics.jsonl) every N steps.", min=1))
+    warmup_ratio: float = field(default=0.0, metadata=_help("Fraction of steps of linear learning-rate warm-up.",
+                                                             min=0, below=1))
     regular: bool = field(default=False, metadata=_help("Regular fine-tuning: LM loss only, no JEPA."))
     step_jepa: bool = field(default=False, metadata=_help("Step-JEPA: predict step 2's embedding from the context up to step 1."))
-    predictors: int = field(default=0, metadata=_help("K predictor tokens <|predictor_1..K|> (0: identity predictor)."))
     step_pairs: str = field(default="first", metadata=_help(
         "Step-JEPA pairs: first (step 1 -> step 2), all (every step -> the next, all in the one packed row), "
         "random (one of those pairs per example, drawn each step from seed, step and example)."))
     target_stop_grad: bool = field(default=False, metadata=_help(
         "Stop the gradient through view_b (the target embedding), as I-JEPA and BYOL do."))
-    lbd: float = field(default=0.1, metadata=_help("JEPA loss weight (lambda)."))
-    gamma: float = field(default=1.0, metadata=_help("LM loss weight (gamma)."))
+    lbd: float = field(default=0.1, metadata=_help("JEPA loss weight (lambda).", min=0))
+    gamma: float = field(default=1.0, metadata=_help("LM loss weight (gamma).", min=0))
     last_token: str = field(default="auto", metadata=_help(
         "Embedding token counted from a view's end (e.g. -2), or 'auto': the view's last content token "
         "(LLM-JEPA). Step-JEPA views have no template tokens: their embedding is always their last token."))
@@ -56,7 +50,7 @@ class TrainConfig:
     jepa_mse: bool = field(default=False, metadata=_help("JEPA loss mean((a - b)^2)."))
     infonce: bool = field(default=False, metadata=_help(f"JEPA loss InfoNCE (temperature {INFONCE_TEMPERATURE}, in-batch negatives)."))
     jepa_ratio: float = field(default=-1.0, metadata=_help("Random JEPA dropout: each batch gets the JEPA term with this probability (<= 0: always)."))
-    seed: int = field(default=42, metadata=_help("Random seed.", aliases=["--finetune_seed"]))
+    seed: int = override(SeedFlags, "seed", aliases=["--finetune_seed"])
     debug: int = field(default=5, metadata=_help("0 quiet, 1 basic info, 5 losses during training, 7 print the first batch's layout and exit."))
     overwrite_output_dir: bool = field(default=False, metadata=_help("Allow a non-empty output directory (files this run writes are replaced)."))
     resume_from_checkpoint: Optional[str] = field(default=None, metadata=_help("Checkpoint directory, or 'latest' in --output_dir."))
@@ -66,7 +60,7 @@ class TrainConfig:
         "Attention kernel: sdpa (default; dense mask), eager, or flex_attention (CUDA only: a BlockMask built on "
         "the GPU, no T x T mask; Llama-family models)."))
     num_proc: Optional[int] = field(default=None, metadata=_help(
-        "Processes that tokenize the data (default: the machine's cores, at most one per MiB of data)."))
+        "Processes that tokenize the data (default: the machine's cores, at most one per MiB of data).", min=1))
     cache_dir: Optional[str] = field(default=None, metadata=_help(
         "Where tokenized rows are cached, keyed by data, tokenizer, template and row settings "
         "(default: $STEPJEPA_DATA_CACHE, else data/ in the model cache, ~/.cache/stepjepa/data)."))
@@ -75,16 +69,13 @@ class TrainConfig:
         "Tokenize the training file while training, for data of any size: nothing cached, no tokenizing pass "
         "before the first step; rows are shuffled within --shuffle_buffer, not over the whole file; needs "
         "--max_steps."))
-    shuffle_buffer: int = field(default=1000, metadata=_help("--streaming: rows held (and shuffled) at a time."))
+    shuffle_buffer: int = field(default=1000, metadata=_help("--streaming: rows held (and shuffled) at a time.", min=1))
     report_to: str = field(default="none", metadata=_help(
         "Trackers that also receive the logged metrics (transformers' report_to): none, tensorboard, wandb, "
         "... or several, comma-separated; tensorboard writes under --output_dir/runs."))
-    bf16: bool = field(default=False, metadata=_help(BF16_HELP))
-    no_bf16: bool = field(default=False, metadata=_help(NO_BF16_HELP))
 
     def __post_init__(self) -> None:
-        check_finite_floats(self)
-        check_seed("seed", self.seed)
+        super().__post_init__()
         if self.regular and self.step_jepa:
             raise UsageError("--regular and --step_jepa contradict each other; choose one mode")
         losses = [flag for flag in ("jepa_l2", "jepa_mse", "infonce") if getattr(self, flag)]
@@ -101,26 +92,10 @@ class TrainConfig:
             raise UsageError(f"--step_pairs must be one of {', '.join(STEP_PAIRS)}, got {self.step_pairs!r}")
         if self.step_pairs != "first" and not self.step_jepa:
             raise UsageError(f"--step_pairs {self.step_pairs} needs --step_jepa (LLM-JEPA has one pair per example)")
-        if self.predictors < 0:
-            raise UsageError(f"--predictors must be >= 0, got {self.predictors}")
         if self.jepa_ratio > 1:
             raise UsageError(f"--jepa_ratio is a probability, at most 1; got {self.jepa_ratio}")
-        for name in ("lbd", "gamma"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_length", "batch_size", "grad_accum", "lora_rank", "eval_steps", "save_steps", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate is not None and self.learning_rate <= 0:
-            raise UsageError(f"--learning_rate must be > 0, got {self.learning_rate}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise UsageError(f"--max_steps must be -1 (run the epochs) or >= 1, got {self.max_steps}")
-        if self.save_total_limit < 0:
-            raise UsageError(f"--save_total_limit must be >= 0 (0 keeps every checkpoint), got {self.save_total_limit}")
-        if self.num_epochs <= 0:
-            raise UsageError(f"--num_epochs must be > 0, got {self.num_epochs}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise UsageError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.last_token != "auto":
             try:
                 offset = int(self.last_token)
@@ -131,17 +106,11 @@ class TrainConfig:
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise UsageError(f"--attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, "
                              f"got {self.attn_implementation!r}")
-        if self.bf16 and self.no_bf16:
-            raise UsageError(BOTH_FLAGS)
         check_trackers(report_to(self.report_to))
         if self.streaming and self.max_steps < 1:
             raise UsageError("--streaming needs --max_steps (a stream has no length to count epochs by)")
         if self.streaming and self.group_by_length:
             raise UsageError("--group_by_length sorts the whole data set; it cannot with --streaming")
-        if self.shuffle_buffer < 1:
-            raise UsageError(f"--shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
-        if self.num_proc is not None and self.num_proc < 1:
-            raise UsageError(f"--num_proc must be >= 1, got {self.num_proc}")
         if not self.train_file:
             raise UsageError("--train_file is required")
 
