@@ -16,7 +16,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Optional
 
 from stepjepa.errors import UsageError
-from stepjepa.flags import check_finite_floats, check_seed
+from stepjepa.flags import SEED_LIMIT, check_finite_floats
 from stepjepa.flags import field_help as _help
 from stepjepa.models import EMBEDDED_ALIAS
 from stepjepa.precision import BF16_HELP, BOTH_FLAGS, NO_BF16_HELP, check_device
@@ -28,10 +28,19 @@ BOUND_KEYS = ("min", "max", "above", "below", "reason")
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 
 
+def _number(value: Any) -> str:
+    """A bound as people write it: a large power of two as ``2**32``."""
+    if isinstance(value, int) and value >= 2**16 and value & (value - 1) == 0:
+        return f"2**{value.bit_length() - 1}"
+    return str(value)
+
+
 def bound_text(metadata: typing.Mapping[str, Any]) -> str | None:
-    """The rule a field's bounds state (``">= 1"``, ``"in [0, 1)"``), or None without bounds."""
-    low = ("[", metadata["min"]) if "min" in metadata else ("(", metadata["above"]) if "above" in metadata else None
-    high = ("]", metadata["max"]) if "max" in metadata else (")", metadata["below"]) if "below" in metadata else None
+    """The rule a field's bounds state (``">= 1"``, ``"in [0, 2**32)"``), or None without bounds."""
+    low = (("[", _number(metadata["min"])) if "min" in metadata
+           else ("(", _number(metadata["above"])) if "above" in metadata else None)
+    high = (("]", _number(metadata["max"])) if "max" in metadata
+            else (")", _number(metadata["below"])) if "below" in metadata else None)
     if low and high:
         return f"in {low[0]}{low[1]}, {high[1]}{high[0]}"
     if low:
@@ -108,13 +117,9 @@ class LoraFlags(Flags):
 
 @dataclass
 class SeedFlags(Flags):
-    """One seed, in the range numpy, torch and Python's random all accept."""
+    """One seed, in the range numpy (and through it transformers' set_seed), torch and Python's random all accept."""
 
-    seed: int = field(default=42, metadata=_help("Random seed."))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_seed("seed", self.seed)
+    seed: int = field(default=42, metadata=_help("Random seed.", min=0, below=SEED_LIMIT))
 
 
 @dataclass
@@ -172,7 +177,7 @@ def default_text(flag: Field) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):
-        return "`" + " ".join(map(str, value)) + "`"
+        return "`" + " ".join(map(str, value)) + "`" if value else "empty"
     return f"`{value}`" if value != "" else '`""`'
 
 
@@ -189,5 +194,7 @@ def markdown_table(config_cls: type) -> str:
         if rule:
             kind += f", {rule}" + (f" ({flag.metadata['reason']})" if "reason" in flag.metadata else "")
         row = [", ".join(names), kind, default_text(flag), flag.metadata.get("help", "")]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+        # Escaped: a | would end the cell, a <word> would be taken for an HTML tag.
+        lines.append("| " + " | ".join(re.sub(r"<(?=[A-Za-z/!?])", "&lt;", cell.replace("|", "\\|")) for cell in row)
+                     + " |")
     return "\n".join(lines) + "\n"
