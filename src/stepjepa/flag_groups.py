@@ -149,6 +149,7 @@ class PrecisionFlags(Flags):
 
 
 def check_precision_flags(bf16: bool, no_bf16: bool) -> None:
+    """``--bf16`` and ``--no_bf16`` together contradict each other (neither: auto)."""
     if bf16 and no_bf16:
         raise UsageError(BOTH_FLAGS)
 
