@@ -69,8 +69,13 @@ def trained_steps(checkpoint: Path) -> tuple[int, int]:
 
 
 def mark_incomplete(checkpoint: Path) -> None:
-    """Before any file of a checkpoint is (re)written: a save cut short from here on is never taken as whole."""
+    """Before any file of a checkpoint is (re)written: a save cut short from here on is never taken as whole.
+
+    The record goes first (one unlink), then whatever an earlier save left there, so the new checkpoint holds
+    its own files only (not an earlier run's optimizer state or full weights beside a LoRA adapter)."""
     (checkpoint / RUN_RECORD).unlink(missing_ok=True)
+    if checkpoint.is_dir():
+        shutil.rmtree(checkpoint)
 
 
 def mark_complete(checkpoint: Path, record: dict[str, Any]) -> None:

@@ -55,12 +55,6 @@ def identity_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[s
             if theirs.get(key) != ours.get(key)]
 
 
-def _newest_file(folder: Path) -> Path:
-    """The file under ``folder`` written last (the one a failed save was writing), else ``folder`` itself."""
-    files = [path for path in folder.rglob("*") if path.is_file()] if folder.is_dir() else []
-    return max(files, key=lambda path: path.stat().st_mtime_ns, default=folder)
-
-
 def _os_error_number(exc: BaseException) -> int | None:
     """The errno behind a failed write: an OSError's own, or the ``os error N`` safetensors puts in its text."""
     if isinstance(exc, OSError) and exc.errno:
@@ -178,7 +172,8 @@ class RunDir:
     def saving(self, folder: Path, what: str) -> Iterator[None]:
         """Write ``what`` into ``folder``; a failed write (a full disk, a file size limit: an OSError, or the
         RuntimeError torch and the SafetensorError safetensors turn it into) becomes one OSError naming the file
-        being written and the checkpoint kept."""
+        (the folder where the library does not say which of its files failed; safetensors removes a cut file)
+        and the checkpoint kept."""
         from safetensors import SafetensorError
 
         try:
@@ -188,7 +183,8 @@ class RunDir:
             reason = os.strerror(number) if number else "write failed (a full disk or a file size limit)"
             kept, _ = self.newest_complete()
             where = f"the last complete checkpoint, {kept.name}, is kept" if kept else "no complete checkpoint is kept"
-            raise OSError(number or errno.EIO, f"{reason} while saving {what}; {where}", str(_newest_file(folder))) from None
+            path = exc.filename if isinstance(exc, OSError) and exc.filename else folder
+            raise OSError(number or errno.EIO, f"{reason} while saving {what}; {where}", str(path)) from None
 
     def forget_summary(self) -> None:
         """Remove the summary (one unlink, so atomic): from now on the directory does not claim a finished run."""
