@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stepjepa.cli import main
-from stepjepa.training.checkpoints import RUN_RECORD
+from stepjepa.training.rundir import RUN_RECORD
 
 
 def train(chat_file, model_dir, out: Path, *extra: str) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from stepjepa.data.jsonl import json_line
+from stepjepa.errors import UsageError
 
 
 def plain_file_mode() -> int:
@@ -70,3 +71,26 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _lies_in(inner: Path, outer: Path) -> bool:
+    """Whether ``inner`` is ``outer`` (the same file, links followed) or lies somewhere under it."""
+    inner, outer = inner.resolve(), outer.resolve()
+    if inner == outer or outer in inner.parents:
+        return True
+    try:
+        return os.path.samefile(inner, outer)
+    except OSError:
+        return False
+
+
+def check_outputs_apart(outputs: dict[str, str | os.PathLike], inputs: dict[str, str | os.PathLike]) -> None:
+    """Refuse (UsageError) a command whose output (a file, or a directory it writes in) is one of its inputs or
+    holds one: writing it would overwrite what the command reads. Keys name each path for the message (its flag);
+    inputs that do not exist (a hub id) are not files of this machine and pass."""
+    for out_name, out in outputs.items():
+        for in_name, inp in inputs.items():
+            if Path(inp).exists() and _lies_in(Path(inp), Path(out)):
+                relation = "is" if Path(inp).resolve() == Path(out).resolve() else "holds"
+                raise UsageError(f"{out_name} {out} {relation} {in_name} {inp}: the command would overwrite "
+                                 f"its own input; write to another path")

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from stepjepa.core.modes import MODES
 from stepjepa.data import atomic_path, read_jsonl
+from stepjepa.data.files import check_outputs_apart
 from stepjepa.errors import UsageError
 from stepjepa.evaluation.tasks import SCORE_MEANINGS
 from stepjepa.experiments.config import BASE, LEDGER, ReportConfig
 from stepjepa.experiments.ledger import read_ledger
+from stepjepa.training.rundir import RunDir
 
 
 @dataclass
@@ -177,7 +179,7 @@ def plot_losses(runs_dir: Path, entries: list[dict], path: Path) -> int:
     colours = _colours(entries)
     drawn, labelled = 0, set()
     for entry in entries:
-        rows = read_metrics(runs_dir / entry["run"] / "metrics.jsonl")
+        rows = read_metrics(RunDir(runs_dir / entry["run"]).metrics)
         if not rows:
             continue
         drawn += 1
@@ -316,6 +318,10 @@ def run_report(cfg: ReportConfig) -> int:
     for path in (output, *plots.values()):
         if path.is_dir():
             raise UsageError(f"{path} is a directory; --output names the Markdown file to write")
+    # What the report reads: the ledger and each run's metrics; none of them may be one of its outputs.
+    inputs = {"the ledger": runs_dir / LEDGER,
+              **{f"run {e['run']}'s metrics": RunDir(runs_dir / e["run"]).metrics for e in entries}}
+    check_outputs_apart({"--output": output, **{f"the {name} plot": path for name, path in plots.items()}}, inputs)
     drawn = plot_losses(runs_dir, entries, plots["loss curves"])
     plot_accuracy(summaries, plots["accuracy per configuration"])
     text = render_report(runs_dir, entries, summaries, plots, probes)
@@ -326,5 +332,5 @@ def run_report(cfg: ReportConfig) -> int:
         print(probe_table(probes))
     missing = sum(e["mode"] != BASE for e in entries) - drawn  # the base model trains no steps
     print(f"report {output}; plots {', '.join(str(p) for p in plots.values())}"
-          + (f"; {missing} runs had no metrics.jsonl to plot" if missing else ""))
+          + (f"; {missing} runs had no {RunDir.METRICS} to plot" if missing else ""))
     return 0

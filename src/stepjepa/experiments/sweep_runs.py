@@ -23,6 +23,7 @@ from stepjepa.experiments.sweep_children import (
     probe_command,
     train_command,
 )
+from stepjepa.training.rundir import RunDir
 
 if TYPE_CHECKING:
     from stepjepa.experiments.config import SweepConfig
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 # Files a redone run must not inherit: the trainer appends to the metrics files and evaluate
 # resumes from eval.jsonl, so stale rows of the interrupted attempt would mix with the new ones.
-STALE_OUTPUTS = ("metrics.jsonl", "eval_metrics.jsonl", EVAL_OUTPUT, EVAL_SUMMARY, "train_summary.json")
+STALE_OUTPUTS = (RunDir.METRICS, RunDir.EVAL_METRICS, EVAL_OUTPUT, EVAL_SUMMARY, RunDir.SUMMARY)
 LOGS = "logs"  # parallel runs: each run's children write to logs/RUN.log instead of the terminal
 # Exit statuses of a child stopped by Ctrl-C or SIGTERM -> the signal: the sweep stops too instead of going on.
 INTERRUPTED = {130: signal.SIGINT, -signal.SIGINT: signal.SIGINT, 143: signal.SIGTERM, -signal.SIGTERM: signal.SIGTERM}
@@ -47,9 +48,7 @@ def run_status(output_dir: Path, run: Run, ledger: dict[str, dict]) -> str:
 
 def has_whole_checkpoint(run_dir: Path) -> bool:
     """Whether training in ``run_dir`` can resume (a whole checkpoint is there)."""
-    from stepjepa.training.checkpoints import newest_complete
-
-    return newest_complete(run_dir)[0] is not None
+    return RunDir(run_dir).newest_complete()[0] is not None
 
 
 def print_plan(cfg: SweepConfig, runs: list[Run], status: dict[str, str], output_dir: Path) -> None:
@@ -98,7 +97,7 @@ def execute_run(cfg: SweepConfig, run: Run, run_dir: Path, redo: bool, runner: R
     if redo:
         # A resumed run keeps its metrics (train trims them to the checkpoint) and, when its training had
         # finished, the evaluation and probe of that same model.
-        finished = (run_dir / "train_summary.json").is_file()
+        finished = RunDir(run_dir).summary.is_file()
         evaluated = (EVAL_OUTPUT, EVAL_SUMMARY, PROBE_OUTPUT)
         for name in (() if finished else evaluated) if resume else (*STALE_OUTPUTS, PROBE_OUTPUT):
             (run_dir / name).unlink(missing_ok=True)
@@ -106,7 +105,7 @@ def execute_run(cfg: SweepConfig, run: Run, run_dir: Path, redo: bool, runner: R
     train: dict | None = {}
     if run.mode != BASE:
         status, train = _run_step(runner, train_command(cfg, run, run_dir, overwrite=redo, resume=resume),
-                                  run_dir / "train_summary.json", run)
+                                  RunDir(run_dir).summary, run)
         if status:
             return status, None
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from collections import Counter
@@ -17,14 +16,17 @@ from stepjepa.errors import UsageError
 from stepjepa.precision import precision_name
 from stepjepa.training.config import TrainConfig
 from stepjepa.training.run_outputs import (
-    METRIC_FILES,
+    SecondSignal,
+    check_inputs_apart,
     check_output_dir,
     is_finished,
     resume_checkpoint,
+    save_interrupted,
     save_outputs,
     stop_on_signal,
     trim_metrics,
 )
+from stepjepa.training.rundir import RunDir
 from stepjepa.training.runlock import output_dir_lock
 from stepjepa.training.training_args import training_arguments
 
@@ -94,6 +96,7 @@ def describe_counts(cfg: TrainConfig, counts, num_predictors: int) -> str:
 
 def run_train(cfg: TrainConfig) -> int:
     """Train in an output directory no other run uses meanwhile (rank 0 holds its lock)."""
+    check_inputs_apart(cfg)
     check_output_dir(cfg)
     try:
         with output_dir_lock(cfg.output_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
@@ -113,13 +116,15 @@ def end_process_group() -> None:
 
 def _train(cfg: TrainConfig) -> int:
     """Train, save the model (LoRA merged, adapter in ``adapter/``), tokenizer, metrics and summary."""
-    from stepjepa.training.checkpoints import numbered_checkpoints, run_record
+    from stepjepa.training.checkpoints import run_record
 
+    run = RunDir(cfg.output_dir)
     record = run_record(cfg.mode, cfg.model_name, cfg.train_file, cfg.predictors if cfg.mode != "regular" else 0,
-                        cfg.seed)
+                        cfg.seed, cfg.lora)
     resume = resume_checkpoint(cfg, record) if cfg.resume_from_checkpoint else None
     finished = resume is not None and is_finished(cfg, resume)
-    if finished and Path(cfg.output_dir, "train_summary.json").is_file():
+    # Only this run's own summary, its model whole, says so: another run's (an overwritten directory) does not.
+    if finished and run.finished_summary(record) is not None:
         _say(cfg, 0, f"run already finished: {resume} is its last step; nothing to train")
         return 0
 
@@ -129,7 +134,6 @@ def _train(cfg: TrainConfig) -> int:
     from stepjepa.core.attention import uses_dense_mask
     from stepjepa.core.layout import PackedCollator
     from stepjepa.core.objective import Objective
-    from stepjepa.data import write_json_atomic
     from stepjepa.data.cache import ExpandingCollator, RowSettings, expand_row, streamed_rows, with_regions
     from stepjepa.models import add_predictor_tokens, apply_lora, load_model, load_tokenizer, resize_for_tokenizer
     from stepjepa.training.trainer import (
@@ -216,10 +220,11 @@ def _train(cfg: TrainConfig) -> int:
     if resume:
         trim_metrics(cfg.output_dir, resume)
     else:
-        # A fresh run into an overwritten directory starts its own metric files.
-        for name in METRIC_FILES:
-            Path(cfg.output_dir, name).unlink(missing_ok=True)
-        earlier = [path.name for _, path in numbered_checkpoints(cfg.output_dir)]
+        # A fresh run into an overwritten directory starts its own metric files and claims no earlier finish.
+        for path in (run.metrics, run.eval_metrics):
+            path.unlink(missing_ok=True)
+        run.forget_summary()
+        earlier = [path.name for _, path in run.checkpoints()]
         if earlier:
             _say(cfg, 1, f"note: {cfg.output_dir} holds checkpoints of earlier runs ({', '.join(earlier)}); "
                          "they are kept and never rotated by this run")
@@ -229,29 +234,30 @@ def _train(cfg: TrainConfig) -> int:
         from transformers import TrainerState
 
         trainer._load_from_checkpoint(resume)
-        trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+        trainer.state = TrainerState.load_from_json(str(Path(resume) / RunDir.TRAINER_STATE))
         _say(cfg, 0, f"run already finished: {resume} is its last step; saving its model")
-    interrupted = {"signal": None}
     try:
         with stop_on_signal(trainer) as interrupted:
             result = None if finished else trainer.train(resume_from_checkpoint=resume)
+            if interrupted["signal"]:
+                # Within the block: a second signal during this save stops it with one line (SecondSignal).
+                return save_interrupted(trainer, interrupted["signal"])
     except NonFiniteLoss as exc:
-        kept = [path for _, path in numbered_checkpoints(cfg.output_dir)]
+        kept = [path for _, path in run.checkpoints()]
         raise UsageError(f"{exc}; training stopped, no model saved"
                          + (f", the checkpoints are kept (last {kept[-1]})" if kept else "")) from None
-    if interrupted["signal"]:
-        trainer._save_checkpoint(trainer.model, trial=None)
-        print(f"interrupted by {interrupted['signal']}: checkpoint saved at step {trainer.state.global_step}; "
-              f"resume with --resume_from_checkpoint latest", file=sys.stderr)
-        return 128 + signal.Signals[interrupted["signal"]].value
+    except SecondSignal as exc:
+        kept, _ = run.newest_complete()
+        print(f"interrupted again by {exc}: stopped at once" + (
+            f"; resume from {kept} with --resume_from_checkpoint latest" if kept else "; no checkpoint to resume"),
+              file=sys.stderr)
+        return 128 + exc.signum
     if trainer.is_world_process_zero():
-        save_outputs(cfg, trainer.model, tokenizer)
         summary = {
             "mode": cfg.mode, "loss": cfg.loss_kind, "predictors": len(predictor_ids), "examples": dict(counts),
             "global_step": trainer.state.global_step, "train_loss": result.training_loss if result else None,
-            "runtime_s": round(time.time() - start, 1), "config": asdict(cfg),
+            "runtime_s": round(time.time() - start, 1), "config": asdict(cfg), "run": record,
         }
-        write_json_atomic(Path(cfg.output_dir) / "train_summary.json", summary)
-        metrics_file = Path(cfg.output_dir) / "metrics.jsonl"
-        _say(cfg, 0, f"model saved to {cfg.output_dir}" + (f"; metrics in {metrics_file}" if metrics_file.is_file() else ""))
+        save_outputs(cfg, trainer.model, tokenizer, summary)
+        _say(cfg, 0, f"model saved to {cfg.output_dir}" + (f"; metrics in {run.metrics}" if run.metrics.is_file() else ""))
     return 0

@@ -6,7 +6,6 @@ import math
 import random
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -15,7 +14,8 @@ from transformers.trainer_callback import ProgressCallback
 from stepjepa.core.layout import draw_one_pair_per_row, select_pairs
 from stepjepa.core.objective import LossScale, Objective, compute_objective
 from stepjepa.data import append_jsonl, give_plain_modes
-from stepjepa.training.checkpoints import mark_complete, rotate
+from stepjepa.training.checkpoints import mark_complete, mark_incomplete, rotate
+from stepjepa.training.rundir import RunDir
 
 SUM_COLUMNS = 5  # per step: LM loss sum, labelled tokens, JEPA loss sum, pairs, conversation tokens
 
@@ -124,10 +124,15 @@ class JepaTrainer(Trainer):
                 raise NonFiniteLoss(f"step {step}: the {term} loss is {value}")
 
     def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
-        if self.run_record is None or not self.args.should_save:
+        run = RunDir(self.args.output_dir)
+        checkpoint = run.checkpoint(self.state.global_step)
+        marking = self.run_record is not None and self.args.should_save
+        if marking:
+            mark_incomplete(checkpoint)  # saved over a whole one: incomplete until every file is new
+        with run.saving(checkpoint, checkpoint.name):
+            super()._save_checkpoint(model, trial)
+        if not marking:
             return
-        checkpoint = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         give_plain_modes(checkpoint)
         mark_complete(checkpoint, self.run_record)
         rotate(self.args.output_dir, self.run_record, self.save_total_limit, checkpoint)
@@ -205,12 +210,12 @@ class MetricsFileCallback(TrainerCallback):
             return
         if "loss" in logs and "lm_loss" in logs:
             row = {"step": state.global_step, **{key: _strict(logs.get(key)) for key in self.TRAIN_KEYS}}
-            append_jsonl(f"{self.output_dir}/metrics.jsonl", row)
+            append_jsonl(RunDir(self.output_dir).metrics, row)
         elif "eval_loss" in logs:
             row = {"step": state.global_step, **{k: _strict(v) for k, v in logs.items() if k.startswith("eval_")}}
             if "eval_lm_loss" in row:
                 row.setdefault("eval_jepa_loss", None)
-            append_jsonl(f"{self.output_dir}/eval_metrics.jsonl", row)
+            append_jsonl(RunDir(self.output_dir).eval_metrics, row)
 
 
 def trainable_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
