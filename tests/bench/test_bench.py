@@ -229,3 +229,23 @@ def test_an_explicit_flex_on_the_cpu_is_refused_before_anything_loads(tiny_model
     cfg = BenchConfig(model_name=str(tiny_model_dirs["llama"]), attn_implementation="flex_attention", isolate=False)
     with pytest.raises(ValueError, match="flex_attention needs a CUDA GPU"):
         run_bench(cfg)
+
+
+@pytest.mark.slow  # a child process profiling five steps
+def test_the_profile_script_finds_no_read_back_in_forward_or_backward(tmp_path):
+    """scripts/profile_step.py on the CPU: its phases are named, and the step's forward and backward read nothing
+    back (the CPU's fused AdamW reads its step counters; on the CPU that waits for nothing)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "profile_step.py"
+    trace = tmp_path / "trace.json"
+    done = subprocess.run([sys.executable, str(script), "--tiny", "--steps", "2", "--warmup", "1", "--batch_size", "2",
+                           "--max_length", "256", "--trace", str(trace)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("host read-backs per step"))
+    assert "forward" not in line and "backward" not in line
+    assert "attention sdpa (auto: no CUDA GPU)" in done.stdout and trace.stat().st_size > 0
