@@ -78,7 +78,8 @@ def main() -> int:
         return sum(event.count for event in events if event.key in names)
 
     steps = args.steps
-    busy = sum(getattr(e, "self_device_time_total", 0) for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]  # the device's own work
+    busy = sum(getattr(e, "self_device_time_total", 0) for e in kernels)  # microseconds
     print(f"wall per step: {sum(walls) / steps:.4f} s (" + ", ".join(f"{w:.3f}" for w in walls) + ")")
     if cuda:
         print(f"device busy per step: {busy / steps / 1e6:.4f} s; kernel launches per step: "

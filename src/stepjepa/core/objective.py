@@ -60,15 +60,11 @@ def lm_window(labels: torch.Tensor) -> tuple[int, int]:
     return int(labelled[0]) - 1, int(labelled[-1])
 
 
-# The counts a step needs as host integers, so that it reads nothing back from the device (each read waits for
-# the GPU's queue to drain): the LM window, the labelled tokens, and the batch's row and width counts.
-HOST_COUNTS = ("lm_lo", "lm_hi", "lm_tokens", "pair_examples")
-
-
 def add_host_counts(batch: dict[str, Any]) -> dict[str, Any]:
-    """The collated batch (still on the host) with its LM window ``lm_lo``, ``lm_hi``, its labelled tokens
-    ``lm_tokens``, its examples with a pair ``pair_examples``, and ``conversation_rows``, ``conversation_width``, ``num_tokens`` as Python ints, which stay on
-    the host when the Trainer moves the batch's tensors to the device."""
+    """The collated batch (still on the host) with the counts a step needs as Python ints, which stay on the host
+    when the batch's tensors move to the device, so the step reads nothing back (each read waits for the GPU's
+    queue to drain): its LM window ``lm_lo``, ``lm_hi``, labelled tokens ``lm_tokens``, examples with a JEPA pair
+    ``pair_examples``, and ``conversation_rows``, ``conversation_width``, ``num_tokens``."""
     batch["lm_lo"], batch["lm_hi"] = lm_window(batch["labels"])
     batch["lm_tokens"] = int((batch["labels"] != IGNORE_INDEX).sum())  # view rows and padding carry no label
     batch["pair_examples"] = len(set(batch["pair_row"].tolist()))  # examples with a JEPA pair
