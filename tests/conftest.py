@@ -117,6 +117,16 @@ def build_tiny_model(family: str, vocab_size: int) -> torch.nn.Module:
 FAMILIES = {"llama": "llama3", "gpt2": "gpt2"}
 
 
+def save_tiny(path: Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast) -> Path:
+    """Save a tiny model with its tokenizer, end-of-turn as its end and padding token."""
+    for config in (model.config, model.generation_config):
+        config.eos_token_id = tokenizer.eos_token_id
+        config.pad_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def data_cache(tmp_path_factory) -> Path:
     """Tokenized rows go to a cache of the test session (children inherit it), never the user's own."""
@@ -132,15 +142,25 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
     for family, style in FAMILIES.items():
         path = tmp_path_factory.mktemp(f"tiny-{family}")
         tokenizer = train_tokenizer(style)
-        model = build_tiny_model(family, len(tokenizer))
-        model.config.eos_token_id = tokenizer.eos_token_id
-        model.config.pad_token_id = tokenizer.eos_token_id
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
-        model.generation_config.pad_token_id = tokenizer.eos_token_id
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-        dirs[family] = path
+        dirs[family] = save_tiny(path, build_tiny_model(family, len(tokenizer)), tokenizer)
     return dirs
+
+
+# FlexAttention's compiled kernels (torch inductor) need a head dimension of at least 16; tiny_model_dirs'
+# Llama has 8 (32 wide, 4 heads), and the CPU oracle tests keep those shapes.
+FLEX_HEAD_DIM = 16
+
+
+@pytest.fixture(scope="session")
+def tiny_flex_model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama whose head dimension (16) FlexAttention runs on CUDA: 64 wide, 4 heads, 2 layers."""
+    tokenizer = train_tokenizer("llama3")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=4 * FLEX_HEAD_DIM, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False,
+    )
+    return save_tiny(tmp_path_factory.mktemp("tiny-llama-flex"), LlamaForCausalLM(config), tokenizer)
 
 
 @pytest.fixture(params=sorted(FAMILIES))

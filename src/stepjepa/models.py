@@ -144,6 +144,31 @@ def load_model(
         raise _load_error(name, exc) from None
 
 
+def config_attention_facts(config) -> tuple[str, bool, int | None]:
+    """(causal-LM class name, whether transformers has FlexAttention for it, head dimension) of a model config."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+    heads = getattr(config, "num_attention_heads", None)
+    head_dim = getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else None)
+    if model_class is None:
+        return type(config).__name__, False, head_dim
+    return model_class.__name__, bool(getattr(model_class, "_supports_flex_attn", False)), head_dim
+
+
+def attention_facts(name: str) -> tuple[str, bool, int | None]:
+    """:func:`config_attention_facts` of a model from its config alone: no weights are read. A LoRA adapter
+    directory answers for its base model."""
+    from transformers import AutoConfig
+
+    path = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_path(_adapter_base(path) or path))
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from None
+    return config_attention_facts(config)
+
+
 def predictor_tokens(num_predictors: int) -> list[str]:
     """``<|predictor_1|>`` ... ``<|predictor_K|>``."""
     return [PREDICTOR_TOKEN.format(i) for i in range(1, num_predictors + 1)]

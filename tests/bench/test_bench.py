@@ -48,6 +48,16 @@ def test_json_report_has_the_documented_keys_and_sane_values(tiny_model_dirs, ch
     assert modes["step_jepa"]["jepa_rows"] == modes["step_jepa_multipass"]["jepa_rows"] > 0
     # The bench measures; the targets are the README's.
     assert "targets" not in report
+    # Issue 22's columns: padding, host build share, tokens run per second, MFU, compile time.
+    assert report["attention"] == {"implementation": "sdpa", "reason": "auto: no CUDA GPU"}
+    for mode, result in modes.items():
+        assert 0 <= result["padding_fraction"] < 1, mode
+        assert result["build_share"] == pytest.approx(result["median_batch_build_s"] / result["median_step_s"])
+        assert result["slots_per_s"] >= result["tokens_per_s"] > 0  # every real token is a slot
+        assert 0 < result["mfu"] < 1 and result["matmul_peak_flops"] > 1e8
+        assert result["first_step_s"] > 0 and result["compile_s"] >= 0
+    # LLM-JEPA's views fill the conversations' padding (or rows of their own): less padding than regular's.
+    assert modes["llm_jepa"]["padding_fraction"] < modes["regular"]["padding_fraction"]
     assert modes["step_jepa"]["speedup_vs_multipass"] == pytest.approx(
         modes["step_jepa_multipass"]["median_step_s"] / modes["step_jepa"]["median_step_s"])
 
@@ -58,6 +68,9 @@ def test_table_output_and_synthetic_data(tiny_model_dirs, capsys):
     assert run_bench(cfg) == 0
     table = capsys.readouterr().out
     assert "median s" in table and "llm_jepa_multipass" in table
+    for column in ("real tok/s", "slots/s", "pad %", "build %", "MFU %", "compile s"):
+        assert column in table
+    assert "attention sdpa (auto: no CUDA GPU); matmul peak" in table
     assert "llm_jepa: multi-pass step time / packed" in table
     assert "step_jepa: multi-pass" not in table  # step_jepa_multipass did not run
 
@@ -158,7 +171,81 @@ def test_eval_compares_batch_size_one_with_batched(tiny_model_dirs, chat_file):
     (dict(predictors=-1), "--predictors"),
     (dict(device="tpu"), "--device"),
     (dict(data_file="/nonexistent.jsonl"), "--data_file"),
+    (dict(attn_implementation="flash"), "--attn_implementation"),
 ])
 def test_bad_flags_are_usage_errors(flags, message):
     with pytest.raises(ValueError, match=message):
         BenchConfig(**flags)
+
+
+# --- issue 22's columns, by hand ------------------------------------------------------------------------------------
+
+
+def test_padding_fraction_of_a_known_batch(tiny_model_dirs, tiny_chats):
+    """Two conversations of 3 and 5 tokens in a batch 5 wide: 2 of 10 slots are padding. The bench's regular
+    batches: their placed tokens are the conversation tokens (nothing else is placed)."""
+    from stepjepa.bench.modes import build_batches, padding_fraction
+    from stepjepa.core.layout import PackedCollator, pack_regular
+    from stepjepa.core.tokenization import EncodedChat
+
+    rows = [pack_regular(EncodedChat(ids, [-100] + ids[1:], 1, [], False)) for ids in ([5, 6, 7], [5, 6, 7, 8, 9])]
+    batch = {**PackedCollator(pad_token_id=0)(rows), "placed_tokens": 8}
+    assert batch["input_ids"].shape == (2, 5)
+    assert padding_fraction("regular", batch) == pytest.approx(0.2)
+
+    from stepjepa.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dirs["llama"]))
+    chats = [row["messages"] for row in tiny_chats[:4]]
+    cfg = BenchConfig(model_name=str(tiny_model_dirs["llama"]), batch_size=2, max_length=256)
+    for built in build_batches(cfg, "regular", tokenizer, chats, [])[0]:
+        lengths = (built["labels"] != -100).long().cumsum(1).argmax(1) + 1  # each row's last labelled column + 1
+        assert built["placed_tokens"] == built["num_tokens"] == int(lengths.sum())
+        assert padding_fraction("regular", built) == pytest.approx(1 - int(lengths.sum()) / built["input_ids"].numel())
+    multipass = {"input_ids": torch.zeros(2, 4), "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]),
+                 "view_b_ids": torch.zeros(2, 3), "view_b_mask": torch.tensor([[1, 1, 1], [1, 0, 0]])}
+    assert padding_fraction("step_jepa_multipass", multipass) == pytest.approx(4 / 14)  # 6 + 4 of 14 slots placed
+
+
+def test_model_flops_by_hand():
+    """A GPT-2 of width 8, one layer, 16 tokens, 32 positions, tied head. Matmul parameters: c_attn 8*24+24, attn
+    c_proj 8*8+8, c_fc 8*32+32, mlp c_proj 32*8+8, three layer norms 3*16, and the head 16*8 (the embedding
+    lookups wte, wpe excluded): 216 + 72 + 288 + 264 + 48 + 128 = 1016. Per token over 100 positions:
+    6 * 1016 + 12 * 1 * 8 * 100 = 15696."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from stepjepa.bench.measure import matmul_parameters, model_flops_per_token
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=16, n_embd=8, n_layer=1, n_head=2, n_positions=32))
+    assert matmul_parameters(model) == 1016
+    assert model_flops_per_token(1016, 1, 8, 100) == 15696
+    # PaLM's count for a 1.07e9-parameter model of 16 layers, width 2048, at 512 tokens: 6.42e9 + 2.01e8.
+    assert model_flops_per_token(1_070_000_000, 16, 2048, 512) == 6_420_000_000 + 201_326_592
+
+
+def test_an_explicit_flex_on_the_cpu_is_refused_before_anything_loads(tiny_model_dirs):
+    if torch.cuda.is_available():
+        pytest.skip("the CPU refusal")
+    cfg = BenchConfig(model_name=str(tiny_model_dirs["llama"]), attn_implementation="flex_attention", isolate=False)
+    with pytest.raises(ValueError, match="flex_attention needs a CUDA GPU"):
+        run_bench(cfg)
+
+
+@pytest.mark.slow  # a child process profiling five steps
+def test_the_profile_script_finds_no_read_back_in_forward_or_backward(tmp_path):
+    """scripts/profile_step.py on the CPU: its phases are named, and the step's forward and backward read nothing
+    back (the CPU's fused AdamW reads its step counters; on the CPU that waits for nothing)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "profile_step.py"
+    trace = tmp_path / "trace.json"
+    done = subprocess.run([sys.executable, str(script), "--tiny", "--steps", "2", "--warmup", "1", "--batch_size", "2",
+                           "--max_length", "256", "--trace", str(trace)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("host read-backs per step"))
+    assert "forward" not in line and "backward" not in line
+    assert "attention sdpa (auto: no CUDA GPU)" in done.stdout and trace.stat().st_size > 0

@@ -1,7 +1,8 @@
 """The CUDA tier (``pytest -m cuda``; skipped without a CUDA GPU; scripts/gpu_check.sh runs it with the bench).
 
-Not run yet: no GPU was available where these were written, so the bf16 tolerances below are estimates (bf16
-keeps 8 bits of mantissa, a relative error of about 4e-3 per rounding) to be confirmed on a first GPU run.
+The bf16 tolerances below are estimates (bf16 keeps 8 bits of mantissa, a relative error of about 4e-3 per
+rounding). FlexAttention runs on the tiny Llama of head dimension 16 (``tiny_flex_model_dir``): torch's inductor
+compiles no kernel for the head dimension 8 of ``tiny_model_dirs``' Llama, which ``train`` refuses in one line.
 """
 
 from __future__ import annotations
@@ -79,10 +80,10 @@ def test_oracle_in_bf16_autocast(tiny_model_dir, tiny_chats, oracle_on_cuda, mod
 
 
 @pytest.mark.parametrize("mode", ["llm_jepa", "step_jepa"])
-def test_flex_attention_with_gradients(tiny_model_dirs, tiny_chats, oracle_on_cuda, mode):
+def test_flex_attention_with_gradients(tiny_flex_model_dir, tiny_chats, oracle_on_cuda, mode):
     """The BlockMask path in float32 against the oracle's separate sdpa passes, gradients included (the CPU
     cannot run FlexAttention's backward)."""
-    model, tokenizer, predictor_ids = setup(tiny_model_dirs["llama"], 2)
+    model, tokenizer, predictor_ids = setup(tiny_flex_model_dir, 2)
     model.to(CUDA)
     flex = copy.deepcopy(model)
     flex.set_attn_implementation("flex_attention")
@@ -110,16 +111,58 @@ def test_batched_generation_matches_one_at_a_time(tiny_model_dirs, tiny_chats):
     assert batched == single and any(batched)
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "flex_attention"])
-def test_short_training_run(tiny_model_dirs, chat_file, tmp_path, attn):
-    """Three bf16 steps of Step-JEPA on the GPU with each attention implementation: finite, falling LM loss."""
+@pytest.mark.parametrize("attn", ["sdpa", "flex_attention", "auto"])
+def test_short_training_run(tiny_flex_model_dir, chat_file, tmp_path, capsys, attn):
+    """Three bf16 steps of Step-JEPA on the GPU with each attention implementation (auto: flex_attention for this
+    model), collated in two workers: finite losses, a gradient, a saved model."""
     out = tmp_path / "out"
     argv = ["--train_file", str(chat_file), "--step_jepa", "--predictors", "1", "--model_name",
-            str(tiny_model_dirs["llama"]), "--output_dir", str(out), "--attn_implementation", attn, "--bf16",
+            str(tiny_flex_model_dir), "--output_dir", str(out), "--attn_implementation", attn, "--bf16",
             "--max_steps", "3", "--batch_size", "4", "--learning_rate", "1e-3", "--logging_steps", "1",
-            "--debug", "1"]
+            "--dataloader_num_workers", "2", "--debug", "1"]
     assert run_command("train", argv) == 0
+    expected = "sdpa (asked for)" if attn == "sdpa" else "flex_attention (auto: CUDA" if attn == "auto" \
+        else "flex_attention (asked for)"
+    assert f"attention {expected}" in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3]
     assert all(row["jepa_loss"] is not None and row["grad_norm"] > 0 for row in rows)
     assert (out / "model.safetensors").is_file()
+
+
+def test_auto_takes_sdpa_for_head_dim_8_and_explicit_flex_is_refused(tiny_model_dirs, chat_file, tmp_path, capsys):
+    """The head dimension 8 Llama: auto trains with sdpa and says why; an explicit flex_attention is one line,
+    exit 2, before anything is written (it would otherwise stop in inductor with a traceback)."""
+    from stepjepa.cli import main
+
+    common = ["train", "--train_file", str(chat_file), "--step_jepa", "--model_name", str(tiny_model_dirs["llama"]),
+              "--max_steps", "1", "--batch_size", "2", "--debug", "1"]
+    assert main([*common, "--output_dir", str(tmp_path / "auto")]) == 0
+    assert "attention sdpa (auto: LlamaForCausalLM's head dimension 8 is below 16" in capsys.readouterr().out
+    refused = tmp_path / "refused"
+    assert main([*common, "--output_dir", str(refused), "--attn_implementation", "flex_attention"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "head dimension 8 is below 16" in err[0], captured.err
+    assert not refused.exists()
+
+
+def test_a_cuda_step_reads_nothing_back(tiny_flex_model_dir, tiny_chats):
+    """The batch train builds on CUDA for sdpa (no host mask, host counts, moved non-blocking): forward and
+    backward without a scalar read (each one would wait for the GPU's queue)."""
+    from stepjepa.core.objective import HostCountingCollator
+
+    model, tokenizer, predictor_ids = setup(tiny_flex_model_dir, 2)
+    model.to(CUDA)
+    rows = [pack_chat(tokenizer, m, "step_jepa", predictor_ids, None, MAX_LENGTH) for m in batch_chats(tiny_chats)]
+    batch = HostCountingCollator(PackedCollator(tokenizer.eos_token_id, dense_mask=False))(rows)
+    batch = {k: v.pin_memory().to(CUDA, non_blocking=True) if isinstance(v, torch.Tensor) else v
+             for k, v in batch.items()}
+    objective = Objective(mode="step_jepa")
+    compute_objective(model, batch, objective).loss.backward()  # warm-up: kernel choice, allocation
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        compute_objective(model, batch, objective).loss.backward()
+    reads = {event.key: event.count for event in profile.key_averages()
+             if event.key in ("aten::_local_scalar_dense", "aten::nonzero", "aten::item")}
+    assert reads == {}, reads

@@ -234,6 +234,19 @@ def test_non_finite_loss_stops_the_run_and_saves_no_model(tiny_model_dirs, chat_
     assert [row["step"] for row in rows] == [1]
 
 
+def test_a_non_finite_loss_is_caught_before_a_checkpoint_between_logs(tiny_model_dirs, chat_file, tmp_path, capsys):
+    """The losses are checked when logged (every 10 steps here) and before each save (every step): step 2's NaN
+    stops the run at step 2's save, which is not written."""
+    out = tmp_path / "out"
+    argv = ["--train_file", str(chat_file), "--model_name", str(tiny_model_dirs["gpt2"]), "--output_dir", str(out),
+            "--learning_rate", "1e30", "--max_steps", "4", "--save_steps", "1", "--logging_steps", "10",
+            "--batch_size", "2", "--debug", "1"]
+    assert run_command("train", argv) == 2
+    assert "error: step 2: the LM loss is nan; training stopped" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert not (out / "model.safetensors").exists()
+
+
 def test_adapter_loads_from_another_working_directory(tiny_model_dirs, chat_file, tmp_path, monkeypatch):
     from peft import AutoPeftModelForCausalLM
 

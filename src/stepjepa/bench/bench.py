@@ -16,6 +16,7 @@ from pathlib import Path
 
 from stepjepa.bench.config import BenchConfig
 from stepjepa.bench.measure import PeakMemory, measure_eval, measure_memory, measure_times
+from stepjepa.bench.modes import bench_attention
 from stepjepa.bench.report import add_ratios, format_report
 from stepjepa.data import write_json_atomic
 from stepjepa.machine import machine
@@ -26,6 +27,7 @@ def run_bench(cfg: BenchConfig) -> int:
     """Measure every requested mode (and generation with --eval); print the table or the JSON; 0."""
     device = resolve_device(cfg.device)
     modes, precisions = cfg.mode_list(), cfg.precision_list()
+    attention = bench_attention(cfg, device)  # an explicit implementation the model cannot run stops here
     memory = {}
     if cfg.isolate:
         for precision in precisions:
@@ -48,6 +50,7 @@ def run_bench(cfg: BenchConfig) -> int:
         "machine": machine(device),
         "memory_method": method,
         "config": asdict(cfg),
+        "attention": asdict(attention),
         "precision": precisions[0],
         "modes": results[precisions[0]],
         "precisions": results if len(precisions) > 1 else None,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from stepjepa.core.attention import ATTN_CHOICES
 from stepjepa.errors import UsageError
 from stepjepa.flag_groups import (
     DeviceFlags,
@@ -58,6 +59,9 @@ class BenchConfig(PrecisionFlags, DeviceFlags, SeedFlags, LoraFlags, StepFlags, 
     precisions: str = field(default="", metadata=_help(
         "Comma-separated precisions to time side by side, interleaved on the same batches: fp32,bf16 "
         "(default: the one --bf16/--no_bf16/auto picks)."))
+    attn_implementation: str = field(default="auto", metadata=_help(
+        "Attention kernel, as stepjepa train's: auto (flex_attention on CUDA where the model runs it, else sdpa), "
+        "sdpa, eager or flex_attention (CUDA only)."))
     isolate: bool = field(default=True, metadata=_help(
         "Measure each mode's peak memory in a fresh process (comparable between modes; slower)."))
     json: bool = field(default=False, metadata=_help("Print one JSON object on stdout instead of the table."))
@@ -79,6 +83,9 @@ class BenchConfig(PrecisionFlags, DeviceFlags, SeedFlags, LoraFlags, StepFlags, 
         precisions = self._named_precisions()
         if self.precisions and (not precisions or set(precisions) - set(PRECISIONS) or len(set(precisions)) != len(precisions)):
             raise UsageError(f"--precisions '{self.precisions}': give distinct precisions of {', '.join(PRECISIONS)}, comma-separated")
+        if self.attn_implementation not in ATTN_CHOICES:
+            raise UsageError(f"--attn_implementation must be one of {', '.join(ATTN_CHOICES)}, "
+                             f"got {self.attn_implementation!r}")
         modes = self.mode_list()
         unknown = [m for m in modes if m not in ALL_MODES]
         if unknown or not modes or len(set(modes)) != len(modes):

@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING
 import torch
 
 from stepjepa.bench.config import ALL_MODES
-from stepjepa.bench.modes import bench_chats, build_batches, load_bench_model, loss_function, token_counts
+from stepjepa.bench.modes import (
+    bench_attention,
+    bench_chats,
+    build_batches,
+    load_bench_model,
+    loss_function,
+    padding_fraction,
+    token_counts,
+)
 from stepjepa.evaluation.generation import generate_responses
 from stepjepa.precision import resolve_device
 
@@ -84,14 +92,48 @@ def _to(batch: dict, device: str) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def matmul_parameters(model: torch.nn.Module) -> int:
+    """The parameters a token multiplies through: all but the embedding lookups (token, position), plus the
+    output head even when it shares the token embedding's weight."""
+    embeddings = {id(module.weight) for module in model.modules() if isinstance(module, torch.nn.Embedding)}
+    count = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
+    head = model.get_output_embeddings()
+    if head is not None and id(head.weight) in embeddings:
+        count += head.weight.numel()
+    return count
+
+
+def model_flops_per_token(parameters: int, layers: int, hidden: int, seq: int) -> int:
+    """Training FLOPs per token (forward and backward): ``6 N`` for the matmuls through ``N`` parameters plus
+    ``12 L H T`` for attention over ``T`` tokens in ``L`` layers of width ``H`` (PaLM's appendix B count)."""
+    return 6 * parameters + 12 * layers * hidden * seq
+
+
+def matmul_flops_per_s(device: str, dtype: torch.dtype, size: int | None = None, repeats: int = 5) -> float:
+    """The best FLOP/s of a square ``size`` matmul in ``dtype`` on ``device``: the peak MFU is measured against."""
+    size = size or (8192 if device.startswith("cuda") else 1024)
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+    inner = 10 if device.startswith("cuda") else 1
+    a @ b  # warm-up (kernel choice, allocation)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        began = time.perf_counter()
+        for _ in range(inner):
+            a @ b
+        _sync(device)
+        best = min(best, (time.perf_counter() - began) / inner)
+    return 2 * size**3 / best
+
+
 class StepRunner:
     """One model and one AdamW optimiser; :meth:`step` times a full training step of any mode on a batch,
     under bf16 autocast when ``bf16`` (float32 weights and optimiser, as the Trainer's mixed precision)."""
 
-    def __init__(self, cfg: BenchConfig, device: str, bf16: bool = False):
+    def __init__(self, cfg: BenchConfig, device: str, bf16: bool = False, attn_implementation: str = "sdpa"):
         self.device = device
         self.bf16 = bf16
-        self.model, self.tokenizer, self.predictor_ids = load_bench_model(cfg, device)
+        self.model, self.tokenizer, self.predictor_ids = load_bench_model(cfg, device, attn_implementation)
         params = [p for p in self.model.parameters() if p.requires_grad]
         # Fused AdamW, as the Trainer's default optimiser (adamw_torch_fused) is.
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, fused=True)
@@ -101,23 +143,31 @@ class StepRunner:
         """Seconds of forward + backward + optimiser step (device synchronised at both ends)."""
         _sync(self.device)
         began = time.perf_counter()
-        with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.losses[mode](self.model, batch)
-        out.loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        # The phases are named for torch.profiler (scripts/profile_step.py); unprofiled, a name costs microseconds.
+        with torch.profiler.record_function("step: forward"):
+            with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16):
+                out = self.losses[mode](self.model, batch)
+        with torch.profiler.record_function("step: backward"):
+            out.loss.backward()
+        with torch.profiler.record_function("step: optimizer"):
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         _sync(self.device)
         return time.perf_counter() - began
 
 
-def _fixed_batches(cfg: BenchConfig, trainer: StepRunner, modes: list[str]) -> tuple[dict, dict]:
-    """Per mode: its batches on the device, and the host seconds each took to build."""
+def _fixed_batches(cfg: BenchConfig, trainer: StepRunner, modes: list[str],
+                   attn_implementation: str = "sdpa") -> tuple[dict, dict, dict]:
+    """Per mode: its batches on the device, the host seconds each took to build, and each one's padding
+    fraction."""
     chats = bench_chats(cfg, trainer.tokenizer)
-    batches, build_s = {}, {}
+    batches, build_s, padding = {}, {}, {}
     for mode in modes:
-        built, build_s[mode] = build_batches(cfg, mode, trainer.tokenizer, chats, trainer.predictor_ids)
+        built, build_s[mode] = build_batches(cfg, mode, trainer.tokenizer, chats, trainer.predictor_ids,
+                                             attn_implementation, trainer.device.startswith("cuda"))
+        padding[mode] = [padding_fraction(mode, b) for b in built]
         batches[mode] = [_to(b, trainer.device) for b in built]
-    return batches, build_s
+    return batches, build_s, padding
 
 
 def measure_times(cfg: BenchConfig, with_memory: bool) -> dict[str, dict[str, dict]]:
@@ -129,14 +179,22 @@ def measure_times(cfg: BenchConfig, with_memory: bool) -> dict[str, dict[str, di
     """
     device = resolve_device(cfg.device)
     modes, precisions = cfg.mode_list(), cfg.precision_list()
-    runners = {p: StepRunner(cfg, device, bf16=p == "bf16") for p in precisions}
-    batches, build_s = _fixed_batches(cfg, runners[precisions[0]], modes)
+    attention = bench_attention(cfg, device).implementation
+    runners = {p: StepRunner(cfg, device, bf16=p == "bf16", attn_implementation=attention) for p in precisions}
+    batches, build_s, padding = _fixed_batches(cfg, runners[precisions[0]], modes, attention)
     memory = PeakMemory(device)
     variants = [(p, mode) for p in precisions for mode in modes]
+    # The first step of each variant compiles what it runs (flex_attention's kernels on CUDA): timed apart.
+    first_s = {}
     for i in range(cfg.warmup):
         for p, mode in variants:
-            runners[p].step(mode, batches[mode][i % cfg.steps])
+            seconds = runners[p].step(mode, batches[mode][i % cfg.steps])
+            first_s.setdefault((p, mode), seconds)
     gc.collect()
+    model = runners[precisions[0]].model
+    shape = (matmul_parameters(model), model.config.num_hidden_layers, model.config.hidden_size)
+    peaks_flops = {p: matmul_flops_per_s(device, torch.bfloat16 if p == "bf16" else torch.float32)
+                   for p in precisions}
     times = {variant: [] for variant in variants}
     peaks = {variant: 0.0 for variant in variants}
     for i in range(cfg.steps):
@@ -146,6 +204,10 @@ def measure_times(cfg: BenchConfig, with_memory: bool) -> dict[str, dict[str, di
             peaks[variant] = max(peaks[variant], memory.peak_mb())
     results = {p: _mode_results(modes, batches, build_s, {m: times[p, m] for m in modes},
                                 {m: peaks[p, m] for m in modes}, with_memory) for p in precisions}
+    for p in precisions:
+        for mode in modes:
+            _add_efficiency(results[p][mode], mode, batches[mode], padding[mode], first_s[p, mode], shape,
+                            peaks_flops[p])
     del runners, batches
     gc.collect()
     return results
@@ -177,14 +239,40 @@ def _mode_results(modes: list[str], batches: dict, build_s: dict, times: dict, p
     return results
 
 
+def _add_efficiency(result: dict, mode: str, batches: list[dict], padding: list[float], first_s: float,
+                    shape: tuple[int, int, int], peak_flops: float) -> None:
+    """The columns of issue 22: padding, host batch building against the step, tokens run per second, model
+    FLOPs utilisation on the real (conversation) tokens against the measured matmul peak, and compile time."""
+    parameters, layers, hidden = shape
+    flops = [token_counts(mode, b)[0] * model_flops_per_token(parameters, layers, hidden, _conversation_width(b))
+             for b in batches]
+    times = result["step_s"]
+    result.update({
+        "padding_fraction": statistics.mean(padding),
+        "build_share": result["median_batch_build_s"] / result["median_step_s"],
+        "slots_per_s": statistics.median(token_counts(mode, b)[1] / t for b, t in zip(batches, times)),
+        "model_flops_per_step": statistics.mean(flops),
+        "matmul_peak_flops": peak_flops,
+        "mfu": statistics.median(f / t / peak_flops for f, t in zip(flops, times)),
+        "first_step_s": first_s,
+        "compile_s": max(first_s - result["median_step_s"], 0.0),
+    })
+
+
+def _conversation_width(batch: dict) -> int:
+    """The longest conversation of a batch: the sequence its real tokens attend over."""
+    return int(batch.get("conversation_width", batch["input_ids"].shape[1]))
+
+
 def measure_memory(cfg: BenchConfig, mode: str) -> dict:
     """Peak memory of ``mode``'s training steps in the config's first precision, in this (fresh) process:
     one warm-up step, a reset, then the :data:`MEMORY_BATCHES` batches of this mode that run the most tokens.
     """
     device = resolve_device(cfg.device)
     memory = PeakMemory(device)
-    trainer = StepRunner(cfg, device, bf16=cfg.precision_list()[0] == "bf16")
-    batches, _ = _fixed_batches(cfg, trainer, [mode])
+    attention = bench_attention(cfg, device).implementation
+    trainer = StepRunner(cfg, device, bf16=cfg.precision_list()[0] == "bf16", attn_implementation=attention)
+    batches, _, _ = _fixed_batches(cfg, trainer, [mode], attention)
     largest = sorted(batches[mode], key=lambda b: -token_counts(mode, b)[1])[:MEMORY_BATCHES]
     loaded_mb = memory.current_mb()
     trainer.step(mode, batches[mode][0])

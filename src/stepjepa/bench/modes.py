@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from stepjepa.bench.config import MULTIPASS, TRAINING_MODES
+from stepjepa.core.attention import AttentionChoice, batch_width_multiple, choose_attention, host_builds_dense_mask
 from stepjepa.core.examples import pack_chat
 from stepjepa.core.layout import PackedCollator
 from stepjepa.core.multipass import multipass_batch, multipass_objective
-from stepjepa.core.objective import Objective, ObjectiveOutput, compute_objective
+from stepjepa.core.objective import Objective, ObjectiveOutput, add_host_counts, compute_objective
 from stepjepa.core.tokenization import IGNORE_INDEX, encode_chat
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT, Dropped, chat_row, gsm8k_problem, read_jsonl
 from stepjepa.errors import UsageError
@@ -85,9 +86,9 @@ def bench_chats(cfg: BenchConfig, tokenizer: Any) -> list[list[dict]]:
 # ---- model -----------------------------------------------------------------------------------
 
 
-def tiny_model(model_name: str) -> torch.nn.Module:
-    """A random model with ``model_name``'s architecture, shrunk to :data:`TINY_SIZES`."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def tiny_config(model_name: str):
+    """``model_name``'s config shrunk to :data:`TINY_SIZES`."""
+    from transformers import AutoConfig
 
     from stepjepa.models import resolve_model_path
 
@@ -95,10 +96,30 @@ def tiny_model(model_name: str) -> torch.nn.Module:
     for key, value in TINY_SIZES.items():
         if hasattr(config, key):
             setattr(config, key, value)
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+    return config
 
 
-def load_bench_model(cfg: BenchConfig, device: str) -> tuple[torch.nn.Module, Any, list[int]]:
+def tiny_model(model_name: str, attn_implementation: str = "sdpa") -> torch.nn.Module:
+    """A random model with ``model_name``'s architecture, shrunk to :data:`TINY_SIZES`."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_config(tiny_config(model_name), dtype=torch.float32,
+                                            attn_implementation=attn_implementation)
+
+
+def bench_attention(cfg: BenchConfig, device: str) -> AttentionChoice:
+    """The attention implementation the bench runs (:func:`stepjepa.core.attention.choose_attention`), from the
+    (tiny or full) model's config."""
+    from stepjepa.models import attention_facts, config_attention_facts
+
+    model_class, supports_flex, head_dim = (config_attention_facts(tiny_config(cfg.model_name)) if cfg.tiny
+                                            else attention_facts(cfg.model_name))
+    return choose_attention(cfg.attn_implementation, device.startswith("cuda"), supports_flex, head_dim,
+                            model_class)
+
+
+def load_bench_model(cfg: BenchConfig, device: str,
+                     attn_implementation: str = "sdpa") -> tuple[torch.nn.Module, Any, list[int]]:
     """Model (train mode, on ``device``), tokenizer, predictor ids: identical in every mode for one seed."""
     from stepjepa.models import add_predictor_tokens, apply_lora, load_model, load_tokenizer, resize_for_tokenizer
 
@@ -106,7 +127,8 @@ def load_bench_model(cfg: BenchConfig, device: str) -> tuple[torch.nn.Module, An
     # Every mode gets the predictor tokens, so the embedding matrix (and its optimiser state) is the same size.
     predictor_ids = add_predictor_tokens(tokenizer, cfg.predictors) if cfg.predictors else []
     torch.manual_seed(cfg.seed)
-    model = tiny_model(cfg.model_name) if cfg.tiny else load_model(cfg.model_name)
+    model = (tiny_model(cfg.model_name, attn_implementation) if cfg.tiny
+             else load_model(cfg.model_name, attn_implementation=attn_implementation))
     resize_for_tokenizer(model, tokenizer)
     if cfg.lora:
         model = apply_lora(model, cfg.lora_rank)
@@ -116,11 +138,19 @@ def load_bench_model(cfg: BenchConfig, device: str) -> tuple[torch.nn.Module, An
 # ---- batches and loss of a mode --------------------------------------------------------------
 
 
-def build_batches(cfg: BenchConfig, mode: str, tokenizer: Any, chats: list[list[dict]],
-                  predictor_ids: list[int]) -> tuple[list[dict], list[float]]:
-    """The fixed batches of ``mode`` (``cfg.steps`` of them) and the seconds each took to build on the host."""
+def build_batches(cfg: BenchConfig, mode: str, tokenizer: Any, chats: list[list[dict]], predictor_ids: list[int],
+                  attn_implementation: str = "sdpa", cuda: bool = False) -> tuple[list[dict], list[float]]:
+    """The fixed batches of ``mode`` (``cfg.steps`` of them) and the seconds each took to build on the host.
+    Packed batches are those ``stepjepa train`` builds for the implementation and device (host counts; on CUDA
+    no host mask, flex widths in multiples of 128) and carry ``placed_tokens``, their tokens that are not padding."""
     training_mode, step_pairs = TRAINING_MODES[MULTIPASS.get(mode, mode)]
-    collate = multipass_batch if mode in MULTIPASS else lambda rows, pad: PackedCollator(pad)(rows)
+    collator = PackedCollator(tokenizer.pad_token_id, dense_mask=host_builds_dense_mask(attn_implementation, cuda),
+                              pad_to_multiple_of=batch_width_multiple(attn_implementation, cuda))
+
+    def packed(rows, pad):
+        return {**add_host_counts(collator(rows)), "placed_tokens": sum(len(row["input_ids"]) for row in rows)}
+
+    collate = multipass_batch if mode in MULTIPASS else packed
     batches, build_s = [], []
     for start in range(0, len(chats), cfg.batch_size):
         began = time.perf_counter()
@@ -136,6 +166,18 @@ def loss_function(mode: str) -> Callable[[torch.nn.Module, dict], ObjectiveOutpu
     objective = Objective(mode=TRAINING_MODES[MULTIPASS.get(mode, mode)][0])
     compute = multipass_objective if mode in MULTIPASS else compute_objective
     return lambda model, batch: compute(model, batch, objective)
+
+
+def padding_fraction(mode: str, batch: dict) -> float:
+    """The share of the token slots a batch runs that hold padding (view blocks and repeated contexts are tokens,
+    not padding): packed, ``1 - placed_tokens / slots``; multi-pass, over its three batches' masks."""
+    if mode in MULTIPASS:
+        pairs = (("input_ids", "attention_mask"), ("view_a_ids", "view_a_mask"), ("view_b_ids", "view_b_mask"))
+        slots = sum(batch[ids].numel() for ids, _ in pairs if ids in batch)
+        placed = sum(int(batch[mask].sum()) for ids, mask in pairs if ids in batch)
+    else:
+        slots, placed = batch["input_ids"].numel(), batch["placed_tokens"]
+    return 1 - placed / slots
 
 
 def token_counts(mode: str, batch: dict) -> tuple[int, int, int, int]:

@@ -52,6 +52,10 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}"
+
+
 def format_report(report: dict) -> str:
     """The report as a table for the terminal."""
     cfg, info = report["config"], report["machine"]
@@ -60,16 +64,24 @@ def format_report(report: dict) -> str:
         f"batch {cfg['batch_size']}, {cfg['steps']} steps after {cfg['warmup']} warm-up, "
         f"max_length {cfg['max_length']}, K={cfg['predictors']}, {', '.join(report.get('precisions') or [report['precision']])}; "
         f"peak memory: {report['memory_method']}",
-        "",
     ]
-    header = ("mode", "precision", "median s", "min s", "max s", "conv tok/s", "peak MB", "time x reg",
-              "paired x reg", "mem x reg", "time x fp32", "tokens run")
+    if report.get("attention"):
+        attention = report["attention"]
+        first = next(iter(report["modes"].values()))
+        lines.append(f"attention {attention['implementation']} ({attention['reason']}); matmul peak "
+                     f"{first['matmul_peak_flops'] / 1e12:.3g} TFLOP/s in {report['precision']} (MFU: model FLOPs "
+                     "of the real tokens, 6N + 12 L H T per token, over it); compile s: first step - median")
+    lines.append("")
+    header = ("mode", "precision", "median s", "min s", "max s", "real tok/s", "slots/s", "pad %", "build %",
+              "MFU %", "compile s", "peak MB", "time x reg", "paired x reg", "mem x reg", "time x fp32", "tokens run")
     rows = [header]
     by_precision = report.get("precisions") or {report["precision"]: report["modes"]}
     for precision, modes in by_precision.items():
         for name, r in modes.items():
             rows.append((name, precision, _fmt(r["median_step_s"], ".3f"), _fmt(r["min_step_s"], ".3f"),
-                         _fmt(r["max_step_s"], ".3f"), _fmt(r["tokens_per_s"], ".0f"), _fmt(r["peak_mem_mb"], ".0f"),
+                         _fmt(r["max_step_s"], ".3f"), _fmt(r["tokens_per_s"], ".0f"), _fmt(r.get("slots_per_s"), ".0f"),
+                         _percent(r.get("padding_fraction")), _percent(r.get("build_share")), _percent(r.get("mfu")),
+                         _fmt(r.get("compile_s"), ".2f"), _fmt(r["peak_mem_mb"], ".0f"),
                          _fmt(r.get("step_time_vs_regular"), ".2f"), _fmt(r.get("paired_step_time_vs_regular"), ".2f"),
                          _fmt(r.get("peak_mem_vs_regular"), ".2f"), _fmt(r.get("step_time_vs_fp32"), ".2f"),
                          str(r["processed_tokens"])))

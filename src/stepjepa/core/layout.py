@@ -188,7 +188,8 @@ class PackedCollator:
     ``pair_b_row`` (the rows holding view_a and view_b), ``pair_view_a``, ``pair_view_b`` (their columns) ``(P,)``
     and ``pair_span`` ``(P, 2)`` (its blocks' columns when they lie together in its example's row, else
     ``(0, 0)``); ``view_a_index``/``view_b_index`` ``(B,)`` are the columns of each example's first pair
-    (NO_VIEW: the example trains LM only).
+    (NO_VIEW: the example trains LM only). ``pad_to_multiple_of``: the batch width is padded up to a multiple of
+    it (compiled kernels on CUDA are reused across batches of nearby widths).
 
     >>> batch = PackedCollator(pad_token_id=0)([pack_regular(EncodedChat([5, 6, 7], [-100, 6, 7], 1, [], False))])
     >>> batch["input_ids"].tolist(), batch["attention_mask"].shape
@@ -199,6 +200,7 @@ class PackedCollator:
     dense_mask: bool = True
     view_rows: str = "auto"
     fill_padding: bool = True
+    pad_to_multiple_of: int | None = None
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if self.view_rows not in VIEW_ROWS:
@@ -209,6 +211,8 @@ class PackedCollator:
         count = len(rows)
         if own_rows is not None:
             placement, count, total = own_rows
+        if self.pad_to_multiple_of:
+            total = -(-total // self.pad_to_multiple_of) * self.pad_to_multiple_of
         batch = self._assemble(rows, placement, count, total)
         if self.dense_mask:
             batch["attention_mask"] = additive_mask(allowed_attention(batch["block_start"], batch["context_end"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
@@ -59,6 +60,36 @@ def lm_window(labels: torch.Tensor) -> tuple[int, int]:
     return int(labelled[0]) - 1, int(labelled[-1])
 
 
+def add_host_counts(batch: dict[str, Any]) -> dict[str, Any]:
+    """The collated batch (still on the host) with the counts a step needs as Python ints, which stay on the host
+    when the batch's tensors move to the device, so the step reads nothing back (each read waits for the GPU's
+    queue to drain): its LM window ``lm_lo``, ``lm_hi``, labelled tokens ``lm_tokens``, examples with a JEPA pair
+    ``pair_examples``, and ``conversation_rows``, ``conversation_width``, ``num_tokens``."""
+    batch["lm_lo"], batch["lm_hi"] = lm_window(batch["labels"])
+    batch["lm_tokens"] = int((batch["labels"] != IGNORE_INDEX).sum())  # view rows and padding carry no label
+    batch["pair_examples"] = len(set(batch["pair_row"].tolist()))  # examples with a JEPA pair
+    for key in ("conversation_rows", "conversation_width", "num_tokens"):
+        if key in batch:
+            batch[key] = int(batch[key])
+    return batch
+
+
+@dataclass
+class HostCountingCollator:
+    """A collator whose batches carry :func:`add_host_counts` (computed in the DataLoader's worker, if any)."""
+
+    collator: Callable[[list], dict]
+
+    def __call__(self, rows: list) -> dict:
+        return add_host_counts(self.collator(rows))
+
+
+def _attn_implementation(model: torch.nn.Module) -> str | None:
+    """The attention implementation of ``model`` (wrapped by DDP, PEFT or torch.compile), None if unknown."""
+    config = getattr(getattr(model, "module", model), "config", None)
+    return getattr(config, "_attn_implementation", None)
+
+
 def _plain_output_head(model: torch.nn.Module) -> torch.nn.Module | None:
     """The output embedding, where the model's logits are exactly it applied to the last hidden state (no logit
     scaling or soft-capping in its config); None otherwise. ``model`` may be wrapped by DDP or PEFT."""
@@ -84,9 +115,11 @@ def compute_objective(model: torch.nn.Module, batch: dict[str, torch.Tensor], ob
         batch = conversation_only(batch)
     conversations = int(batch["conversation_rows"])
     head = _plain_output_head(model) if len(batch["input_ids"]) > conversations else None
-    lo, hi = lm_window(batch["labels"])
+    # Host counts (HostCountingCollator) where the batch has them; else read from its tensors.
+    lo, hi = (batch["lm_lo"], batch["lm_hi"]) if "lm_lo" in batch else lm_window(batch["labels"])
     inputs = {key: batch[key] for key in ("input_ids", "position_ids")}
-    inputs["attention_mask"] = model_attention_mask(batch, getattr(model, "dtype", torch.float32))
+    inputs["attention_mask"] = model_attention_mask(batch, getattr(model, "dtype", torch.float32),
+                                                    _attn_implementation(model))
     embeds = use_jepa and (has_pairs or across_ranks)
     out = model(
         **inputs,
@@ -100,7 +133,7 @@ def compute_objective(model: torch.nn.Module, batch: dict[str, torch.Tensor], ob
     else:
         logits = out.logits[:conversations]
     targets = batch["labels"][:conversations, lo + 1 : hi + 1]
-    lm_tokens = int((targets != IGNORE_INDEX).sum())
+    lm_tokens = batch["lm_tokens"] if "lm_tokens" in batch else int((targets != IGNORE_INDEX).sum())
     lm_sum = lm_loss(logits, targets, reduction="sum")  # logits (B, hi-lo, V)
     lm = lm_sum / lm_tokens
     lm_term = lm if scale is None else lm_sum / scale.lm_tokens

@@ -131,11 +131,18 @@ def _train(cfg: TrainConfig) -> int:
     import torch
     from transformers import set_seed
 
-    from stepjepa.core.attention import uses_dense_mask
+    from stepjepa.core.attention import batch_width_multiple, choose_attention, host_builds_dense_mask
     from stepjepa.core.layout import PackedCollator
-    from stepjepa.core.objective import Objective
+    from stepjepa.core.objective import HostCountingCollator, Objective
     from stepjepa.data.cache import ExpandingCollator, RowSettings, expand_row, streamed_rows, with_regions
-    from stepjepa.models import add_predictor_tokens, apply_lora, load_model, load_tokenizer, resize_for_tokenizer
+    from stepjepa.models import (
+        add_predictor_tokens,
+        apply_lora,
+        attention_facts,
+        load_model,
+        load_tokenizer,
+        resize_for_tokenizer,
+    )
     from stepjepa.training.trainer import (
         JepaTrainer,
         MetricsFileCallback,
@@ -147,6 +154,11 @@ def _train(cfg: TrainConfig) -> int:
     for path in (cfg.train_file, cfg.eval_file):
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such file")
+    # The attention implementation from the model's config alone: an explicit one it cannot run stops here,
+    # before any data is tokenized or weights are read.
+    cuda = torch.cuda.is_available()
+    model_class, supports_flex, head_dim = attention_facts(cfg.model_name)
+    attention = choose_attention(cfg.attn_implementation, cuda, supports_flex, head_dim, model_class)
     tokenizer = load_tokenizer(cfg.model_name)
     predictor_ids = add_predictor_tokens(tokenizer, cfg.predictors) if cfg.mode != "regular" and cfg.predictors else []
     settings = RowSettings(cfg.mode, tuple(predictor_ids), cfg.last_token_offset, cfg.max_length, cfg.step_pairs)
@@ -171,8 +183,11 @@ def _train(cfg: TrainConfig) -> int:
     if cfg.step_jepa and cfg.last_token != "auto":
         _say(cfg, 1, "note: --last_token is not used by Step-JEPA (its views end at their embedding token)")
     # --step_pairs random drops pairs from collated batches (select_pairs): each pair's blocks stay in its row.
-    collator = PackedCollator(tokenizer.pad_token_id, dense_mask=uses_dense_mask(cfg.attn_implementation),
-                              fill_padding=cfg.step_pairs != "random")
+    # On CUDA the step builds its mask on the device; compiled kernels get batch widths in multiples of 128.
+    collator = PackedCollator(tokenizer.pad_token_id,
+                              dense_mask=host_builds_dense_mask(attention.implementation, cuda),
+                              fill_padding=cfg.step_pairs != "random",
+                              pad_to_multiple_of=batch_width_multiple(attention.implementation, cuda, cfg.compile))
     if cfg.debug >= 7:
         count = min(cfg.batch_size, 2)
         first = [expand_row(row) for row in islice(train_dataset, count)] if rows is None else [
@@ -180,17 +195,19 @@ def _train(cfg: TrainConfig) -> int:
         print_first_batch(tokenizer, with_regions(first, cfg.train_file, tokenizer, settings), len(first))
         return 0
 
-    if cfg.attn_implementation == "flex_attention" and not torch.cuda.is_available():
-        raise UsageError("--attn_implementation flex_attention needs a CUDA GPU (FlexAttention has no backward on "
-                         "the CPU); use sdpa")
     set_seed(cfg.seed)
-    model = load_model(cfg.model_name, attn_implementation=cfg.attn_implementation)
+    model = load_model(cfg.model_name, attn_implementation=attention.implementation)
     resize_for_tokenizer(model, tokenizer)
     if cfg.lora:
         model = apply_lora(model, cfg.lora_rank)
     trainable, total = trainable_parameter_count(model)
     _say(cfg, 1, f"model {cfg.model_name}: {trainable:,} trainable of {total:,} parameters, "
-                 f"{args.device.type} {precision_name(args.bf16)}")
+                 f"{args.device.type} {precision_name(args.bf16)}, attention {attention.implementation} "
+                 f"({attention.reason})" + (", compiled" if cfg.compile else "")
+                 + (f", {args.dataloader_num_workers} collating workers" if args.dataloader_num_workers else ""))
+    if args.dataloader_num_workers:
+        # The workers fork after tokenization; the tokenizer's own threads are not needed in them.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     trainer = JepaTrainer(
@@ -198,7 +215,7 @@ def _train(cfg: TrainConfig) -> int:
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_rows.dataset if eval_rows else None,
-        data_collator=ExpandingCollator(collator),
+        data_collator=HostCountingCollator(ExpandingCollator(collator)),
         processing_class=tokenizer,
         callbacks=[MetricsFileCallback(cfg.output_dir)],
         objective=Objective(mode=cfg.mode, loss=cfg.loss_kind, lbd=cfg.lbd, gamma=cfg.gamma,

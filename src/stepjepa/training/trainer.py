@@ -13,6 +13,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from stepjepa.core.layout import draw_one_pair_per_row, select_pairs
 from stepjepa.core.objective import LossScale, Objective, compute_objective
+from stepjepa.core.tokenization import IGNORE_INDEX
 from stepjepa.data import append_jsonl, give_plain_modes
 from stepjepa.training.checkpoints import mark_complete, mark_incomplete, rotate
 from stepjepa.training.rundir import RunDir
@@ -70,27 +71,38 @@ class JepaTrainer(Trainer):
         if self.objective.mode == "regular":
             return 0
         if self.one_pair_per_example:
+            if "pair_examples" in batch:
+                return batch["pair_examples"]
             return len(set(batch["pair_row"].tolist()))
         return len(batch["pair_row"])
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """The step's micro-batches, each told whether it computes the JEPA term, and the step's divisors:
-        its labelled tokens (the Trainer's ``num_items_in_batch``) and JEPA pairs, both over every rank."""
-        batches, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if not batches:  # the data ran out (a stream's epoch ends): no step to scale
-            return batches, num_items_in_batch
-        pairs = 0
+        its labelled tokens (the Trainer's ``num_items_in_batch``) and JEPA pairs, both over every rank. Counted
+        from the collator's host integers: nothing is read back from the device (but one reduction with DDP)."""
+        batches = []
+        for _ in range(num_batches):
+            try:
+                batches.append(next(epoch_iterator))
+            except StopIteration:  # the data ran out (a stream's epoch ends)
+                break
+        if not batches:
+            return batches, None
+        tokens = pairs = 0
         for micro, batch in enumerate(batches):
             batch["use_jepa"] = self._draw_jepa(micro)
             pairs += self._pairs_trained(batch) if batch["use_jepa"] else 0
-        pairs = torch.tensor(float(pairs), device=device)
+            tokens += _labelled_tokens(batch)
         if self.args.world_size > 1:
-            pairs = self.accelerator.reduce(pairs, reduction="sum")
-        self._step_scale = LossScale(float(num_items_in_batch), float(pairs), self.accelerator.num_processes)
-        return batches, num_items_in_batch
+            counts = self.accelerator.reduce(torch.tensor([tokens, pairs], dtype=torch.float64, device=device),
+                                             reduction="sum")
+            tokens, pairs = counts.tolist()
+        self._step_scale = LossScale(float(tokens), float(pairs), self.accelerator.num_processes)
+        return batches, torch.tensor(float(tokens))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Training: this micro-batch's share of the step's loss (:class:`LossScale`); evaluation: its own means."""
+        """Training: this micro-batch's share of the step's loss (:class:`LossScale`); evaluation: its own means.
+        The losses stay on the device: their sums are read (and checked finite) when logged or saved."""
         split = "train" if model.training else "eval"
         use_jepa = inputs["use_jepa"] if split == "train" else True
         if use_jepa and self.one_pair_per_example and len(inputs["pair_row"]):
@@ -101,29 +113,30 @@ class JepaTrainer(Trainer):
         if split == "train" and not self._announced and self.state.global_step == 0:
             self._announced = True
             self._announce_first_batch(inputs)
-        lm = out.lm_loss.item()
-        jepa = out.jepa_loss.item() if out.jepa_loss is not None else None
-        if split == "train":
-            self._check_finite(lm, jepa, out.loss.item())
         # Per optimizer step, token- and pair-weighted sums (over micro-batches, then ranks): a step's logged
         # means are those its loss was made of. Evaluation is one "step".
         sums = self._sums[split][self.state.global_step if split == "train" else 0]
-        sums[0] += lm * out.lm_tokens
+        sums[0] = sums[0] + out.lm_loss.detach().double() * out.lm_tokens
         sums[1] += out.lm_tokens
-        if jepa is not None:
-            sums[2] += jepa * out.pairs
+        if out.jepa_loss is not None:
+            sums[2] = sums[2] + out.jepa_loss.detach().double() * out.pairs
             sums[3] += out.pairs
         sums[4] += int(inputs["num_tokens"])
         return (out.loss, {"loss": out.loss}) if return_outputs else out.loss
 
-    def _check_finite(self, lm: float, jepa: float | None, total: float) -> None:
-        """Stop before a NaN or infinite loss reaches the weights, naming the step and the term that broke."""
-        step = self.state.global_step + 1
-        for term, value in (("LM", lm), ("JEPA", jepa), ("weighted (gamma * LM + lbd * JEPA)", total)):
-            if value is not None and not math.isfinite(value):
-                raise NonFiniteLoss(f"step {step}: the {term} loss is {value}")
+    def _check_finite(self, steps: list[int], values: torch.Tensor, loss: float | None = None) -> None:
+        """Stop on a NaN or infinite loss, naming the first step and term that broke; ``values``: the steps'
+        sums ``(steps, SUM_COLUMNS)`` on the host, ``loss``: the Trainer's logged (weighted) loss."""
+        message = first_non_finite(steps, values)
+        if message is None and loss is not None and not math.isfinite(loss):
+            message = f"step {self.state.global_step}: the weighted (gamma * LM + lbd * JEPA) loss is {loss}"
+        if message:
+            raise NonFiniteLoss(message)
 
     def _save_checkpoint(self, model, trial) -> None:
+        # Steps not yet logged are checked first: a checkpoint never holds weights a non-finite loss updated.
+        steps = sorted(self._sums["train"])
+        self._check_finite(steps, stacked_sums([self._sums["train"][step] for step in steps], "cpu"))
         run = RunDir(self.args.output_dir)
         checkpoint = run.checkpoint(self.state.global_step)
         marking = self.run_record is not None and self.args.should_save
@@ -144,16 +157,19 @@ class JepaTrainer(Trainer):
             print(f"rank {self.args.process_index}/{self.args.world_size}: first batch {tuple(ids.shape)}, "
                   f"token-id sum {int(ids.sum())}", flush=True)
 
-    def _period_means(self, split: str) -> tuple[float | None, float | None, float]:
+    def _period_means(self, split: str, loss: float | None = None) -> tuple[float | None, float | None, float]:
         """This log period's LM and JEPA losses (each step's token- and pair-weighted means over all processes,
         averaged over the period's steps, as the Trainer averages ``loss``) and its conversation tokens.
-        Every rank calls ``log``, with the same steps."""
+        Every rank calls ``log``, with the same steps. Training: a non-finite loss raises :class:`NonFiniteLoss`."""
         steps = self._sums[split]
-        values = torch.tensor([steps[step] for step in sorted(steps)], dtype=torch.float64,
-                              device=self.args.device).reshape(-1, SUM_COLUMNS)  # (steps, SUM_COLUMNS)
+        order = sorted(steps)
+        values = stacked_sums([steps[step] for step in order], self.args.device)  # (steps, SUM_COLUMNS)
         if self.args.world_size > 1:
             values = self.accelerator.reduce(values, reduction="sum")
+        values = values.cpu()  # the one read-back of the period
         steps.clear()
+        if split == "train":
+            self._check_finite(order, values, loss)
         lm_sum, lm_tokens, jepa_sum, pairs, tokens = values.T
         lm = (lm_sum[lm_tokens > 0] / lm_tokens[lm_tokens > 0]).mean().item() if (lm_tokens > 0).any() else None
         jepa = (jepa_sum[pairs > 0] / pairs[pairs > 0]).mean().item() if (pairs > 0).any() else None
@@ -163,7 +179,7 @@ class JepaTrainer(Trainer):
         split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         if split == "train" and "loss" not in logs:
             return super().log(logs, start_time)
-        lm, jepa, tokens = self._period_means(split)
+        lm, jepa, tokens = self._period_means(split, logs.get("loss"))
         prefix = "eval_" if split == "eval" else ""
         if lm is not None:
             logs[f"{prefix}lm_loss"] = round(lm, 6)
@@ -175,6 +191,31 @@ class JepaTrainer(Trainer):
             logs["tokens_per_s"] = round(tokens / max(now - self._last_log_time, 1e-9), 1)
             self._last_log_time = now
         super().log(logs, start_time)
+
+
+def stacked_sums(rows: list[list], device) -> torch.Tensor:
+    """``(steps, SUM_COLUMNS)`` float64 on ``device`` from per-step lists of numbers and 0-dim tensors."""
+    if not rows:
+        return torch.zeros((0, SUM_COLUMNS), dtype=torch.float64, device=device)
+    return torch.stack([torch.stack([torch.as_tensor(value, dtype=torch.float64, device=device) for value in row])
+                        for row in rows])
+
+
+def first_non_finite(steps: list[int], values: torch.Tensor) -> str | None:
+    """The first of ``steps`` (optimizer steps, counted from 0) whose LM or JEPA mean in ``values``
+    ``(steps, SUM_COLUMNS)`` is NaN or infinite, as "step N: the LM loss is nan" (N counted from 1); else None."""
+    for step, (lm_sum, lm_tokens, jepa_sum, pairs, _) in zip(steps, values.tolist()):
+        for term, total, count in (("LM", lm_sum, lm_tokens), ("JEPA", jepa_sum, pairs)):
+            if count > 0 and not math.isfinite(total / count):
+                return f"step {step + 1}: the {term} loss is {total / count}"
+    return None
+
+
+def _labelled_tokens(batch: dict) -> int:
+    """A micro-batch's labelled tokens: the collator's host count, else counted from its labels (a read-back)."""
+    if "lm_tokens" in batch:
+        return batch["lm_tokens"]
+    return int((batch["labels"] != IGNORE_INDEX).sum())
 
 
 class QuietProgressCallback(ProgressCallback):
