@@ -195,6 +195,10 @@ def apply_lora(model: PreTrainedModel, rank: int) -> PreTrainedModel:
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    # Every checkpoint the Trainer saves makes peft announce that it saves the grown embedding matrix with the adapter
+    # (the predictor rows): what stepjepa wants, so the notice is dropped for the rest of the process.
+    warnings.filterwarnings("ignore", message="Setting `save_embedding_layers` to `True` as the embedding layer has "
+                            "been resized", category=UserWarning)
     with warnings.catch_warnings():
         # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing` alias; nothing for a user to change.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
