@@ -103,3 +103,45 @@ def test_the_readme_is_a_front_page_and_names_no_file_outside_the_clone():
     for page in PAGES:
         assert "../shared" not in page.read_text(encoding="utf-8"), page
     assert "arXiv:2509.14530" in text  # the LLM-JEPA paper is cited
+
+
+def gsm8k_rows(count: int, offset: int) -> str:
+    """GSM8K rows as published: two calculation lines, then `#### answer`."""
+    rows = []
+    for i in range(offset, offset + count):
+        a, b = i + 2, i + 3
+        rows.append({"question": f"Ann has {a} apples and buys {b} more, then doubles them. How many?",
+                     "answer": f"Ann has {a}+{b} = <<{a}+{b}={a + b}>>{a + b} apples.\n"
+                               f"Doubled: {a + b}*2 = <<{a + b}*2={2 * (a + b)}>>{2 * (a + b)}.\n#### {2 * (a + b)}"})
+    return "".join(__import__("json").dumps(row) + "\n" for row in rows)
+
+
+# Appended to the README's commands (a later flag wins): sizes a test can afford (the sweep skips the probe, which
+# the probe command before it has run).
+TINY_RUN = {
+    "train": ["--max_steps", "2", "--batch_size", "2", "--debug", "0"],
+    "evaluate": ["--max_examples", "2", "--max_new_tokens", "8"],
+    "probe": ["--debug", "0"],
+    "sweep": ["--seeds", "82", "--max_examples", "2", "--eval_args", "--max_new_tokens 8",
+              "--train_args", "--lora --max_steps 2 --batch_size 2 --debug 0", "--no_base", "--no_probe"],
+}
+
+
+@pytest.mark.slow
+def test_the_readme_quickstart_runs_on_a_tiny_model(tiny_model_dirs, tmp_path, monkeypatch):
+    """Every quickstart command in order, as written plus TINY_RUN and the tiny model, from a directory holding
+    only the user's two files; each ends with status 0 and leaves the files the next one reads."""
+    from stepjepa.cli import run_command
+
+    monkeypatch.chdir(tmp_path)
+    Path("my_train.jsonl").write_text(gsm8k_rows(12, 0))
+    Path("my_test.jsonl").write_text(gsm8k_rows(4, 100))
+    model = ["--model_name", str(tiny_model_dirs["llama"])]
+    for line in shell_commands(ROOT / "README.md"):
+        words = shlex.split(line)
+        command, argv = words[1], words[2:] + TINY_RUN.get(words[1], [])
+        argv += model if command in ("train", "sweep") else []
+        assert run_command(command, argv) == 0, line
+    assert Path("runs/step_jepa/adapter/adapter_config.json").is_file()
+    assert Path("runs/step_jepa/probe.json").is_file() and Path("runs/step_jepa/eval_summary.json").is_file()
+    assert Path("runs/sweep/report.md").is_file()

@@ -185,7 +185,7 @@ def add_predictor_tokens(tokenizer: PreTrainedTokenizerBase, num_predictors: int
 def resize_for_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     """Grow the embeddings to the tokenizer; new rows are drawn around the mean of the old ones (transformers' mean_resizing)."""
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        # quiet: transformers announces mean_resizing on every resize; the README's training docs say what it does.
+        # quiet: transformers announces mean_resizing on every resize; docs/DESIGN.md (predictor tokens) explains it.
         with quiet_transformers(errors_only=True):
             model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
 
