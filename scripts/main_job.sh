@@ -27,3 +27,4 @@ echo "its metrics and probe:         $RUN/sweep/step_jepa_lbd0.1_k2_cosine_seed4
 echo "regular baseline:              $RUN/sweep/regular_seed42"
 echo "base model's results:          $RUN/sweep/base"
 echo "report (tables and plots):     $RUN/sweep/report.md"
+echo "the published run of this job:  README.md, \"Results of the main job\" (how to read the tables)"

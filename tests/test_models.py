@@ -75,3 +75,28 @@ def test_only_hub_and_network_errors_read_as_unreachable(monkeypatch, raised, me
         load_model("owner/not-a-causal-lm")
     assert message in str(caught.value)
     assert ("reachable" in str(caught.value)) == isinstance(raised, OSError)
+
+
+def test_loading_and_growing_a_model_prints_no_bar_and_no_library_notice(tiny_model_dirs, capfd, tmp_path):
+    """The console of a sweep: no "Loading weights" bar per load (transformers draws one when asked plainly, the
+    control), no mean_resizing notice, no peft FutureWarning, no peft notice when the adapter is saved with the grown
+    embeddings; transformers' own settings restored afterwards."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    assert "Loading weights" in capfd.readouterr().err  # the control: the bar is there without stepjepa's switch
+    verbosity = hf_logging.get_verbosity()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model(str(tiny_model_dirs["llama"]))
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["llama"])
+        add_predictor_tokens(tokenizer, 2)
+        resize_for_tokenizer(model, tokenizer)
+        apply_lora(model, rank=4).save_pretrained(tmp_path / "adapter")  # as a Trainer checkpoint saves it
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "multivariate normal" not in err
+    assert not [w for w in caught if issubclass(w.category, FutureWarning) or "save_embedding_layers" in str(w.message)]
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() == verbosity

