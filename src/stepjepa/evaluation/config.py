@@ -56,6 +56,11 @@ class EvaluateConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps."})
     bf16: bool = field(default=False, metadata={"help": "Generate with bf16 weights. " + AUTO_RULE})
     no_bf16: bool = field(default=False, metadata={"help": NO_BF16_HELP})
+    restart: bool = field(
+        default=False,
+        metadata={"help": "Start over: discard the results already in --output_file (and its summary) instead of "
+                  "resuming; needed to evaluate again with other generation settings."},
+    )
     compare: list[str] = field(
         default_factory=list,
         metadata={"help": "Evaluate these models (after --model_path, if given) on the same problems and print "
