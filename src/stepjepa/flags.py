@@ -46,9 +46,16 @@ def split_flags(text: str, name: str) -> list[str]:
 
 def _is_kind(item: Any, kind: type) -> bool:
     """Whether ``item`` is a ``kind`` value as written, strictly: bool is no int (Python's bool is an int
-    subclass, so ``seeds: true`` would pass as 1), and a float is an int only where a float is wanted."""
+    subclass, so ``seeds: true`` would pass as 1), a float is no int (``seeds: [1.9]`` would become 1); a float
+    takes an int, and a number in words, as PyYAML reads ``1e-3`` (YAML 1.1 wants ``1.0e-3``)."""
     if isinstance(item, bool):
         return kind is bool
+    if isinstance(item, str) and kind in (int, float):
+        try:
+            kind(item)
+        except ValueError:
+            return False
+        return True
     if kind is float:
         return isinstance(item, (int, float))
     return isinstance(item, kind)

@@ -101,3 +101,14 @@ def test_a_rerun_never_deletes_files_of_a_run_whose_lock_is_held(data_files, tmp
     assert "stepjepa sweep: regular_seed1 skipped: process 4242 still runs in" in err
     launched = [json.loads(line) for line in (tmp_path / "launched.jsonl").read_text().splitlines()]
     assert [call[call.index("--output_dir") + 1] for call in launched] == [str(out / "regular_seed2")]
+
+
+def test_numbers_pyyaml_reads_as_words_still_pass(data_files, tmp_path, capsys) -> None:
+    """PyYAML (YAML 1.1) reads 1e-3 as a string; it is still the number written."""
+    preset = tmp_path / "sweep.yaml"
+    preset.write_text("lbd: [1e-3]\nseeds: ['5']\nmodes: [step_jepa]\n")
+    train, test = data_files
+    argv = ["--config", str(preset), "--train_file", str(train), "--test_file", str(test), "--output_dir",
+            str(tmp_path / "s"), "--dry_run", "--no_base"]
+    assert run_command("sweep", argv) == 0
+    assert "step_jepa_lbd0.001_k0_cosine_seed5" in capsys.readouterr().out
