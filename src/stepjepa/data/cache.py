@@ -359,8 +359,11 @@ _TOKENIZING = {"on": False}
 def _after_fork_in_child() -> None:
     if _TOKENIZING["on"]:
         _TOKENIZING["on"] = False
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:  # not the child's main thread (cannot happen on CPython, which makes it so)
+            pass
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
