@@ -209,3 +209,12 @@ NLRX = [
 def nlrx_row(question: str, regex: str) -> dict:
     return {"messages": [{"role": "system", "content": NLRX_SYSTEM}, {"role": "user", "content": question},
                          {"role": "assistant", "content": regex}]}
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for torchrun's rendezvous in the distributed tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from stepjepa.commands import COMMANDS, load, parse_config
@@ -26,10 +27,13 @@ def run_command(command: str, argv: list[str], prog: str | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        # A second Ctrl-C during training, or one in a command without its own handler.
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # A second Ctrl-C during training, or one in a command without its own handler; a handler of SIGTERM
+        # raises it too, as KeyboardInterrupt(signal number, what it stopped).
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        what = f" {exc.args[1]}" if len(exc.args) > 1 else ""
+        print(f"{prog}: interrupted{what}", file=sys.stderr)
+        return 128 + signum
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,10 +10,10 @@ size, which undoes DDP's mean; so both are equal to float rounding, with no worl
 from __future__ import annotations
 
 import os
-import socket
 from datetime import timedelta
 
 import pytest
+from conftest import free_port
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -27,12 +27,6 @@ from stepjepa.core.objective import LossScale, Objective, compute_objective
 OBJECTIVE = Objective(mode="step_jepa", loss="infonce", lbd=0.7, gamma=1.3)
 WORLD = 2
 SPLITS = {"two_and_two": [[0, 1], [2, 3]], "rank_without_pairs": [[0, 1, 2], [3]]}  # chat 3 has no pair
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def packed_batch(model_dir, chats):

@@ -218,7 +218,7 @@ def test_torchrun_two_ranks_tokenize_once(tiny_model_dirs, chat_file, tmp_path):
     import subprocess
     import sys
 
-    from test_distributed import free_port
+    from conftest import free_port
 
     cache = tmp_path / "cache"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
@@ -274,7 +274,7 @@ def test_torchrun_streaming_ranks_read_their_own_rows(tiny_model_dirs, chat_file
     import subprocess
     import sys
 
-    from test_distributed import free_port
+    from conftest import free_port
 
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),

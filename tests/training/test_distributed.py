@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 
 import pytest
+from conftest import free_port
 
 pytestmark = pytest.mark.slow  # torchrun: two training processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_torchrun_two_processes_step_jepa(tiny_model_dirs, chat_file, tmp_path):

@@ -14,9 +14,14 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
+import uuid
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -213,33 +218,60 @@ def _is_blank(raw: bytes) -> bool:
         return False
 
 
-def plan_shards(path: Path, shard_bytes: int) -> tuple[list[dict[str, int]], int]:
+def plan_shards(path: Path, shard_bytes: int, digest: Any = None) -> tuple[list[dict[str, Any]], int]:
     """Byte ranges of about ``shard_bytes`` ending at line ends, each with its first line number and example
-    index; and the number of examples (non-blank lines). One streaming pass: any file size."""
+    index; and the number of examples (non-blank lines). One streaming pass: any file size. ``digest``: a hashlib
+    object fed every byte read; each shard then also carries ``xxh3`` (its bytes' checksum), which the process
+    that tokenizes it checks, so the rows are made of the very bytes hashed."""
+    import xxhash
+
     shards, start, first_line, first_example = [], 0, 1, 0
     offset, line, examples = 0, 0, 0
+    shard_digest = xxhash.xxh3_128()
+
+    def shard(end: int) -> dict[str, Any]:
+        planned = {"start": start, "end": end, "first_line": first_line, "first_example": first_example}
+        if digest is not None:
+            planned["xxh3"] = shard_digest.hexdigest()
+            shard_digest.reset()
+        return planned
+
     with open(path, "rb") as handle:
         for raw in handle:
+            if digest is not None:
+                digest.update(raw)
+                shard_digest.update(raw)
             offset += len(raw)
             line += 1
             examples += not _is_blank(raw)
             if offset - start >= shard_bytes:
-                shards.append({"start": start, "end": offset, "first_line": first_line, "first_example": first_example})
+                shards.append(shard(offset))
                 start, first_line, first_example = offset, line + 1, examples
     if offset > start:
-        shards.append({"start": start, "end": offset, "first_line": first_line, "first_example": first_example})
+        shards.append(shard(offset))
     return shards, examples
 
 
+def changed_while_read(path: Path) -> UsageError:
+    return UsageError(f"{path} changed while it was read (its bytes differ from those hashed for the cache key); "
+                      "nothing was cached; run again once the file is no longer being written")
+
+
 def iter_chats(path: Path, start: int = 0, end: int | None = None, first_line: int = 1,
-               first_example: int = 0) -> Iterator[tuple[int, list[dict]]]:
+               first_example: int = 0, xxh3: str | None = None) -> Iterator[tuple[int, list[dict]]]:
     """``(example_index, messages)`` of each non-blank line in ``[start, end)`` bytes; a bad line raises
-    ValueError naming the file and line, in ``load_chats``' words."""
+    ValueError naming the file and line, in ``load_chats``' words; so do bytes whose checksum is not ``xxh3``
+    (the file changed since it was planned)."""
     from stepjepa.data.jsonl import split_lines
 
     with open(path, "rb") as handle:
         handle.seek(start)
         data = handle.read() if end is None else handle.read(end - start)
+    if xxh3 is not None:
+        import xxhash
+
+        if xxhash.xxh3_128_hexdigest(data) != xxh3:
+            raise changed_while_read(path)
     for example, (number, value, error, detail) in enumerate(split_lines(data, first_line), start=first_example):
         problem = detail if error else chat_problem(value)
         if problem:
@@ -252,7 +284,7 @@ def _shard_rows(path: Path, shard: dict[str, int], tokenizer, settings: RowSetti
     from stepjepa.core.examples import pack_chat
 
     for index, messages in iter_chats(path, shard["start"], shard["end"], shard["first_line"],
-                                      shard["first_example"]):
+                                      shard["first_example"], shard.get("xxh3")):
         row = pack_chat(tokenizer, messages, settings.mode, list(settings.predictor_ids), settings.last_token,
                         settings.max_length, settings.step_pairs)
         if any(label != IGNORE_INDEX for label in row["labels"]):
@@ -315,56 +347,154 @@ def count_rows(dataset, examples: int, mode: str) -> Counter:
 # --- building and loading ------------------------------------------------------------------------------------------
 
 
-def _load_entry(entry: Path):
-    """The memory-mapped dataset and manifest of a whole cache entry, or None."""
+class TokenizingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM while tokenizing: ``args`` is (the signal number, what was stopped), as the CLI says it."""
+
+
+# On while this process tokenizes: processes forked meanwhile (datasets' workers and their manager) leave Ctrl-C
+# to this one and end at once on SIGTERM (what the pool's terminate sends them), so neither prints a traceback.
+_TOKENIZING = {"on": False}
+
+
+def _after_fork_in_child() -> None:
+    if _TOKENIZING["on"]:
+        _TOKENIZING["on"] = False
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:  # not the child's main thread (cannot happen on CPython, which makes it so)
+            pass
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@contextmanager
+def _signals_stop_tokenizing() -> Iterator[list[int]]:
+    """The first SIGINT or SIGTERM raises KeyboardInterrupt here (the main thread) and is put in the list
+    yielded; later ones are ignored, so the cleanup under way is not cut short."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # only the main thread may handle signals
+        return
+
+    def handler(signum, frame):
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _TOKENIZING["on"] = True
+    try:
+        yield received
+    finally:
+        _TOKENIZING["on"] = False
+        for sig, old in previous.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
+def _checksum(path: Path) -> str:
+    """xxh3-128 of a file's bytes (``datasets`` fingerprints with xxhash too): several GB/s, so a cache hit
+    can afford to check every byte it memory-maps."""
+    import xxhash
+
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _token_count(dataset) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.list_value_length(dataset.data.column("input_ids"))).as_py() or 0)
+
+
+def _entry_problem(entry: Path, manifest: dict[str, Any]) -> str | None:
+    """What makes a cache entry's Arrow files differ from those its manifest describes, or None."""
+    for item in manifest["files"]:
+        size = (entry / item["name"]).stat().st_size
+        if size != item["bytes"]:
+            return f"{item['name']} is {size} bytes, its manifest says {item['bytes']}"
+        if _checksum(entry / item["name"]) != item["xxh3"]:
+            return f"{item['name']} does not have the checksum its manifest records"
+    return None
+
+
+def _load_entry(entry: Path) -> tuple[Any, dict[str, Any]] | str:
+    """The memory-mapped dataset and manifest of a whole cache entry, trusted only once its files match their
+    sizes and checksums and its rows and tokens the manifest's counts; else why not ("" when there is none)."""
+    import pyarrow as pa
     from datasets import Dataset, concatenate_datasets
 
+    if not entry.exists():
+        return ""
     try:
         manifest = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
-        parts = [Dataset.from_file(str(entry / name)) for name in manifest["files"]]
-    except (OSError, ValueError, KeyError):
-        return None
-    dataset = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        problem = _entry_problem(entry, manifest)
+        if problem:
+            return problem
+        parts = [Dataset.from_file(str(entry / item["name"])) for item in manifest["files"]]
+        dataset = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        if len(dataset) != manifest["counts"]["rows"] or _token_count(dataset) != manifest["tokens"]:
+            return (f"{len(dataset)} rows of {_token_count(dataset)} tokens, its manifest says "
+                    f"{manifest['counts']['rows']} of {manifest['tokens']}")
+    except FileNotFoundError as exc:
+        return f"{Path(exc.filename or MANIFEST).name} is missing"
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+        return f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return dataset, manifest
 
 
 def _build(path: Path, tokenizer, settings: RowSettings, target: Path, parts: dict[str, Any],
            num_proc: int | None) -> int:
-    """Tokenize ``path`` into a fresh directory, then move it to ``target`` whole; returns the process count."""
-    import pyarrow.compute as pc
+    """Tokenize ``path`` into a fresh directory, then move it to ``target`` whole; returns the process count.
+    Only the bytes hashed for the key are tokenized (the file changed meanwhile: nothing is stored); SIGINT or
+    SIGTERM stops the workers, removes the directory and raises :class:`TokenizingInterrupted`."""
     from datasets import Dataset, disable_progress_bars
 
-    shards, examples = plan_shards(path, SHARD_BYTES)
+    digest = hashlib.sha256()
+    shards, examples = plan_shards(path, SHARD_BYTES, digest)
+    if digest.hexdigest() != parts["data_sha256"]:
+        raise changed_while_read(path)  # between the hash of the key and this pass
     if not examples:
         raise UsageError(f"{path}: file is empty")
     processes = max(1, min(num_proc or available_cores(), len(shards)))
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        plan = Dataset.from_list(shards)
-        disable_progress_bars()  # its bar counts shards, not examples; the start line says what was done
-        built = plan.map(
-            _pack_shards, batched=True, batch_size=1, num_proc=processes if processes > 1 else None,
-            remove_columns=plan.column_names, features=features(), load_from_cache_file=False,
-            fn_kwargs={"path": str(path), "tokenizer": tokenizer, "settings": settings},
-            cache_file_name=str(staging / "rows.arrow"), new_fingerprint=target.name, desc="tokenizing",
-        )
-        files = [Path(f["filename"]).name for f in built.cache_files]
-        counts = count_rows(built, examples, settings.mode)
-        tokens = int(pc.sum(pc.list_value_length(built.data.column("input_ids"))).as_py() or 0)
-        manifest = {"files": files, "counts": dict(counts), "tokens": tokens, "examples": examples, "key": parts}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        del built, plan
+    # A plain mkdir, not mkdtemp's mode 0700: the entry gets the mode any directory of the user gets.
+    staging = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    with _signals_stop_tokenizing() as received:
         try:
-            os.replace(staging, target)
-        except OSError:
-            # Another process (a parallel sweep job, a run started meanwhile) stored the same entry first.
-            if _load_entry(target) is None:
-                raise
+            plan = Dataset.from_list(shards)
+            disable_progress_bars()  # its bar counts shards, not examples; the start line says what was done
+            built = plan.map(
+                _pack_shards, batched=True, batch_size=1, num_proc=processes if processes > 1 else None,
+                remove_columns=plan.column_names, features=features(), load_from_cache_file=False,
+                fn_kwargs={"path": str(path), "tokenizer": tokenizer, "settings": settings},
+                cache_file_name=str(staging / "rows.arrow"), new_fingerprint=target.name, desc="tokenizing",
+            )
+            files = [{"name": Path(f["filename"]).name} for f in built.cache_files]
+            for item in files:
+                item.update(bytes=(staging / item["name"]).stat().st_size, xxh3=_checksum(staging / item["name"]))
+            manifest = {"files": files, "counts": dict(count_rows(built, examples, settings.mode)),
+                        "tokens": _token_count(built), "examples": examples, "key": parts}
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            del built, plan
+            try:
+                os.replace(staging, target)
+            except OSError:
+                # Another process (a parallel sweep job, a run started meanwhile) stored the same entry first.
+                if not isinstance(_load_entry(target), tuple):
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            if received:
+                raise TokenizingInterrupted(received[0], f"by {signal.Signals(received[0]).name} while "
+                                            f"tokenizing {path}; nothing was cached") from None
+            raise
     return processes
 
 
@@ -374,7 +504,8 @@ def packed_rows(path: str | os.PathLike, tokenizer, model_name: str, settings: R
     """The packed rows of a chat JSONL file: from the cache when it holds them, else tokenized (``num_proc``
     processes, default the machine's cores, at most one per MiB of data) and stored there. ``use_cache=False``
     neither reads nor writes the cache (rows go to a temporary directory, removed once memory-mapped).
-    ``data_sha256``: the file's SHA-256 if already computed (not hashed again)."""
+    ``data_sha256``: the file's SHA-256 if already computed (not hashed again; the rows are stored only if the
+    bytes tokenized are those). A damaged entry (an Arrow file cut or changed) is rebuilt, with a note."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -385,13 +516,15 @@ def packed_rows(path: str | os.PathLike, tokenizer, model_name: str, settings: R
     if use_cache:
         entry = root / key
         loaded = _load_entry(entry)
-        hit = loaded is not None
+        hit = isinstance(loaded, tuple)
+        processes = 0
         if not hit:
-            shutil.rmtree(entry, ignore_errors=True)  # an entry left broken (files removed by hand)
+            if loaded:
+                print(f"note: data cache entry {entry} is damaged ({loaded}); tokenizing {path} again",
+                      file=sys.stderr, flush=True)
+            shutil.rmtree(entry, ignore_errors=True)
             processes = _build(path, tokenizer, settings, entry, parts, num_proc)
             loaded = _load_entry(entry)
-        else:
-            processes = 0
     else:
         scratch = Path(tempfile.mkdtemp(prefix="stepjepa-rows-"))
         try:
@@ -400,13 +533,15 @@ def packed_rows(path: str | os.PathLike, tokenizer, model_name: str, settings: R
             loaded = _load_entry(entry)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # the open memory maps stay valid
-        hit, entry = False, None
+        hit = False
+    if not isinstance(loaded, tuple):
+        raise UsageError(f"{entry}: the rows just stored do not read back ({loaded or 'gone'}); check the disk")
     dataset, manifest = loaded
     if not len(dataset):
         raise UsageError(f"--max_length {settings.max_length} leaves no assistant token in any example")
     return PackedRows(dataset=dataset, counts=Counter(manifest["counts"]),
-                      tokens=manifest["tokens"], cache_hit=hit, location=entry, processes=processes,
-                      seconds=time.perf_counter() - started)
+                      tokens=manifest["tokens"], cache_hit=hit, location=entry if use_cache else None,
+                      processes=processes, seconds=time.perf_counter() - started)
 
 
 def with_regions(rows: list[dict[str, Any]], path: str | os.PathLike, tokenizer,

@@ -59,6 +59,11 @@ class EvaluateConfig(PrecisionFlags, DeviceFlags, SeedFlags):
                   "training prompt."},
     )
     bf16: bool = override(PrecisionFlags, "bf16", help="Generate with bf16 weights. " + AUTO_RULE)
+    restart: bool = field(
+        default=False,
+        metadata={"help": "Start over: discard the results already in --output_file (and its summary) instead of "
+                  "resuming; needed to evaluate again with other generation settings."},
+    )
     compare: list[str] = field(
         default_factory=list,
         metadata={"help": "Evaluate these models (after --model_path, if given) on the same problems and print "

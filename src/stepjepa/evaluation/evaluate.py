@@ -46,14 +46,53 @@ def output_for(output_file: str, model_path: str, several: bool) -> Path:
     return path.with_name(f"{path.stem}_{slug}{path.suffix}")
 
 
-def _finished(path: Path, problems: list[Problem], model_path: str, task: str) -> dict[int, dict]:
-    """Rows already in ``path`` for these problems; refuses a file of another model, task or test file."""
+# The flag of each generation setting a result row records (what else changes a reply is checked on its own:
+# the model, the task, the problem's question).
+SETTING_FLAGS = {"max_new_tokens": "--max_new_tokens", "temperature": "--temperature", "seed": "--seed",
+                 "use_test_prompts": "--use_test_prompts", "precision": "precision (--bf16/--no_bf16)"}
+
+
+def generation_settings(cfg: EvaluateConfig, dtype: torch.dtype) -> dict[str, Any]:
+    """What besides the model, task and problem changes a reply; recorded in every result row, so that a resume
+    under other settings is refused instead of mixing replies (the seed only matters when sampling)."""
+    return {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+            "seed": cfg.seed if cfg.temperature > 0 else None, "use_test_prompts": cfg.use_test_prompts,
+            "precision": str(dtype).removeprefix("torch.")}
+
+
+def _result_rows(path: Path) -> list[tuple[int, dict]]:
+    """``(line, row)`` of every row of an existing results file; refuses a file that is not one."""
     if not path.is_file() or not path.read_bytes().strip():
-        return {}
-    done: dict[int, dict] = {}
-    for line, row in read_jsonl(path):
+        return []
+    rows = read_jsonl(path)
+    for line, row in rows:
         if not isinstance(row, dict) or not isinstance(row.get("index"), int):
             raise UsageError(f"{path}:{line}: not a result row of stepjepa evaluate; pass another --output_file")
+    return rows
+
+
+def _settings_differ(path: Path, line: int, recorded: Any, settings: dict[str, Any]) -> str | None:
+    """The refusal naming the first setting in which a row's ``recorded`` settings differ, or None."""
+    hint = "pass --restart to evaluate again from the start (its rows are discarded) or another --output_file"
+    if not isinstance(recorded, dict):
+        return f"{path}:{line}: holds results whose generation settings are not recorded; {hint}"
+    for name, value in settings.items():
+        if recorded.get(name) != value:
+            return (f"{path}:{line}: holds results generated with {SETTING_FLAGS[name]} "
+                    f"{_shown(name, recorded.get(name))}, not {_shown(name, value)}; {hint}")
+    return None
+
+
+def _shown(name: str, value: Any) -> Any:
+    return "none (greedy)" if name == "seed" and value is None else value
+
+
+def _finished(path: Path, problems: list[Problem], model_path: str, task: str,
+              settings: dict[str, Any]) -> dict[int, dict]:
+    """Rows already in ``path`` for these problems; refuses a file of another model, task, test file or
+    generation settings."""
+    done: dict[int, dict] = {}
+    for line, row in _result_rows(path):
         if row.get("model_path") != model_path:
             raise UsageError(
                 f"{path}: holds results of model '{row.get('model_path')}', not '{model_path}'; "
@@ -68,6 +107,9 @@ def _finished(path: Path, problems: list[Problem], model_path: str, task: str) -
             raise UsageError(
                 f"{path}:{line}: problem {index} differs from the test file's; pass another --output_file"
             )
+        differ = _settings_differ(path, line, row.get("generation"), settings)
+        if differ:
+            raise UsageError(differ)
         if index < len(problems):
             done.setdefault(index, row)
     return done
@@ -90,15 +132,25 @@ def _score(rows: list[dict]) -> dict[str, float | int]:
 def evaluate_model(
     model_path: str, problems: list[Problem], output_file: Path, cfg: EvaluateConfig, task: str = "gsm8k"
 ) -> dict:
-    """Generate and score the problems not yet in ``output_file``; append their rows; write and return the summary."""
-    done = _finished(output_file, problems, model_path, task)
+    """Generate and score the problems not yet in ``output_file`` (all of them with --restart); append their rows;
+    write and return the summary."""
+    device = resolve_device(cfg.device)
+    dtype = inference_dtype(device, cfg.bf16, cfg.no_bf16)
+    settings = generation_settings(cfg, dtype)
+    summary_file = summary_path(output_file)
+    if cfg.restart:
+        _result_rows(output_file)  # --restart discards results of stepjepa evaluate, never another file
+        done: dict[int, dict] = {}
+    else:
+        done = _finished(output_file, problems, model_path, task, settings)
     todo = [p for p in problems if p.index not in done]
     rows = list(done.values())
     elapsed = 0.0
-    device = resolve_device(cfg.device)
-    dtype = inference_dtype(device, cfg.bf16, cfg.no_bf16)
     if todo:
         model, tokenizer = _load(model_path, device, dtype)
+        if cfg.restart:  # only once the model loaded: a wrong --model_path costs no results
+            output_file.unlink(missing_ok=True)
+            summary_file.unlink(missing_ok=True)
         torch.manual_seed(cfg.seed)
         output_file.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
@@ -117,6 +169,7 @@ def evaluate_model(
                         **score_reply(task, response, problem.gt_answer),
                         "task": task,
                         "model_path": model_path,
+                        "generation": settings,
                     }
                     rows.append(row)
                     row["accuracy_so_far"] = sum(r["correct"] for r in rows) / len(rows)
@@ -129,7 +182,6 @@ def evaluate_model(
         gc.collect()
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
-    summary_file = summary_path(output_file)
     examples_per_s = len(todo) / elapsed if todo and elapsed > 0 else None
     if examples_per_s is None:
         # Nothing was generated this time: keep the speed measured by the run that did the work.

@@ -24,6 +24,7 @@ from stepjepa.experiments.sweep_children import (
     train_command,
 )
 from stepjepa.training.rundir import RunDir
+from stepjepa.training.runlock import DirectoryInUse, output_dir_lock
 
 if TYPE_CHECKING:
     from stepjepa.experiments.config import SweepConfig
@@ -35,6 +36,7 @@ STALE_OUTPUTS = (RunDir.METRICS, RunDir.EVAL_METRICS, EVAL_OUTPUT, EVAL_SUMMARY,
 LOGS = "logs"  # parallel runs: each run's children write to logs/RUN.log instead of the terminal
 # Exit statuses of a child stopped by Ctrl-C or SIGTERM -> the signal: the sweep stops too instead of going on.
 INTERRUPTED = {130: signal.SIGINT, -signal.SIGINT: signal.SIGINT, 143: signal.SIGTERM, -signal.SIGTERM: signal.SIGTERM}
+IN_USE = 256  # execute_run's status for a run skipped because a live process holds its lock (no exit status)
 
 
 def run_status(output_dir: Path, run: Run, ledger: dict[str, dict]) -> str:
@@ -99,8 +101,16 @@ def execute_run(cfg: SweepConfig, run: Run, run_dir: Path, redo: bool, runner: R
         # finished, the evaluation and probe of that same model.
         finished = RunDir(run_dir).summary.is_file()
         evaluated = (EVAL_OUTPUT, EVAL_SUMMARY, PROBE_OUTPUT)
-        for name in (() if finished else evaluated) if resume else (*STALE_OUTPUTS, PROBE_OUTPUT):
-            (run_dir / name).unlink(missing_ok=True)
+        try:
+            # Under the run's lock: a child of an earlier (killed) sweep may still train there.
+            with output_dir_lock(run_dir):
+                for name in (() if finished else evaluated) if resume else (*STALE_OUTPUTS, PROBE_OUTPUT):
+                    (run_dir / name).unlink(missing_ok=True)
+        except DirectoryInUse as exc:
+            print(f"stepjepa sweep: {run.name} skipped: process {exc.holder} still runs in {run_dir} (a run of an "
+                  "earlier sweep?); nothing there was deleted; run the same command again once it has ended",
+                  file=sys.stderr)
+            return IN_USE, None
     model = cfg.model_name if run.mode == BASE else None
     train: dict | None = {}
     if run.mode != BASE:
@@ -132,9 +142,11 @@ def _record(cfg: SweepConfig, run: Run, code: int, entry: dict | None, label: st
         print(f"stepjepa sweep: interrupted by {signal.Signals(received).name} during {run.name}, which is "
               f"{state}; run the same command again to go on", file=sys.stderr)
     elif entry is None:
+        failed.append(run.name)
+        if code == IN_USE:
+            return  # execute_run said why
         print(f"stepjepa sweep: {run.name} failed (exit status {code}); the sweep goes on"
               + (f"; its output: {log}" if log else ""), file=sys.stderr)
-        failed.append(run.name)
     else:
         print(f"{label} {run.name}: accuracy {100 * entry['accuracy']:.1f}% "
               f"(strict {100 * entry['strict_accuracy']:.1f}%) on {entry['total_examples']} problems, "

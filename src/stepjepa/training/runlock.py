@@ -19,6 +19,15 @@ from stepjepa.errors import UsageError
 LOCK_NAME = ".stepjepa.lock"
 
 
+class DirectoryInUse(UsageError):
+    """A live process holds the directory's lock; ``holder``: the process id it wrote there."""
+
+    def __init__(self, directory: Path, holder: str) -> None:
+        super().__init__(f"--output_dir {directory} is in use by another run (process {holder}); "
+                         "wait for it to end or choose another directory")
+        self.directory, self.holder = directory, holder
+
+
 def _open_held(lock: Path) -> int:
     """A descriptor of ``lock`` holding its exclusive flock; raises when a live process holds it."""
     while True:
@@ -29,8 +38,7 @@ def _open_held(lock: Path) -> int:
             holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise UsageError(f"--output_dir {lock.parent} is in use by another run (process {holder}); "
-                                 "wait for it to end or choose another directory") from None
+                raise DirectoryInUse(lock.parent, holder) from None
             raise
         try:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
