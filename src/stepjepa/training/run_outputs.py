@@ -143,7 +143,7 @@ def save_outputs(cfg: TrainConfig, model, tokenizer, summary: dict) -> None:
 def _save_model(cfg: TrainConfig, model, tokenizer, run: RunDir) -> None:
     """The merged model and tokenizer into the run directory; with LoRA the adapter alone into ``adapter/``."""
     from stepjepa.data import give_plain_modes
-    from stepjepa.models import resolve_model_path
+    from stepjepa.models import quiet_transformers, resolve_model_path
     from stepjepa.training.checkpoints import model_identity
 
     out = run.path
@@ -156,6 +156,7 @@ def _save_model(cfg: TrainConfig, model, tokenizer, run: RunDir) -> None:
         tokenizer.save_pretrained(adapter)
         give_plain_modes(adapter)
         model = model.merge_and_unload()
-    model.save_pretrained(out)
+    with quiet_transformers():  # no "Writing model shards" bar for a one-shard model
+        model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     give_plain_modes(out)
