@@ -60,11 +60,13 @@ def git_commit() -> tuple[str | None, bool | None]:
     return head.stdout.strip(), None if status is None or status.returncode != 0 else bool(status.stdout.strip())
 
 
-def provenance(device: str, precision: str) -> dict:
+def provenance(device: str | None, precision: str | None) -> dict:
     """Where a result came from: the stepjepa version, its git commit (None outside a checkout) and whether the
-    checkout had uncommitted changes, this machine, the precision and the command line."""
+    checkout had uncommitted changes, this machine (``device`` None: the CPU's name only, without importing
+    torch), the precision and the command line."""
     from stepjepa import __version__
 
     commit, dirty = git_commit()
-    return {"stepjepa_version": __version__, "git_commit": commit, "git_dirty": dirty, "machine": machine(device),
-            "precision": precision, "command": shlex.join(sys.argv)}
+    return {"stepjepa_version": __version__, "git_commit": commit, "git_dirty": dirty,
+            "machine": {"cpu": _cpu_name()} if device is None else machine(device), "precision": precision,
+            "command": shlex.join(sys.argv)}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stepjepa.errors import UsageError
+from stepjepa.machine import provenance
 from stepjepa.precision import precision_name
 from stepjepa.training.config import TrainConfig
 from stepjepa.training.run_outputs import (
@@ -250,6 +251,7 @@ def _train(cfg: TrainConfig) -> int:
             "mode": cfg.mode, "loss": cfg.loss_kind, "predictors": len(predictor_ids), "examples": dict(counts),
             "global_step": trainer.state.global_step, "train_loss": result.training_loss if result else None,
             "runtime_s": round(time.time() - start, 1), "config": asdict(cfg),
+            "provenance": provenance(str(args.device), precision_name(args.bf16)),
         }
         write_json_atomic(Path(cfg.output_dir) / "train_summary.json", summary)
         metrics_file = Path(cfg.output_dir) / "metrics.jsonl"
