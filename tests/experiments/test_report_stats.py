@@ -141,3 +141,28 @@ def test_no_dose_plot_without_a_lambda_axis(tmp_path) -> None:
     assert run_report(ReportConfig(runs_dir=str(runs_dir))) == 0
     assert not (runs_dir / "report_dose.png").exists() and not (runs_dir / "report_collapse.png").exists()
     assert "report_dose.png" not in (runs_dir / "report.md").read_text()
+
+
+def test_ledger_entry_carries_termination_and_provenance() -> None:
+    """The entry copies the evaluation summary's termination numbers and records each step's precision, the
+    training machine and the code (version, commit) with the sweep's command."""
+    import types
+
+    from stepjepa.experiments.ledger import ledger_entry
+    from stepjepa.experiments.sweep_grid import Run
+
+    sweep = types.SimpleNamespace(fixed_settings=lambda: {"model_name": "tiny"})
+    train = {"global_step": 2, "provenance": {"machine": {"cpu": "Train CPU"}, "precision": "bf16"}}
+    evaluation = {"accuracy": 0.5, "strict_accuracy": 0.25, "correct": 2, "total_examples": 4, "precision": "bfloat16",
+                  "provenance": {"machine": {"cpu": "Eval CPU"}}, **TERMINATION}
+    entry = ledger_entry(sweep, Run("step_jepa", 1, 0.5, 2, "cosine", "first"), train, evaluation, 3.0,
+                         {"views": {}, "precision": "float32"})
+    assert {key: entry[key] for key in TERMINATION} == TERMINATION
+    record = entry["provenance"]
+    assert record["precision"] == {"train": "bf16", "evaluate": "bfloat16", "probe": "float32"}
+    assert record["machine"] == {"cpu": "Train CPU"}
+    assert record["stepjepa_version"] and {"git_commit", "git_dirty", "command"} <= record.keys()
+    # The base model trains nothing: its machine is its evaluation's.
+    base = ledger_entry(sweep, Run("base", 0), {}, evaluation, 1.0)
+    assert base["provenance"]["machine"] == {"cpu": "Eval CPU"}
+    assert base["provenance"]["precision"] == {"train": None, "evaluate": "bfloat16", "probe": None}
