@@ -51,3 +51,8 @@ def test_without_git_the_commit_is_none(monkeypatch) -> None:
     assert record["stepjepa_version"] == __import__("stepjepa").__version__
     assert record["command"] == shlex.join(sys.argv)
     assert set(record["machine"]) == {"cpu"}  # no device: the CPU's name, without importing torch
+
+
+def test_a_module_run_is_named_as_such(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["/x/src/stepjepa/__main__.py", "evaluate", "--model_path", "a b"])
+    assert machine_module.command_line() == f"{shlex.quote(sys.executable)} -m stepjepa evaluate --model_path 'a b'"

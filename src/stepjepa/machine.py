@@ -69,4 +69,12 @@ def provenance(device: str | None, precision: str | None) -> dict:
     commit, dirty = git_commit()
     return {"stepjepa_version": __version__, "git_commit": commit, "git_dirty": dirty,
             "machine": {"cpu": _cpu_name()} if device is None else machine(device), "precision": precision,
-            "command": shlex.join(sys.argv)}
+            "command": command_line()}
+
+
+def command_line() -> str:
+    """This process's command line, shell-quoted; ``python -m stepjepa ...`` as such (its argv[0] is __main__.py)."""
+    argv = sys.argv
+    if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "stepjepa":
+        argv = [sys.executable, "-m", "stepjepa", *argv[1:]]
+    return shlex.join(argv)

@@ -127,7 +127,7 @@ def test_report_with_termination_collapse_dose_and_provenance(tmp_path, capsys) 
     # 50/100: Wilson centre 0.5, half 1.959964 sqrt(0.0025 + 0.000096) / 1.038415 = 0.096170.
     assert "| regular_seed1 | 1 | 50.0 [40.4, 59.6] | 25.0 | 50/100 | 90.0 | 10.0 | 61.2 | 60.0 |" in text
     assert "- Runs' code: `stepjepa 0.1.0, 0123456789ab` (6 runs)" in text
-    assert "- Runs' precision (train / evaluate / probe): `bf16 / bfloat16 / None` (6 runs)" in text
+    assert "- Runs' precision (train / evaluate / probe): `bf16 / bfloat16 / —` (6 runs)" in text
     assert "- 1 runs were recorded before provenance was: unrecorded" in text
     out = capsys.readouterr().out
     assert ("termination regular_seed1: 90/100 ended at end of turn (90.0%), 10 hit --max_new_tokens (10.0%); "

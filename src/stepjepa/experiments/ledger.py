@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stepjepa.data import read_jsonl
 from stepjepa.errors import UsageError
-from stepjepa.machine import git_commit
+from stepjepa.machine import command_line, git_commit
 
 if TYPE_CHECKING:
     from stepjepa.experiments.config import SweepConfig
@@ -66,7 +64,7 @@ def run_provenance(train: dict, evaluation: dict, probe: dict | None) -> dict[st
         "stepjepa_version": __version__, "git_commit": commit, "git_dirty": dirty, "machine": ran.get("machine"),
         "precision": {"train": ((train or {}).get("provenance") or {}).get("precision"),
                       "evaluate": evaluation.get("precision"), "probe": (probe or {}).get("precision")},
-        "command": shlex.join(sys.argv),
+        "command": command_line(),
     }
 
 

@@ -417,7 +417,7 @@ def provenance_lines(entries: list[dict], report: dict) -> list[str]:
         ("code", Counter(map(code, recorded))),
         ("machine", Counter(map(machine, recorded))),
         ("precision (train / evaluate / probe)", Counter(
-            " / ".join(str(r.get("precision", {}).get(step)) for step in ("train", "evaluate", "probe"))
+            " / ".join(r.get("precision", {}).get(step) or "—" for step in ("train", "evaluate", "probe"))
             for r in recorded)),
     ):
         parts = [f"`{value}` ({count} runs)" for value, count in counts.items()]
