@@ -80,3 +80,9 @@ def test_bf16_embeddings_are_summed_in_float32() -> None:
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.bfloat16)
     sums = collapse_sums(a, a)
     assert sums.dtype == torch.float32 and sums.shape == (4 + 4 * 2,)
+    # Inside the trainer's autocast region the sums stay float32 and equal those computed outside it.
+    gen = torch.Generator().manual_seed(1)
+    view_a, view_b = torch.randn(6, 16, generator=gen), torch.randn(6, 16, generator=gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = collapse_sums(view_a, view_b)
+    assert inside.dtype == torch.float32 and torch.equal(inside, collapse_sums(view_a, view_b))

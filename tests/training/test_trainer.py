@@ -325,3 +325,16 @@ def test_collapse_statistics_follow_in_the_metrics_line(tmp_path):
         {"step": 3, "lm_loss": 1.2, "jepa_loss": 0.3, "loss": 1.5, "grad_norm": None, "learning_rate": 1e-4,
          "tokens_per_s": 10.0, "view_b_mean_cosine": 0.9, "view_a_dim_std": 0.01, "view_b_dim_std": 0.02,
          "cosine_gap": 0.003}]
+
+
+def test_evaluation_logs_its_own_collapse_statistics(tiny_gpt2, tmp_path, monkeypatch):
+    """Evaluation batches (a = b = e1, e2: view_b cosine 0, gap 1) go to the eval_ keys; training's window is apart."""
+    eye = [[1.0, 0.0], [0.0, 1.0]]
+    fake_objective(monkeypatch, [(eye, eye)])
+    trainer = make_trainer(tiny_gpt2, tmp_path)
+    trainer.model.eval()
+    trainer.compute_loss(trainer.model, {"pair_row": torch.tensor([0]), "num_tokens": 4})
+    trainer.log({"eval_loss": 1.0})
+    logged = trainer.state.log_history[-1]
+    assert (logged["eval_view_b_mean_cosine"], logged["eval_cosine_gap"]) == (0.0, 1.0)
+    assert "view_b_mean_cosine" not in logged and trainer._collapse == {"train": None, "eval": None}
