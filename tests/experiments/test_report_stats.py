@@ -166,3 +166,10 @@ def test_ledger_entry_carries_termination_and_provenance() -> None:
     base = ledger_entry(sweep, Run("base", 0), {}, evaluation, 1.0)
     assert base["provenance"]["machine"] == {"cpu": "Eval CPU"}
     assert base["provenance"]["precision"] == {"train": None, "evaluate": "bfloat16", "probe": None}
+
+
+def test_the_ledger_copies_every_termination_number_evaluate_writes() -> None:
+    from stepjepa.evaluation.evaluate import termination_stats
+    from stepjepa.experiments.ledger import TERMINATION_KEYS
+
+    assert set(TERMINATION_KEYS) == set(termination_stats([])) == set(TERMINATION)
