@@ -13,7 +13,13 @@ import stepjepa.evaluation.evaluate as evaluate
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT
 from stepjepa.evaluation.config import EvaluateConfig
 from stepjepa.evaluation.evaluate import load_problems, run_evaluate, summary_path
-from stepjepa.evaluation.generation import end_of_turn_ids, generate_responses, render_prompts
+from stepjepa.evaluation.generation import (
+    END_OF_TURN,
+    Generation,
+    end_of_turn_ids,
+    generate_responses,
+    render_prompts,
+)
 
 # Four GSM8K rows as published (the first two of the test split, two shortened).
 GSM8K_ROWS = [
@@ -181,7 +187,9 @@ def fake_generations(responses: dict[str, str], calls: list[int]):
         texts = [tokenizer.decode(ids) for ids in prompts]
         positions = list(range(len(prompts)))
         for start in range(0, len(positions), batch_size):
-            yield [(i, next(r for q, r in responses.items() if q in texts[i])) for i in positions[start : start + batch_size]]
+            yield [Generation(i, reply, len(tokenizer(reply)["input_ids"]), END_OF_TURN)
+                   for i in positions[start : start + batch_size]
+                   for reply in [next(r for q, r in responses.items() if q in texts[i])]]
 
     return iter_generations
 
@@ -296,7 +304,8 @@ def test_compare_prints_one_table(tmp_path, tiny_model_dirs, chat_file, capsys) 
     )
     assert run_evaluate(cfg) == 0
     table = capsys.readouterr().out.splitlines()[-4:]
-    assert table[0].split() == ["model", "examples", "accuracy", "strict", "examples/s"]
+    assert table[0].split() == ["model", "examples", "accuracy", "strict", "ended", "capped", "mean", "tokens", "acc",
+                                "ended", "examples/s"]
     assert table[2].startswith(llama) and table[3].startswith(gpt2)
     for model in (llama, gpt2):
         results = evaluate.output_for(str(out), model, several=True)

@@ -13,6 +13,7 @@ import stepjepa.evaluation.evaluate as evaluate
 from stepjepa.cli import run_command
 from stepjepa.evaluation.config import EvaluateConfig
 from stepjepa.evaluation.evaluate import load_problems, run_evaluate, summary_path
+from stepjepa.evaluation.generation import END_OF_TURN, Generation
 
 # Four NL-RX-SYNTH test rows (their natural language and gold regex as in the data set).
 def read_rows(path: Path) -> list[dict]:
@@ -43,7 +44,7 @@ def canned(monkeypatch, tiny_model_dirs):
         texts = [tokenizer.decode(ids) for ids in prompts]
         calls.append(texts)
         for start in range(0, len(prompts), batch_size):
-            yield [(i, next(r for q, r in replies.items() if q in texts[i]))
+            yield [Generation(i, next(r for q, r in replies.items() if q in texts[i]), 1, END_OF_TURN)
                    for i in range(start, min(start + batch_size, len(prompts)))]
 
     monkeypatch.setattr(evaluate, "iter_generations", iter_generations)

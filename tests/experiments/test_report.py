@@ -83,12 +83,16 @@ def test_statistics_match_hand_computation() -> None:
 
 
 def test_table_rows_regular_first_then_mode_order() -> None:
+    """The numbers of test_statistics_match_hand_computation; the paired 95% intervals and Holm's p worked in
+    tests/experiments/test_report_stats.py::test_summary_intervals_and_holm_of_the_fixed_ledger. No run recorded
+    how its replies ended: ended % is a dash."""
     lines = summary_table(summarize(fixed_entries())).splitlines()
+    assert "p Holm (m = 2)" in lines[0]
     assert lines[2:] == [
-        "| regular | 3 | 55.0 ± 5.0 | — | — | — |",
-        "| llm_jepa_lbd0.1_k2_cosine | 1 | 40.0 | -10.0 | 1 | — |",
-        "| step_jepa_lbd0.1_k0_cosine | 3 | 59.3 ± 3.1 | +4.3 | 3 | 0.0345 |",
-        "| step_jepa_lbd0.5_k0_cosine | 3 | 62.0 ± 9.2 | +3.0 | 2 | 0.102 |",
+        "| regular | 3 | 55.0 ± 5.0 | — | — | — | — | — | — |",
+        "| llm_jepa_lbd0.1_k2_cosine | 1 | 40.0 | — | -10.0 | — | 1 | — | — |",
+        "| step_jepa_lbd0.1_k0_cosine | 3 | 59.3 ± 3.1 | — | +4.3 | [-0.8, +9.5] | 3 | 0.0345 | 0.0691 |",
+        "| step_jepa_lbd0.5_k0_cosine | 3 | 62.0 ± 9.2 | — | +3.0 | [-9.7, +15.7] | 2 | 0.102 | 0.102 |",
     ]
 
 
@@ -109,9 +113,9 @@ def test_pair_modes_and_stop_grad_are_configurations_of_their_own(tmp_path) -> N
     write_ledger(runs_dir, entries)
     assert run_report(ReportConfig(runs_dir=str(runs_dir))) == 0
     text = (runs_dir / "report.md").read_text()
-    assert "| step_jepa_lbd0.1_k2_cosine | 2 | 59.0 ± 4.2 | +4.0 | 2 |" in text
-    assert "| step_jepa_lbd0.1_k2_cosine_allpairs | 2 | 62.0 ± 5.7 | +7.0 | 2 |" in text
-    assert "| step_jepa_lbd0.1_k2_cosine_allpairs_stopgrad | 1 | 54.0 | +4.0 | 1 | — |" in text
+    assert "| step_jepa_lbd0.1_k2_cosine | 2 | 59.0 ± 4.2 | — | +4.0 |" in text
+    assert "| step_jepa_lbd0.1_k2_cosine_allpairs | 2 | 62.0 ± 5.7 | — | +7.0 |" in text
+    assert "| step_jepa_lbd0.1_k2_cosine_allpairs_stopgrad | 1 | 54.0 | — | +4.0 | — | 1 | — | — |" in text
     assert "`_allpairs`: `--step_pairs all`" in text and "`_stopgrad`: `--target_stop_grad`" in text
     assert "_randompairs" not in text
 
@@ -141,9 +145,10 @@ def test_report_writes_markdown_and_plots(tmp_path, capsys) -> None:
     assert run_report(ReportConfig(runs_dir=str(runs_dir))) == 0
 
     text = (runs_dir / "report.md").read_text()
-    assert "| step_jepa_lbd0.1_k0_cosine | 3 | 59.3 ± 3.1 | +4.3 | 3 | 0.0345 |" in text
+    assert "| step_jepa_lbd0.1_k0_cosine | 3 | 59.3 ± 3.1 | — | +4.3 | [-0.8, +9.5] | 3 | 0.0345 | 0.0691 |" in text
     assert "![loss curves](report_losses.png)" in text and "![accuracy per configuration](report_accuracy.png)" in text
-    assert "| step_jepa_lbd0.5_k0_cosine_seed4 | 4 | 70.0 | 35.0 | 70/100 | 2 | 1.2500 |" in text
+    # 70/100 with its Wilson interval [60.4, 78.1] (worked in test_report_stats.py); no termination recorded.
+    assert "| step_jepa_lbd0.5_k0_cosine_seed4 | 4 | 70.0 [60.4, 78.1] | 35.0 | 70/100 | — | — | — | — | 2 | 1.2500 |" in text
     assert "--max_steps 2" in text
     for name in ("report_losses.png", "report_accuracy.png"):
         assert (runs_dir / name).read_bytes().startswith(PNG_SIGNATURE)
@@ -159,7 +164,7 @@ def test_ledger_keeps_the_last_entry_of_a_redone_run(tmp_path) -> None:
     # regular seed 3 was redone and now scores 70: mean (50 + 60 + 70) / 3 = 60.
     write_ledger(runs_dir, entries + [entry("regular", 3, 0.70)])
     run_report(ReportConfig(runs_dir=str(runs_dir)))
-    assert "| regular | 3 | 60.0 ± 10.0 | — | — | — |" in (runs_dir / "report.md").read_text()
+    assert "| regular | 3 | 60.0 ± 10.0 | — | — | — | — | — | — |" in (runs_dir / "report.md").read_text()
 
 
 def test_cli_positional_runs_dir_and_output_elsewhere(tmp_path) -> None:

@@ -28,5 +28,7 @@ def test_torchrun_two_processes_step_jepa(tiny_model_dirs, chat_file, tmp_path):
     for row in rows:
         # The Trainer's loss is averaged over ranks; lm/jepa must be too for the identity to hold.
         assert row["loss"] == pytest.approx(row["lm_loss"] + 0.5 * row["jepa_loss"], rel=1e-5)
+        # The collapse sums were reduced over both ranks (a sum of the same shape on each) before the statistics.
+        assert -1 <= row["view_b_mean_cosine"] <= 1 and row["view_a_dim_std"] >= 0
     assert (out / "model.safetensors").is_file()
     assert json.loads((out / "train_summary.json").read_text())["global_step"] == 3

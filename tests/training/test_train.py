@@ -59,10 +59,14 @@ def check_guide_run(out: Path, mode: str) -> None:
     """A two-step guide run left per-step metrics, a loadable model with its predictor tokens, and its adapter."""
     rows = metrics(out)
     assert [row["step"] for row in rows] == [1, 2]
-    assert set(rows[0]) == {"step", "lm_loss", "jepa_loss", "loss", "grad_norm", "learning_rate", "tokens_per_s"}
+    keys = {"step", "lm_loss", "jepa_loss", "loss", "grad_norm", "learning_rate", "tokens_per_s"}
+    collapse = {"view_b_mean_cosine", "view_a_dim_std", "view_b_dim_std", "cosine_gap"}
     if mode == "regular":
+        assert set(rows[0]) == keys
         assert all(row["jepa_loss"] is None for row in rows)
     else:
+        # The collapse diagnostics follow in windows with JEPA pairs (tests/training/test_trainer.py).
+        assert set(rows[0]) == keys | collapse
         assert all(row["jepa_loss"] is not None and row["jepa_loss"] >= 0 for row in rows)
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -72,6 +76,7 @@ def check_guide_run(out: Path, mode: str) -> None:
     assert (out / "adapter" / "adapter_config.json").is_file()
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["mode"] == mode and summary["global_step"] == 2
+    assert summary["provenance"]["precision"] in ("bf16", "fp32") and summary["provenance"]["stepjepa_version"]
 
 
 @pytest.mark.parametrize("mode", sorted(GUIDE_MODES))

@@ -153,6 +153,8 @@ def test_sums_are_added_over_ranks_before_dividing(tiny_gpt2, tmp_path, monkeypa
 
     def reduce(values, reduction):
         assert reduction == "sum"
+        if values.dim() == 1:  # the collapse sums (no pairs on either rank here)
+            return values
         reduced.append(values.clone())
         return values + other_rank
 
@@ -239,3 +241,100 @@ def test_the_last_step_is_always_logged(stopping):
     control = TrainerControl(should_training_stop=stopping)
     MetricsFileCallback("unused").on_step_end(None, TrainerState(), control)
     assert control.should_log is stopping
+
+
+# --- collapse diagnostics -------------------------------------------------------------------------------------
+
+
+def fake_objective(monkeypatch, outputs: list[tuple[list, list] | None]) -> None:
+    """compute_objective stands in: each call returns the next micro-batch's view embeddings (None: no pairs)."""
+    from stepjepa.core.objective import ObjectiveOutput
+
+    calls = iter(outputs)
+
+    def compute_objective(model, inputs, objective, use_jepa=True, scale=None):
+        views = next(calls)
+        one = torch.tensor(1.0)
+        if views is None:
+            return ObjectiveOutput(one, one, None, None, None, lm_tokens=2, pairs=0)
+        a, b = (torch.tensor(v, requires_grad=True) for v in views)
+        return ObjectiveOutput(one, one, one, a, b, lm_tokens=2, pairs=len(a))
+
+    monkeypatch.setattr(trainer_module, "compute_objective", compute_objective)
+
+
+def train_batches(trainer: JepaTrainer, count: int) -> None:
+    trainer.model.train()
+    for _ in range(count):
+        trainer.compute_loss(trainer.model, {"use_jepa": True, "pair_row": torch.tensor([0]), "num_tokens": 4})
+
+
+def test_the_window_logs_collapse_statistics_of_its_pairs(tiny_gpt2, tmp_path, monkeypatch):
+    """Micro-batch 1: a = b = e1, e2; micro-batch 2: a = e1, b = -e1; one without pairs. view_b e1, e2, -e1: cosines
+    0, -1, 0 -> -1/3. Matched 1, 1, -1 (mean 1/3), mismatched within batch 1: 0, 0 -> gap 1/3. view_a e1, e2, e1 per
+    dimension: (1, 0, 1) and (0, 1, 0), each std sqrt(2/3 - 4/9) = sqrt(2)/3 = 0.471405; view_b (1, 0, -1) std
+    sqrt(2/3) = 0.816497 and (0, 1, 0) std 0.471405: mean 0.643951. The next window starts empty."""
+    eye = [[1.0, 0.0], [0.0, 1.0]]
+    fake_objective(monkeypatch, [(eye, eye), ([[1.0, 0.0]], [[-1.0, 0.0]]), None])
+    trainer = make_trainer(tiny_gpt2, tmp_path)
+    train_batches(trainer, 3)
+    trainer.log({"loss": 1.0})
+    logged = trainer.state.log_history[-1]
+    assert logged["view_b_mean_cosine"] == pytest.approx(-1 / 3, abs=1e-6)
+    assert logged["cosine_gap"] == pytest.approx(1 / 3, abs=1e-6)
+    assert logged["view_a_dim_std"] == pytest.approx(0.471405, abs=1e-6)
+    assert logged["view_b_dim_std"] == pytest.approx(0.643951, abs=1e-6)
+    assert trainer._collapse["train"] is None
+    trainer.log({"loss": 1.0})  # a window without JEPA pairs: no collapse statistics
+    assert not {"view_b_mean_cosine", "cosine_gap"} & trainer.state.log_history[-1].keys()
+
+
+def test_collapse_sums_stay_on_the_device_until_the_log(tiny_gpt2, tmp_path, monkeypatch):
+    """compute_loss only adds tensors; the statistics (a read-back) come at log time."""
+    fake_objective(monkeypatch, [([[1.0, 0.0]], [[0.0, 1.0]])])
+    monkeypatch.setattr(trainer_module, "collapse_statistics", lambda sums: pytest.fail("read back in the step"))
+    trainer = make_trainer(tiny_gpt2, tmp_path)
+    train_batches(trainer, 1)
+    assert isinstance(trainer._collapse["train"], torch.Tensor) and not trainer._collapse["train"].requires_grad
+
+
+def test_collapse_sums_are_added_over_ranks(tiny_gpt2, tmp_path, monkeypatch):
+    """Rank 0 saw no pair and sends zeros of the sums' width (tiny gpt2: D = 8, 4 + 4 * 8 = 36); rank 1 saw a = b =
+    e1, e2 (in 8 dimensions): over both, the view_b cosine 0 and the gap 1."""
+    trainer = make_trainer(tiny_gpt2, tmp_path)
+    eye = torch.eye(2, 8)
+    other_rank = trainer_module.collapse_sums(eye, eye)
+    sent = []
+
+    def reduce(values, reduction):
+        sent.append(values.clone())
+        return values + other_rank
+
+    monkeypatch.setattr(TrainingArguments, "world_size", property(lambda self: 2))
+    monkeypatch.setattr(trainer.accelerator, "reduce", reduce)
+    assert trainer._period_collapse("train") == pytest.approx(
+        {"view_b_mean_cosine": 0.0, "view_a_dim_std": 2 * 0.5 / 8, "view_b_dim_std": 2 * 0.5 / 8, "cosine_gap": 1.0})
+    assert sent[0].tolist() == [0.0] * 36
+
+
+def test_collapse_statistics_follow_in_the_metrics_line(tmp_path):
+    callback = MetricsFileCallback(str(tmp_path))
+    on_log(callback, {"loss": 1.5, "lm_loss": 1.2, "jepa_loss": 0.3, "learning_rate": 1e-4, "tokens_per_s": 10.0,
+                      "view_b_mean_cosine": 0.9, "view_a_dim_std": 0.01, "view_b_dim_std": 0.02, "cosine_gap": 0.003})
+    assert lines(tmp_path / "metrics.jsonl") == [
+        {"step": 3, "lm_loss": 1.2, "jepa_loss": 0.3, "loss": 1.5, "grad_norm": None, "learning_rate": 1e-4,
+         "tokens_per_s": 10.0, "view_b_mean_cosine": 0.9, "view_a_dim_std": 0.01, "view_b_dim_std": 0.02,
+         "cosine_gap": 0.003}]
+
+
+def test_evaluation_logs_its_own_collapse_statistics(tiny_gpt2, tmp_path, monkeypatch):
+    """Evaluation batches (a = b = e1, e2: view_b cosine 0, gap 1) go to the eval_ keys; training's window is apart."""
+    eye = [[1.0, 0.0], [0.0, 1.0]]
+    fake_objective(monkeypatch, [(eye, eye)])
+    trainer = make_trainer(tiny_gpt2, tmp_path)
+    trainer.model.eval()
+    trainer.compute_loss(trainer.model, {"pair_row": torch.tensor([0]), "num_tokens": 4})
+    trainer.log({"eval_loss": 1.0})
+    logged = trainer.state.log_history[-1]
+    assert (logged["eval_view_b_mean_cosine"], logged["eval_cosine_gap"]) == (0.0, 1.0)
+    assert "view_b_mean_cosine" not in logged and trainer._collapse == {"train": None, "eval": None}

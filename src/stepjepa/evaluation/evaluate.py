@@ -6,6 +6,7 @@ import gc
 import json
 import re
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -17,9 +18,10 @@ from tqdm.auto import tqdm
 from stepjepa.data import append_jsonl, read_jsonl, write_json_atomic
 from stepjepa.errors import UsageError
 from stepjepa.evaluation.config import EvaluateConfig
-from stepjepa.evaluation.generation import iter_generations, render_prompts
+from stepjepa.evaluation.generation import END_OF_TURN, MAX_NEW_TOKENS, iter_generations, render_prompts
 from stepjepa.evaluation.problems import Problem, load_problems
 from stepjepa.evaluation.tasks import SCORE_NAMES, detect_task, score_reply
+from stepjepa.machine import provenance
 from stepjepa.models import load_model, load_tokenizer
 from stepjepa.precision import inference_dtype, resolve_device
 
@@ -126,6 +128,27 @@ def _score(rows: list[dict]) -> dict[str, float | int]:
         "accuracy": correct / total if total else 0.0,
         "strict_accuracy": strict / total if total else 0.0,
         "flexible_accuracy": correct / total if total else 0.0,
+        **termination_stats(rows),
+    }
+
+
+def termination_stats(rows: list[dict]) -> dict[str, float | int | None]:
+    """How the generations ended, over the rows that record it (rows of older versions do not: not counted):
+    how many ended at a stop token (end of turn or EOS) and how many were cut at --max_new_tokens, with their
+    shares; the mean and median reply length in tokens (before the stop token); accuracy among those that ended.
+    Values that need a row are None without one."""
+    known = [r for r in rows if r.get("finish") in (END_OF_TURN, MAX_NEW_TOKENS)]
+    ended = [r for r in known if r["finish"] == END_OF_TURN]
+    lengths = [r["generated_tokens"] for r in known]
+    return {
+        "termination_rows": len(known),
+        "ended_at_end_of_turn": len(ended),
+        "hit_max_new_tokens": len(known) - len(ended),
+        "end_of_turn_share": len(ended) / len(known) if known else None,
+        "max_new_tokens_share": (len(known) - len(ended)) / len(known) if known else None,
+        "mean_generated_tokens": statistics.fmean(lengths) if lengths else None,
+        "median_generated_tokens": statistics.median(lengths) if lengths else None,
+        "accuracy_when_ended": sum(bool(r["correct"]) for r in ended) / len(ended) if ended else None,
     }
 
 
@@ -158,15 +181,17 @@ def evaluate_model(
         batches = iter_generations(model, tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, cfg.temperature)
         with tqdm(total=len(problems), initial=len(done), desc=model_path, unit="problem") as bar:
             for results in batches:
-                for position, response in results:
-                    problem = todo[position]
+                for generation in results:
+                    problem = todo[generation.position]
                     row = {
                         "index": problem.index,
                         "question": problem.question,
                         "ground_truth": problem.ground_truth,
-                        "generated_response": response,
+                        "generated_response": generation.text,
+                        "generated_tokens": generation.tokens,
+                        "finish": generation.finish,
                         "gt_answer": problem.gt_answer,
-                        **score_reply(task, response, problem.gt_answer),
+                        **score_reply(task, generation.text, problem.gt_answer),
                         "task": task,
                         "model_path": model_path,
                         "generation": settings,
@@ -199,6 +224,7 @@ def evaluate_model(
         "examples_per_s": examples_per_s,
         "generated_this_run": len(todo),
         "output_file": str(output_file),
+        "provenance": provenance(device, str(dtype).removeprefix("torch.")),
     }
     write_json_atomic(summary_file, summary)
     return summary
@@ -213,16 +239,36 @@ def _previous_speed(summary_file: Path) -> float | None:
     return value if isinstance(value, (int, float)) else None
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def termination_line(summary: dict) -> str:
+    """One line: how many replies ended at end of turn, how many hit the cap, their length, accuracy when ended."""
+    if not summary.get("termination_rows"):
+        return "termination: not recorded (rows of an older version)"
+    return (f"termination: {summary['ended_at_end_of_turn']}/{summary['termination_rows']} ended at end of turn "
+            f"({_share(summary['end_of_turn_share'])}), {summary['hit_max_new_tokens']} hit --max_new_tokens "
+            f"{summary['max_new_tokens']} ({_share(summary['max_new_tokens_share'])}); reply length mean "
+            f"{summary['mean_generated_tokens']:.1f}, median {summary['median_generated_tokens']:g} tokens; "
+            f"accuracy when ended {_share(summary['accuracy_when_ended'])}")
+
+
 def format_table(summaries: list[dict]) -> str:
-    """A plain-text table: one row per model with its examples, the task's two scores and speed."""
+    """A plain-text table: one row per model with its examples, the task's two scores, how the replies ended
+    (share at end of turn, share cut at --max_new_tokens, mean length, accuracy when ended) and speed."""
     flexible, strict = SCORE_NAMES[summaries[0].get("task", "gsm8k")]
-    header = ("model", "examples", flexible, strict, "examples/s")
+    header = ("model", "examples", flexible, strict, "ended", "capped", "mean tokens", "acc ended", "examples/s")
     lines = [
         (
             s["model_path"],
             str(s["total_examples"]),
             f"{100 * s['accuracy']:.1f}%",
             f"{100 * s['strict_accuracy']:.1f}%",
+            _share(s.get("end_of_turn_share")),
+            _share(s.get("max_new_tokens_share")),
+            "-" if s.get("mean_generated_tokens") is None else f"{s['mean_generated_tokens']:.1f}",
+            _share(s.get("accuracy_when_ended")),
             "-" if s["examples_per_s"] is None else f"{s['examples_per_s']:.2f}",
         )
         for s in summaries
@@ -276,6 +322,7 @@ def _evaluate_models(cfg: EvaluateConfig) -> int:
             f"({strict} {100 * summary['strict_accuracy']:.1f}%) on {summary['total_examples']} problems; "
             f"results in {output_file}, summary in {summary_path(output_file)}"
         )
+        print(f"{model_path}: {termination_line(summary)}")
     if len(models) > 1:
         print(format_table(summaries))
     return 0

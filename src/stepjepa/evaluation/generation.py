@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import torch
 
 # Chat templates' end-of-turn tokens; generation stops at whichever the tokenizer has.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>")
+
+
+# How a generation ended: at a stop token (end of turn or EOS), or cut at --max_new_tokens.
+END_OF_TURN, MAX_NEW_TOKENS = "end_of_turn", "max_new_tokens"
+
+
+class Generation(NamedTuple):
+    """One prompt's reply: its position among the prompts, the text, its token count before any stop token, and
+    how it ended (:data:`END_OF_TURN` or :data:`MAX_NEW_TOKENS`)."""
+
+    position: int
+    text: str
+    tokens: int
+    finish: str
+
+
+def finish_of(new_tokens: list[int], stop_ids: list[int] | set[int]) -> tuple[int, str]:
+    """``(reply tokens, finish)`` of one row of ``generate``'s new tokens: the tokens before the first stop token
+    and END_OF_TURN, or all of them and MAX_NEW_TOKENS when no stop token came (generation ran to the cap)."""
+    cut = next((k for k, t in enumerate(new_tokens) if t in stop_ids), None)
+    return (len(new_tokens), MAX_NEW_TOKENS) if cut is None else (cut, END_OF_TURN)
 
 
 def end_of_turn_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -35,8 +56,8 @@ def iter_generations(
     batch_size: int,
     max_new_tokens: int,
     temperature: float = 0.0,
-) -> Iterator[list[tuple[int, str]]]:
-    """Per batch, ``(prompt position, response text)``; longest prompts first, so batches hold similar lengths."""
+) -> Iterator[list[Generation]]:
+    """Per batch, one :class:`Generation` per prompt; longest prompts first, so batches hold similar lengths."""
     stop_ids = end_of_turn_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {
@@ -66,8 +87,9 @@ def iter_generations(
         for row, i in enumerate(batch):
             new_tokens = output[row, width:].tolist()
             # Finished rows are padded to the batch's length; keep what precedes the first stop token.
-            cut = next((k for k, t in enumerate(new_tokens) if t in stop_ids), len(new_tokens))
-            results.append((i, tokenizer.decode(new_tokens[:cut], skip_special_tokens=True).strip()))
+            cut, finish = finish_of(new_tokens, stop_ids)
+            text = tokenizer.decode(new_tokens[:cut], skip_special_tokens=True).strip()
+            results.append(Generation(i, text, cut, finish))
         yield results
 
 
@@ -83,6 +105,6 @@ def generate_responses(
     responses = [""] * len(chats)
     prompts = render_prompts(tokenizer, chats)
     for results in iter_generations(model, tokenizer, prompts, batch_size, max_new_tokens, temperature):
-        for i, text in results:
-            responses[i] = text
+        for generation in results:
+            responses[generation.position] = generation.text
     return responses

@@ -25,6 +25,7 @@ from stepjepa.data import load_chats, write_json_atomic
 from stepjepa.errors import UsageError
 from stepjepa.evaluation.config import PROBE_SCALARS, TOP_K, ProbeConfig
 from stepjepa.models import PREDICTOR_TOKEN, load_model, load_tokenizer
+from stepjepa.machine import provenance
 from stepjepa.precision import inference_dtype, resolve_device
 
 
@@ -157,6 +158,7 @@ def probe_model(cfg: ProbeConfig) -> dict[str, Any]:
         "step_pairs": cfg.step_pairs,
         "chats": len(chats),
         "precision": str(dtype).removeprefix("torch."),
+        "provenance": provenance(device, str(dtype).removeprefix("torch.")),
         "predictors": k,
         "lm_loss": lm_loss,
         "views": views,

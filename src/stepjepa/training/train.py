@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stepjepa.errors import UsageError
+from stepjepa.machine import provenance
 from stepjepa.precision import precision_name
 from stepjepa.training.config import TrainConfig
 from stepjepa.training.run_outputs import (
@@ -274,6 +275,7 @@ def _train(cfg: TrainConfig) -> int:
             "mode": cfg.mode, "loss": cfg.loss_kind, "predictors": len(predictor_ids), "examples": dict(counts),
             "global_step": trainer.state.global_step, "train_loss": result.training_loss if result else None,
             "runtime_s": round(time.time() - start, 1), "config": asdict(cfg), "run": record,
+            "provenance": provenance(str(args.device), precision_name(args.bf16)),
         }
         save_outputs(cfg, trainer.model, tokenizer, summary)
         _say(cfg, 0, f"model saved to {cfg.output_dir}" + (f"; metrics in {run.metrics}" if run.metrics.is_file() else ""))

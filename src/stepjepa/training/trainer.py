@@ -1,4 +1,5 @@
-"""A thin transformers Trainer: the packed objective as ``compute_loss``, LM/JEPA metrics in ``log``."""
+"""A thin transformers Trainer: the packed objective as ``compute_loss``, LM/JEPA metrics and the view embeddings'
+collapse diagnostics (stepjepa.core.diagnostics) in ``log``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from stepjepa.core.diagnostics import COLLAPSE_KEYS, collapse_statistics, collapse_sums, collapse_sums_width
 from stepjepa.core.layout import draw_one_pair_per_row, select_pairs
 from stepjepa.core.objective import LossScale, Objective, compute_objective
 from stepjepa.core.tokenization import IGNORE_INDEX
@@ -51,6 +53,8 @@ class JepaTrainer(Trainer):
         # split -> optimizer step -> [LM loss sum, labelled tokens, JEPA loss sum, pairs, conversation tokens]
         self._sums: dict[str, defaultdict] = {split: defaultdict(lambda: [0.0] * SUM_COLUMNS)
                                               for split in ("train", "eval")}
+        # split -> the log window's collapse_sums of the JEPA pairs, kept on the device until the window is logged
+        self._collapse: dict[str, torch.Tensor | None] = {"train": None, "eval": None}
         self._step_scale: LossScale | None = None  # the current optimizer step's divisors (get_batch_samples)
         self._announced = False
         self._last_log_time = time.perf_counter()
@@ -122,6 +126,11 @@ class JepaTrainer(Trainer):
             sums[2] = sums[2] + out.jepa_loss.detach().double() * out.pairs
             sums[3] += out.pairs
         sums[4] += int(inputs["num_tokens"])
+        if out.view_a is not None:
+            # The embeddings the loss used, detached: statistics of the window, no extra forward.
+            batch_sums = collapse_sums(out.view_a, out.view_b)
+            window = self._collapse[split]
+            self._collapse[split] = batch_sums if window is None else window + batch_sums
         return (out.loss, {"loss": out.loss}) if return_outputs else out.loss
 
     def _check_finite(self, steps: list[int], values: torch.Tensor, loss: float | None = None) -> None:
@@ -175,6 +184,19 @@ class JepaTrainer(Trainer):
         jepa = (jepa_sum[pairs > 0] / pairs[pairs > 0]).mean().item() if (pairs > 0).any() else None
         return lm, jepa, tokens.sum().item()
 
+    def _period_collapse(self, split: str) -> dict[str, float]:
+        """This log period's collapse statistics over all processes' JEPA pairs (:mod:`stepjepa.core.diagnostics`);
+        those without enough pairs are left out. The one read-back of the window's sums happens here."""
+        window, self._collapse[split] = self._collapse[split], None
+        if self.args.world_size > 1 and self.objective.mode != "regular":
+            if window is None:  # every rank reduces, with pairs of its own or not: zeros of the same shape
+                width = self.model.get_input_embeddings().embedding_dim
+                window = torch.zeros(collapse_sums_width(width), device=self.args.device)
+            window = self.accelerator.reduce(window, reduction="sum")
+        if window is None:
+            return {}
+        return {key: value for key, value in collapse_statistics(window).items() if value is not None}
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         if split == "train" and "loss" not in logs:
@@ -186,6 +208,8 @@ class JepaTrainer(Trainer):
             # No JEPA pair in the window: no value (metrics.jsonl writes null; trackers take numbers only).
             if jepa is not None:
                 logs[f"{prefix}jepa_loss"] = round(jepa, 6)
+        for key, value in self._period_collapse(split).items():
+            logs[f"{prefix}{key}"] = round(value, 6)
         if split == "train":
             now = time.perf_counter()
             logs["tokens_per_s"] = round(tokens / max(now - self._last_log_time, 1e-9), 1)
@@ -233,7 +257,8 @@ def _strict(value):
 class MetricsFileCallback(TrainerCallback):
     """Appends one whole JSON line per logged training step to ``metrics.jsonl`` (eval to ``eval_metrics.jsonl``).
 
-    The run's last step is always logged, its window shorter than ``--logging_steps`` or not.
+    The run's last step is always logged, its window shorter than ``--logging_steps`` or not. The collapse
+    diagnostics (:data:`COLLAPSE_KEYS`) follow in the rows of windows that had JEPA pairs.
     """
 
     TRAIN_KEYS = ("lm_loss", "jepa_loss", "loss", "grad_norm", "learning_rate", "tokens_per_s")
@@ -251,6 +276,7 @@ class MetricsFileCallback(TrainerCallback):
             return
         if "loss" in logs and "lm_loss" in logs:
             row = {"step": state.global_step, **{key: _strict(logs.get(key)) for key in self.TRAIN_KEYS}}
+            row.update({key: _strict(logs[key]) for key in COLLAPSE_KEYS if key in logs})
             append_jsonl(RunDir(self.output_dir).metrics, row)
         elif "eval_loss" in logs:
             row = {"step": state.global_step, **{k: _strict(v) for k, v in logs.items() if k.startswith("eval_")}}
