@@ -14,7 +14,7 @@ import pytest
 import stepjepa.flag_groups
 from stepjepa.cli import main, run_command
 from stepjepa.commands import COMMANDS, flags_markdown, load, parse_config
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 from stepjepa.experiments.ledger import probe_scalars
 from stepjepa.flag_groups import Flags, markdown_table
 

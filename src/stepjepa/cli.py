@@ -6,7 +6,7 @@ import signal
 import sys
 
 from stepjepa.commands import COMMANDS, load, parse_config
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 
 
 def run_command(command: str, argv: list[str], prog: str | None = None) -> int:

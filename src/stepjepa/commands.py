@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 from stepjepa.flag_groups import BOUND_KEYS, markdown_table, type_name
 
 # command -> (config "module:class", run "module:function", help); modules are imported only when used, and parsing

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 
 # importable module -> the extra that installs it (pyproject.toml's [project.optional-dependencies]).
 EXTRAS = {"gguf": "embedded", "matplotlib": "plot", "scipy": "stats", "yaml": "yaml", "tensorboard": "tensorboard",

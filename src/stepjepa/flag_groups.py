@@ -15,7 +15,7 @@ import typing
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Optional
 
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 from stepjepa.flags import SEED_LIMIT, check_finite_floats
 from stepjepa.flags import field_help as _help
 from stepjepa.models import EMBEDDED_ALIAS

@@ -9,7 +9,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 
 # numpy, and through it transformers' set_seed, takes seeds in [0, 2**32).
 SEED_LIMIT = 2**32

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 
 EMBEDDED_ALIAS = "smollm2-135m-instruct"
 # alias -> (package holding the GGUF file, file name); the package is located, never imported.

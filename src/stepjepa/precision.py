@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 
 # CPU flags of units that compute bf16 natively (AVX512-BF16 on Zen 4 / Cooper Lake, AMX on Sapphire Rapids).
 FAST_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")

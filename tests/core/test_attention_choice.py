@@ -17,12 +17,11 @@ from stepjepa.core.attention import (
     host_builds_dense_mask,
     model_attention_mask,
 )
+from stepjepa.core.errors import UsageError
 from stepjepa.core.examples import pack_chat
 from stepjepa.core.layout import PackedCollator
 from stepjepa.core.objective import HostCountingCollator, Objective, add_host_counts, compute_objective
-from stepjepa.errors import UsageError
 from stepjepa.models import attention_facts
-
 
 # --- the choice: every branch ------------------------------------------------------------------------------------
 

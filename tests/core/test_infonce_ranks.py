@@ -13,10 +13,10 @@ import os
 from datetime import timedelta
 
 import pytest
-from conftest import free_port
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import free_port
 from test_objective import MAX_LENGTH, batch_chats, grads, setup
 
 from stepjepa.core.examples import build_rows

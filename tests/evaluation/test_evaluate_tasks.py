@@ -15,6 +15,7 @@ from stepjepa.evaluation.config import EvaluateConfig
 from stepjepa.evaluation.evaluate import load_problems, run_evaluate, summary_path
 from stepjepa.evaluation.generation import END_OF_TURN, Generation
 
+
 # Four NL-RX-SYNTH test rows (their natural language and gold regex as in the data set).
 def read_rows(path: Path) -> list[dict]:
     return sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda r: r["index"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stepjepa.cli import run_command
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 from stepjepa.training.rundir import RunDir, read_record
 
 RECORD = {"mode": "regular", "model": "/m", "train_file_sha256": "ab", "predictors": 0, "seed": 1, "lora": False,

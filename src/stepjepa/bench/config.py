@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from stepjepa.core.attention import ATTN_CHOICES
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 from stepjepa.flag_groups import (
     DeviceFlags,
     LoraFlags,

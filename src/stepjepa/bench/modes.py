@@ -26,13 +26,13 @@ import torch
 
 from stepjepa.bench.config import MULTIPASS, TRAINING_MODES
 from stepjepa.core.attention import AttentionChoice, batch_width_multiple, choose_attention, host_builds_dense_mask
+from stepjepa.core.errors import UsageError
 from stepjepa.core.examples import pack_chat
 from stepjepa.core.layout import PackedCollator
 from stepjepa.core.multipass import multipass_batch, multipass_objective
 from stepjepa.core.objective import Objective, ObjectiveOutput, add_host_counts, compute_objective
 from stepjepa.core.tokenization import IGNORE_INDEX, encode_chat
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT, Dropped, chat_row, gsm8k_problem, read_jsonl
-from stepjepa.errors import UsageError
 
 if TYPE_CHECKING:
     from stepjepa.bench.config import BenchConfig

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from stepjepa.core.errors import UsageError
 from stepjepa.core.layout import additive_mask, allowed_attention, may_attend
-from stepjepa.errors import UsageError
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flex_attention")
 ATTN_CHOICES = ("auto",) + ATTN_IMPLEMENTATIONS  # what --attn_implementation accepts

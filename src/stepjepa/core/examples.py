@@ -7,10 +7,10 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from stepjepa.core.errors import UsageError
 from stepjepa.core.layout import NO_VIEW, pack_llm_jepa, pack_regular, pack_step_jepa, step_pair_numbers
 from stepjepa.core.modes import MODES, Mode
 from stepjepa.core.tokenization import IGNORE_INDEX, encode_chat, encode_view
-from stepjepa.errors import UsageError
 
 
 def pack_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], mode: Mode, predictor_ids: list[int],

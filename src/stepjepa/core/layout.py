@@ -17,9 +17,9 @@ from typing import Any, Sequence
 
 import torch
 
+from stepjepa.core.errors import UsageError
 from stepjepa.core.tokenization import IGNORE_INDEX, EncodedChat, EncodedView
 from stepjepa.core.view_rows import VIEW_ROWS, Placement, appended_placement, own_row_placement
-from stepjepa.errors import UsageError
 
 STEP_PAIRS = ("first", "all", "random")  # Step-JEPA: step 1 -> 2 only, every step -> the next, one drawn per step
 NO_VIEW = -1

@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from stepjepa.core.errors import UsageError
 from stepjepa.core.tokenization import IGNORE_INDEX
-from stepjepa.errors import UsageError
 
 JEPA_LOSSES = ("cosine", "l2", "mse", "infonce")
 INFONCE_TEMPERATURE = 0.07

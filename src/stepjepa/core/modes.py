@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 
 Mode = Literal["regular", "llm_jepa", "step_jepa"]
 MODES: tuple[Mode, ...] = get_args(Mode)

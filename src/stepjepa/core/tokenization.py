@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from stepjepa.core.errors import UsageError
 from stepjepa.core.steps import step_char_spans
-from stepjepa.errors import UsageError
 
 IGNORE_INDEX = -100
 

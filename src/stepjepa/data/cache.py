@@ -28,10 +28,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from stepjepa.core.errors import UsageError
 from stepjepa.core.tokenization import IGNORE_INDEX
 from stepjepa.data import chat_problem
 from stepjepa.data.files import file_sha256
-from stepjepa.errors import UsageError
 from stepjepa.machine import available_cores
 
 # Bump when the stored columns change meaning; the packing code's own source is hashed into the key too.

@@ -6,11 +6,11 @@ import os
 from collections import Counter
 from typing import Any
 
+from stepjepa.core.errors import UsageError
 from stepjepa.core.steps import join_steps, split_steps
 from stepjepa.data.answers import last_boxed
 from stepjepa.data.fields import Dropped, unix_newlines
 from stepjepa.data.jsonl import read_jsonl
-from stepjepa.errors import UsageError
 
 # The reference Step-JEPA system prompt: step by step, blank-line separated steps, boxed answer.
 DEFAULT_SYSTEM_PROMPT = (

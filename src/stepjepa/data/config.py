@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stepjepa.core.errors import UsageError
 from stepjepa.data import (
     FORMATS,
 )
 from stepjepa.data.synthetic import MAX_STEPS, MIN_STEPS
-from stepjepa.errors import UsageError
 from stepjepa.flag_groups import Flags
 
 

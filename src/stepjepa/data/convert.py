@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stepjepa.core.errors import UsageError
 from stepjepa.data.answers import hash_answer
 from stepjepa.data.chat import DEFAULT_SYSTEM_PROMPT, chat_row
 from stepjepa.data.fields import Dropped
 from stepjepa.data.gsm8k import gsm8k_problem
 from stepjepa.data.jsonl import Record
 from stepjepa.data.trace import TRACE_FIELDS, trace_problem
-from stepjepa.errors import UsageError
 
 FORMATS = ("gsm8k", "trace", "chat")
 HUB_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")

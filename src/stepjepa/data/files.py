@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from stepjepa.core.errors import UsageError
 from stepjepa.data.jsonl import json_line
-from stepjepa.errors import UsageError
 
 
 def plain_file_mode() -> int:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 
 # (line number, value or None, what is wrong with the line or None)
 Record = tuple[int, Any, "str | None"]

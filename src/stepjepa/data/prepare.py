@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from stepjepa.core.errors import UsageError
 from stepjepa.data import (
     DEFAULT_SYSTEM_PROMPT,
     Conversion,
@@ -22,7 +23,6 @@ from stepjepa.data import (
 from stepjepa.data.config import PrepareConfig, ValidateConfig
 from stepjepa.data.stats import conversion_stats, length_problems, summary, token_counts, token_stats, validate_records
 from stepjepa.data.synthetic import paired_test_path, synthetic_splits
-from stepjepa.errors import UsageError
 
 
 def _load_tokenizer(name: str) -> Any:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 
 MIN_STEPS, MAX_STEPS = 2, 6
 NAMES = ["Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Liam", "Mila", "Noah"]

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from stepjepa.core.errors import UsageError
 from stepjepa.core.modes import Mode, check_mode
-from stepjepa.errors import UsageError
 from stepjepa.evaluation.tasks import TASKS
 from stepjepa.flag_groups import DeviceFlags, PrecisionFlags, SeedFlags, override
 from stepjepa.flags import field_help as _help

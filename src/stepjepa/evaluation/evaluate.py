@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from stepjepa.core.errors import UsageError
 from stepjepa.data import append_jsonl, read_jsonl, write_json_atomic
-from stepjepa.errors import UsageError
 from stepjepa.evaluation.config import EvaluateConfig
 from stepjepa.evaluation.generation import END_OF_TURN, MAX_NEW_TOKENS, iter_generations, render_prompts
 from stepjepa.evaluation.problems import Problem, load_problems

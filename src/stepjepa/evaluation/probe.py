@@ -17,15 +17,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from stepjepa.core.errors import UsageError
 from stepjepa.core.examples import pack_chat
 from stepjepa.core.layout import NO_VIEW, PackedCollator
 from stepjepa.core.objective import Objective, compute_objective
 from stepjepa.core.tokenization import IGNORE_INDEX
 from stepjepa.data import load_chats, write_json_atomic
-from stepjepa.errors import UsageError
 from stepjepa.evaluation.config import PROBE_SCALARS, TOP_K, ProbeConfig
-from stepjepa.models import PREDICTOR_TOKEN, load_model, load_tokenizer
 from stepjepa.machine import provenance
+from stepjepa.models import PREDICTOR_TOKEN, load_model, load_tokenizer
 from stepjepa.precision import inference_dtype, resolve_device
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stepjepa.core.errors import UsageError
 from stepjepa.data.chat import DEFAULT_SYSTEM_PROMPT
 from stepjepa.data.jsonl import read_jsonl
-from stepjepa.errors import UsageError
 from stepjepa.evaluation.tasks import gold_answer
 
 

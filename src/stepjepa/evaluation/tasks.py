@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from stepjepa.core.errors import UsageError
 from stepjepa.data.answers import answers_match, extract_answer, extract_strict
-from stepjepa.errors import UsageError
 from stepjepa.evaluation.regexes import RegexSyntaxError, parse_regex, regex_equivalent
 
 TASKS = ("gsm8k", "exact_match", "regex")

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from stepjepa.core.errors import UsageError
 from stepjepa.core.layout import STEP_PAIRS
 from stepjepa.core.modes import MODES
-from stepjepa.errors import UsageError
 from stepjepa.flags import (
     apply_yaml,
     as_bools,

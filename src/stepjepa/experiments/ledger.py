@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stepjepa.core.errors import UsageError
 from stepjepa.data import read_jsonl
-from stepjepa.errors import UsageError
 from stepjepa.evaluation.config import PROBE_SCALARS
 from stepjepa.machine import command_line, git_commit
 

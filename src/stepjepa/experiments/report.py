@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stepjepa.core.diagnostics import COLLAPSE_KEYS
+from stepjepa.core.errors import UsageError
 from stepjepa.core.modes import MODES
 from stepjepa.data import atomic_path, read_jsonl
 from stepjepa.data.files import check_outputs_apart
-from stepjepa.errors import UsageError
 from stepjepa.evaluation.tasks import SCORE_MEANINGS
 from stepjepa.experiments.config import BASE, LEDGER, ReportConfig
 from stepjepa.experiments.ledger import read_ledger

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 from stepjepa.experiments.config import BASE, LEDGER, SweepConfig
 from stepjepa.experiments.jobs import ChildRunner, Runner
 from stepjepa.experiments.ledger import check_ledger, read_ledger

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stepjepa.commands import parse_config
+from stepjepa.core.errors import UsageError
 from stepjepa.data import read_jsonl
-from stepjepa.errors import UsageError
 from stepjepa.flags import split_flags
 
 if TYPE_CHECKING:

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stepjepa.core.errors import UsageError
 from stepjepa.core.modes import Mode
 from stepjepa.data import write_json_atomic
 from stepjepa.data.files import file_sha256
-from stepjepa.errors import UsageError
 from stepjepa.training.rundir import (
     RUN_RECORD,
     TRAINER_STATE,

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from stepjepa.core.attention import ATTN_CHOICES
+from stepjepa.core.errors import UsageError
 from stepjepa.core.layout import STEP_PAIRS
 from stepjepa.core.losses import INFONCE_TEMPERATURE
 from stepjepa.core.modes import Mode
-from stepjepa.errors import UsageError
 from stepjepa.flag_groups import LoraFlags, ModelFlags, PrecisionFlags, SeedFlags, StepFlags, override
 from stepjepa.flags import field_help as _help
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 from stepjepa.training.runlock import LOCK_NAME
 
 RUN_RECORD = "stepjepa_run.json"

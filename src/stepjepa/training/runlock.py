@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 
 LOCK_NAME = ".stepjepa.lock"
 

@@ -12,7 +12,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stepjepa.errors import UsageError
+from stepjepa.core.errors import UsageError
 from stepjepa.machine import provenance
 from stepjepa.precision import precision_name
 from stepjepa.training.config import TrainConfig

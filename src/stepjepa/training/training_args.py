@@ -10,7 +10,6 @@ if TYPE_CHECKING:
     from stepjepa.training.config import TrainConfig
 from stepjepa.training.config import report_to
 
-
 # Collating processes on CUDA: enough to build a batch of 16 GSM8K rows (0.03-0.08 s) well within a 0.1 s step.
 CUDA_DATALOADER_WORKERS = 4
 
