@@ -283,3 +283,23 @@ def test_a_second_sigterm_during_the_interrupts_save_is_one_line(tiny_model_dirs
     assert done.returncode == 128 + signal.SIGTERM, done.stderr[-2000:]
     says_one_line(done.stderr, "interrupted again by SIGTERM: stopped at once; no checkpoint to resume")
     assert RunDir(out).newest_complete()[0] is None
+
+
+def test_evaluate_and_probe_refuse_outputs_over_their_inputs(tiny_model_dirs, chat_file, tmp_path, capsys):
+    """Class 4 for the scoring commands: `evaluate --output_file` equal to the test file, and `probe --output_file`
+    whose plot (`.png` beside it) is the test file, are one line and exit 2; the test file is kept byte for byte."""
+    model = str(tiny_model_dirs["llama"])
+    data = tmp_path / "chats.jsonl"
+    shutil.copy(chat_file, data)
+    before = data.read_bytes()
+    assert run_command("evaluate", ["--model_path", model, "--test_file", str(data), "--output_file", str(data)]) == 2
+    assert capsys.readouterr().err == (f"stepjepa evaluate: error: --output_file {data} is --test_file {data}: the "
+                                       "command would overwrite its own input; write to another path\n")
+    plot_named = tmp_path / "chats.png"
+    shutil.copy(chat_file, plot_named)
+    assert run_command("probe", ["--model_path", model, "--test_file", str(plot_named),
+                                 "--output_file", str(tmp_path / "chats.json")]) == 2
+    assert capsys.readouterr().err == (f"stepjepa probe: error: its plot {plot_named} is --test_file {plot_named}: "
+                                       "the command would overwrite its own input; write to another path\n")
+    assert data.read_bytes() == before and plot_named.read_bytes() == before
+    assert not (tmp_path / "chats.json").exists()

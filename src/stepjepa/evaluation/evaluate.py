@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from stepjepa.core.errors import UsageError
+from stepjepa.data.files import check_outputs_apart
 from stepjepa.data import append_jsonl, read_jsonl, write_json_atomic
 from stepjepa.evaluation.config import EvaluateConfig
 from stepjepa.evaluation.generation import END_OF_TURN, MAX_NEW_TOKENS, iter_generations, render_prompts
@@ -289,6 +290,8 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         for path, flag in ((output_file, "--output_file"), (summary_path(output_file), "its summary")):
             if path.is_dir():
                 raise UsageError(f"{flag} {path} is a directory; name a file")
+        check_outputs_apart({"--output_file": output_file, "its summary": summary_path(output_file)},
+                            {"--test_file": cfg.test_file, **{f"model {path}": path for path in models}})
 
     def stop(signum, frame):
         raise KeyboardInterrupt(signum)

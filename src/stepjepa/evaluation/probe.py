@@ -22,6 +22,7 @@ from stepjepa.core.examples import pack_chat
 from stepjepa.core.layout import NO_VIEW, PackedCollator
 from stepjepa.core.objective import Objective, compute_objective
 from stepjepa.core.tokenization import IGNORE_INDEX
+from stepjepa.data.files import check_outputs_apart
 from stepjepa.data import load_chats, write_json_atomic
 from stepjepa.evaluation.config import PROBE_SCALARS, TOP_K, ProbeConfig
 from stepjepa.machine import provenance
@@ -237,9 +238,11 @@ def run_probe(cfg: ProbeConfig) -> int:
     from stepjepa.extras import require
 
     require("matplotlib", "stepjepa probe (its plot)")
-    summary = probe_model(cfg)
     output = Path(cfg.output_file)
     plot = output.with_suffix(".png")
+    check_outputs_apart({"--output_file": output, "its plot": plot},
+                        {"--test_file": cfg.test_file, "--model_path": cfg.model_path})
+    summary = probe_model(cfg)
     plot_probe(summary, plot)
     write_json_atomic(output, summary)
     if cfg.debug:
