@@ -15,6 +15,7 @@ from stepjepa.core.errors import UsageError
 from stepjepa.core.modes import MODES
 from stepjepa.data import atomic_path, read_jsonl
 from stepjepa.data.files import check_outputs_apart
+from stepjepa.evaluation.probe_reading import probe_reading
 from stepjepa.evaluation.tasks import SCORE_MEANINGS
 from stepjepa.experiments.config import BASE, LEDGER, ReportConfig
 from stepjepa.experiments.ledger import read_ledger
@@ -519,6 +520,40 @@ def _probe_section(probes: list[ProbeSummary]) -> list[str]:
     ]
 
 
+ACCURACY_LEGEND = (
+    "accuracy %: share of held-out problems answered right, mean ± sample std over seeds. Δ: mean paired difference "
+    "from regular (points) with its 95% t interval; p: paired one-sided t-test (H1: better than regular), p Holm: "
+    "after Holm's correction over the configurations compared; —: fewer than 2 paired seeds.")
+REPORT_PROBE_LEGEND = (
+    "K0: view_a is the context's own last token (no predictor); Kk: the last of k predictor tokens. matched cos: "
+    "mean cosine of each view_a with its own view_b; cos gap: matched minus the cosine with other examples' view_b "
+    "(0: the views do not tell examples apart); top-1 %: share whose own view_b is the nearest, chance = 1 / pairs.")
+
+
+def readings(summaries: list[ConfigSummary], probes: list[ProbeSummary]) -> list[str]:
+    """One line per JEPA configuration: its accuracy difference from regular and how its trained view reads in the
+    probe (its predictor view kK if probed, else k0)."""
+    lines = []
+    for summary in summaries:
+        if summary.mode in ("regular", BASE):
+            continue
+        p = "—" if summary.p_value is None else f"{summary.p_value:.3g}"
+        delta = "no paired seed" if summary.delta is None else (
+            f"{100 * summary.delta:+.1f} points on {summary.pairs} paired seed{'s' if summary.pairs != 1 else ''} "
+            f"(p {p})")
+        text = f"reading: {summary.config} vs regular: {delta}"
+        views = {probe.view: probe for probe in probes if probe.config == summary.config}
+        view = max(views, key=lambda name: int(name[1:]), default=None)
+        if view is not None:
+            stats = views[view].stats
+            matched, gap = stats["matched_cosine"][0], stats["gap"][0]
+            text += "; " + probe_reading(view.upper(), {
+                "pairs": round(1 / views[view].chance_top1), "matched_cosine": matched, "gap": gap,
+                "mismatched_cosine": matched - gap, "top1": stats["top1"][0]})
+        lines.append(text)
+    return lines
+
+
 def run_report(cfg: ReportConfig) -> int:
     """Write the Markdown report and its two plots atomically; print the configuration table."""
     from stepjepa.extras import require
@@ -559,8 +594,11 @@ def run_report(cfg: ReportConfig) -> int:
     with atomic_path(output) as tmp:
         tmp.write_text(text, encoding="utf-8")
     print(summary_table(summaries))
+    print(ACCURACY_LEGEND)
     if probes:
         print(probe_table(probes))
+        print(REPORT_PROBE_LEGEND)
+    print("\n".join(readings(summaries, probes or [])))
     print("\n".join(termination_lines(entries)))
     missing = sum(e["mode"] != BASE for e in entries) - drawn  # the base model trains no steps
     print(f"report {output}; plots {', '.join(str(p) for p in plots.values())}"
