@@ -85,19 +85,32 @@ def oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind, lbd=0.7, gam
     return gamma * lm + lbd * jepa_loss(view_a, view_b, loss_kind), lm, view_a, view_b
 
 
+LOADED: dict[tuple[str, int], tuple] = {}  # (model dir, predictors) -> model, tokenizer, predictor ids, RNG state
+
+
 def setup(model_dir, num_predictors, lora=False):
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    predictor_ids = add_predictor_tokens(tokenizer, num_predictors) if num_predictors else []
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    torch.manual_seed(0)
-    resize_for_tokenizer(model, tokenizer)
+    """A fresh copy of the tiny model in ``model_dir`` resized for ``num_predictors`` predictor tokens (with a LoRA
+    adapter of non-zero B if ``lora``), its tokenizer and the predictor ids. Read from disk once per session and
+    (dir, predictors): each call copies the model and tokenizer read and restores the RNG state after the resize,
+    so every call gets what a fresh read gives."""
+    key = (str(model_dir), num_predictors)
+    if key not in LOADED:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        predictor_ids = add_predictor_tokens(tokenizer, num_predictors) if num_predictors else []
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        torch.manual_seed(0)
+        resize_for_tokenizer(model, tokenizer)
+        LOADED[key] = model, tokenizer, predictor_ids, torch.get_rng_state()
+    model, tokenizer, predictor_ids, rng_state = LOADED[key]
+    model, tokenizer = copy.deepcopy(model), copy.deepcopy(tokenizer)
+    torch.set_rng_state(rng_state)
     if lora:
         model = apply_lora(model, 4)
         # Non-zero LoRA B so the adapter changes the function and its gradients are not trivially equal.
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 torch.nn.init.normal_(param, std=0.02)
-    return model, tokenizer, predictor_ids
+    return model, tokenizer, list(predictor_ids)
 
 
 def batch_chats(tiny_chats):
