@@ -14,6 +14,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # No test may reach the network; huggingface_hub reads this once, when it is first imported.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# torch and transformers make ~400k objects that live as long as the session: no cycle collection while they
+# load (each full one walks all of them), then out of the collector's reach (see pytest_collection_finish).
+gc.disable()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -25,6 +28,9 @@ from transformers import (  # noqa: E402
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
+
+gc.freeze()
+gc.enable()
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
