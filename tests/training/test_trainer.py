@@ -205,15 +205,15 @@ def test_sums_are_added_over_ranks_before_dividing(tiny_gpt2, tmp_path, monkeypa
     """Rank 0: LM 1.5 over 2 tokens, JEPA 0.2 over 1 pair, 70 tokens; rank 1: LM 3.0 over 1 token, JEPA 0.6 over
     1 pair, 50 tokens. Over both: LM (3 + 3) / (2 + 1) = 2.0, not the mean of the ranks' means (1.5 + 3) / 2 =
     2.25; JEPA (0.2 + 0.6) / 2 = 0.4; 120 tokens in 1 s. Each rank hands its numbers to a sum-reduce; rank 0's
-    returns its own plus rank 1's, which logged first."""
+    returns its own plus rank 1's, which logged first (call by call: a log may reduce more than one tensor)."""
     monkeypatch.setattr(TrainingArguments, "world_size", property(lambda self: 2))
-    handed = []
+    handed = {0: [], 1: []}  # rank -> the tensors it handed to reduce, in order
 
     def reduce_of(rank: int):
         def reduce(values, reduction):
             assert reduction == "sum"
-            handed.append(values.clone())
-            return values if rank == 1 else values + handed[0]
+            handed[rank].append(values.clone())
+            return values if rank == 1 else values + handed[1][len(handed[0]) - 1]
         return reduce
 
     clock = Clock(10.0)
@@ -226,7 +226,7 @@ def test_sums_are_added_over_ranks_before_dividing(tiny_gpt2, tmp_path, monkeypa
     clock.now = 11.0
     ranks[1].log({"loss": 3.6})
     ranks[0].log({"loss": 2.08})
-    assert len(handed) == 2 and handed[0].shape == handed[1].shape  # one reduce per rank, of like tensors
+    assert [t.shape for t in handed[0]] == [t.shape for t in handed[1]]  # the same reduces on both ranks
     logged = ranks[0].state.log_history[-1]
     assert (logged["lm_loss"], logged["jepa_loss"], logged["tokens_per_s"]) == (2.0, 0.4, 120.0)
 
