@@ -67,3 +67,25 @@ def test_lm_loss_by_hand() -> None:
     logits = torch.tensor([[[0.0, 0.0], [math.log(3), 0.0], [5.0, -5.0]]])
     targets = torch.tensor([[1, 0, IGNORE_INDEX]])
     assert float(lm_loss(logits, targets)) == pytest.approx((math.log(2) + math.log(4 / 3)) / 2)
+
+
+def test_sum_reduction_by_hand() -> None:
+    """reduction="sum", the path training takes (the trainer divides by the whole step's tokens or pairs).
+
+    JEPA, the two pairs of test_averaged_over_pairs, ((3, 4), (3, 4)) and ((1, 0), (-1, 0)):
+    cosine 0 + 2 = 2; l2 0 + 2 = 2; mse per pair mean((0, 0)^2) = 0 and mean((2, 0)^2) = 4 / 2 = 2, sum 2.
+    InfoNCE, a = b = ((1, 0), (0, 1)), rows swapped in b: each row log(1 + e^(1/0.07)), sum 2 * 14.2857 = 28.5714.
+    LM, test_lm_loss_by_hand's logits: ln 2 + ln(4/3) = 0.6931 + 0.2877 = 0.9808 (the ignored position adds 0).
+    """
+    a = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    b = torch.tensor([[3.0, 4.0], [-1.0, 0.0]])
+    for kind in ("cosine", "l2", "mse"):
+        assert float(jepa_loss(a, b, kind, reduction="sum")) == pytest.approx(2.0, abs=1e-6), kind
+    swapped = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    assert float(jepa_loss(torch.eye(2), swapped, "infonce", reduction="sum")) == pytest.approx(
+        2 * math.log1p(math.exp(1 / 0.07)), rel=1e-5)
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3), 0.0], [5.0, -5.0]]])
+    targets = torch.tensor([[1, 0, IGNORE_INDEX]])
+    assert float(lm_loss(logits, targets, reduction="sum")) == pytest.approx(math.log(2) + math.log(4 / 3))
+    with pytest.raises(ValueError, match="unknown reduction 'total'"):
+        jepa_loss(a, b, "cosine", reduction="total")

@@ -24,10 +24,20 @@ def llm_rows(tokenizer, chats, predictor_ids):
     return [pack_chat(tokenizer, m, "llm_jepa", predictor_ids, None, MAX_LENGTH) for m in chats]
 
 
-@pytest.mark.parametrize("num_predictors", [0, 2])
-@pytest.mark.parametrize("loss_kind", JEPA_LOSSES)
-def test_view_rows_match_the_oracle(tiny_model_dir, tiny_chats, num_predictors, loss_kind):
-    model, tokenizer, predictor_ids = setup(tiny_model_dir, num_predictors)
+# The view-row layout depends on the family (its tokenizer) and the predictors, not on the loss, a function of the
+# views (tests/core/test_losses.py): the fast tier runs each family with and without predictors, InfoNCE (the
+# batch's other pairs as negatives) and L2 among them; the other 12 cases are slow.
+FAST_VIEW_ROW_CASES = {("gpt2", "infonce", 0), ("gpt2", "l2", 2), ("llama", "l2", 0), ("llama", "infonce", 2)}
+VIEW_ROW_CASES = [
+    pytest.param(family, loss, k, marks=() if (family, loss, k) in FAST_VIEW_ROW_CASES else pytest.mark.slow,
+                 id=f"{family}-{loss}-{k}")
+    for family in ("gpt2", "llama") for loss in JEPA_LOSSES for k in (0, 2)
+]
+
+
+@pytest.mark.parametrize("family,loss_kind,num_predictors", VIEW_ROW_CASES)
+def test_view_rows_match_the_oracle(tiny_model_dirs, tiny_chats, family, loss_kind, num_predictors):
+    model, tokenizer, predictor_ids = setup(tiny_model_dirs[family], num_predictors)
     chats = batch_chats(tiny_chats)
     batch = PackedCollator(tokenizer.eos_token_id, view_rows="always")(llm_rows(tokenizer, chats, predictor_ids))
     assert len(batch["input_ids"]) > len(chats) and (batch["pair_a_row"] >= len(chats)).all()

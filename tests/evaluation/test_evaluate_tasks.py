@@ -128,7 +128,10 @@ def test_bad_task_and_bad_gold_regex_are_usage_errors(tmp_path, capsys) -> None:
     assert "bad.jsonl:2: the gold regex does not parse: range z-a runs backwards" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("task", ["gsm8k", "exact_match", "regex"])
+# Real generation is one path for every task (the task scores the reply: canned replies in the tests above and
+# tests/evaluation/test_tasks.py); the fast tier runs the regex task, the other two are slow.
+@pytest.mark.parametrize("task", [pytest.param("gsm8k", marks=pytest.mark.slow),
+                                  pytest.param("exact_match", marks=pytest.mark.slow), "regex"])
 def test_each_task_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dirs, nlrx_file, chat_file, task) -> None:
     """Real generation: every row's scores are the task's scoring of the reply recorded beside them."""
     from stepjepa.evaluation.tasks import score_reply

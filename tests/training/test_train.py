@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from stepjepa.cli import run_command
+from stepjepa.cli import parse_config, run_command
 from stepjepa.core.steps import split_steps
 from stepjepa.models import load_model
 
@@ -79,7 +79,11 @@ def check_guide_run(out: Path, mode: str) -> None:
     assert summary["provenance"]["precision"] in ("bf16", "fp32") and summary["provenance"]["stepjepa_version"]
 
 
-@pytest.mark.parametrize("mode", sorted(GUIDE_MODES))
+# Each guide mode trains its own path; in the fast tier llm_jepa runs here, and the other two modes' runs (with
+# --lora) are test_adapter_loads_from_another_working_directory and test_saved_files_... (regular) and
+# test_lora_adapter_loads_onto_base_like_the_merged_model (step_jepa, 2 predictors); their guide runs are slow.
+@pytest.mark.parametrize("mode", [pytest.param(mode, marks=() if mode == "llm_jepa" else pytest.mark.slow)
+                                  for mode in sorted(GUIDE_MODES)])
 def test_guide_modes_train_and_save(tiny_model_dirs, chat_file, tmp_path, mode):
     """In process, as the script runs it (the script is `run_command("train", argv)`)."""
     out = tmp_path / "out"
@@ -99,7 +103,17 @@ def test_the_guide_script_runs_as_a_program(tiny_model_dirs, chat_file, tmp_path
     check_guide_run(out, "step_jepa")
 
 
-@pytest.mark.parametrize("loss_flag", ["--jepa_l2", "--jepa_mse", "--infonce"])
+@pytest.mark.parametrize("loss_flag,loss_kind", [([], "cosine"), (["--jepa_l2"], "l2"), (["--jepa_mse"], "mse"),
+                                                 (["--infonce"], "infonce")], ids=["none", "l2", "mse", "infonce"])
+def test_loss_flags_choose_the_loss(loss_flag, loss_kind):
+    """Each loss flag reaches the objective's settings (the training below runs one of them end to end)."""
+    assert parse_config("train", ["--train_file", "x.jsonl", "--step_jepa", *loss_flag]).loss_kind == loss_kind
+
+
+# One training per loss flag; the loss is a function of the views (tests/core/test_losses.py), so the fast tier
+# trains with InfoNCE, the loss with its own path (the batch's other pairs as negatives), the other two are slow.
+@pytest.mark.parametrize("loss_flag", [pytest.param("--jepa_l2", marks=pytest.mark.slow),
+                                       pytest.param("--jepa_mse", marks=pytest.mark.slow), "--infonce"])
 def test_loss_flags_train_and_change_weights(tiny_model_dirs, chat_file, tmp_path, loss_flag):
     out = tmp_path / "out"
     argv = ["--train_file", str(chat_file), "--step_jepa", "--predictors", "1", loss_flag,
@@ -148,7 +162,9 @@ def test_debug_7_prints_layout_and_trains_nothing(tiny_model_dirs, chat_file, tm
     assert not out.exists()
 
 
-@pytest.mark.parametrize("step_pairs", ["all", "random"])
+# --step_pairs random builds the rows of every pair (as all does) and draws one per example in the trainer, so in the
+# fast tier it covers both; all's own run is slow (its batches' objective: tests/core/test_objective.py).
+@pytest.mark.parametrize("step_pairs", [pytest.param("all", marks=pytest.mark.slow), "random"])
 def test_every_pair_modes_train_and_count_pairs(tiny_model_dirs, chat_file, tiny_chats, tmp_path, capsys, step_pairs):
     out = tmp_path / "out"
     argv = ["--train_file", str(chat_file), "--step_jepa", "--predictors", "1", "--step_pairs", step_pairs,

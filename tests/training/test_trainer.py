@@ -11,7 +11,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, TrainerControl, TrainerState, TrainingArguments
 
 import stepjepa.training.trainer as trainer_module
-from stepjepa.core.objective import Objective
+from stepjepa.core.objective import Objective, ObjectiveOutput
 from stepjepa.training.trainer import JepaTrainer, MetricsFileCallback
 
 
@@ -77,97 +77,158 @@ def test_each_micro_batch_of_a_step_draws_on_its_own(tiny_gpt2, tmp_path):
     assert [a for a, _ in pairs] == single
 
 
-# --- sums to means ----------------------------------------------------------------------------------------------
+# --- sums to means: known micro-batches in, logged values and metrics.jsonl out -------------------------------------
 
 
-def fill(trainer: JepaTrainer, split: str, step: int = 0, lm_sum: float = 0.0, lm_tokens: float = 0.0,
-         jepa_sum: float = 0.0, pairs: float = 0.0, tokens: float = 0.0) -> None:
-    """One optimizer step's sums: LM loss summed over its labelled tokens, JEPA loss over its pairs."""
-    trainer._sums[split][step] = [lm_sum, lm_tokens, jepa_sum, pairs, tokens]
+class Clock:
+    """Stands in for time.perf_counter: returns ``now``, which the test moves."""
+
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def logging_trainer(model, tmp_path, monkeypatch, clock: Clock) -> JepaTrainer:
+    """A trainer writing its logs to ``tmp_path`` (metrics.jsonl, eval_metrics.jsonl), created at ``clock.now``."""
+    monkeypatch.setattr(trainer_module.time, "perf_counter", clock)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, disable_tqdm=True)
+    return JepaTrainer(model=model, args=args, objective=Objective(), callbacks=[MetricsFileCallback(str(tmp_path))])
+
+
+def micro_batch(trainer: JepaTrainer, monkeypatch, step: int, lm: float, lm_tokens: int, jepa: float | None = None,
+                pairs: int = 0, tokens: int = 0, split: str = "train") -> None:
+    """One micro-batch through the trainer's compute_loss at optimizer step ``step``, its packed pass replaced by
+    a known result: LM mean ``lm`` over ``lm_tokens`` labelled tokens, JEPA mean ``jepa`` over ``pairs`` pairs
+    (None: no JEPA term), ``tokens`` conversation tokens."""
+    result = ObjectiveOutput(loss=torch.tensor(lm + (jepa or 0.0)), lm_loss=torch.tensor(lm),
+                             jepa_loss=None if jepa is None else torch.tensor(jepa), view_a=None, view_b=None,
+                             lm_tokens=lm_tokens, pairs=pairs)
+    monkeypatch.setattr(trainer_module, "compute_objective", lambda *args, **kwargs: result)
+    trainer.state.global_step = step
+    trainer.model.train(split == "train")
+    inputs = {"use_jepa": jepa is not None, "pair_row": torch.zeros(0, dtype=torch.long), "num_tokens": tokens}
+    trainer.compute_loss(trainer.model, inputs)
 
 
 def test_log_turns_the_periods_sums_into_means(tiny_gpt2, tmp_path, monkeypatch):
-    """One step: LM loss summed to 10 over 4 labelled tokens -> 2.5; JEPA 0.8 over 2 pairs -> 0.4; 300
-    conversation tokens in the 2 s since the last log -> 150 tokens/s."""
-    trainer = make_trainer(tiny_gpt2, tmp_path)
-    fill(trainer, "train", lm_sum=10.0, lm_tokens=4, jepa_sum=0.8, pairs=2, tokens=300)
-    trainer._last_log_time = 100.0
-    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: 102.0)
+    """One step: LM mean 2.5 over 4 labelled tokens, JEPA 0.4 over 2 pairs; 300 conversation tokens in the 2 s
+    since the trainer started -> 150 tokens/s. The next period starts from zero: its one step, LM 1.0 over 1
+    token, 30 tokens in 3 s, logs 1.0 (not (10 + 1) / 5 = 2.2), no JEPA, 10 tokens/s."""
+    clock = Clock(100.0)
+    trainer = logging_trainer(tiny_gpt2, tmp_path, monkeypatch, clock)
+    micro_batch(trainer, monkeypatch, step=0, lm=2.5, lm_tokens=4, jepa=0.4, pairs=2, tokens=300)
+    trainer.state.global_step = 1
+    clock.now = 102.0
     trainer.log({"loss": 2.58})
     logged = trainer.state.log_history[-1]
     assert (logged["loss"], logged["lm_loss"], logged["jepa_loss"], logged["tokens_per_s"]) == (2.58, 2.5, 0.4, 150.0)
-    assert dict(trainer._sums["train"]) == {}  # the next period starts from zero
-    assert trainer._last_log_time == 102.0
+
+    micro_batch(trainer, monkeypatch, step=1, lm=1.0, lm_tokens=1, tokens=30)
+    trainer.state.global_step = 2
+    clock.now = 105.0
+    trainer.log({"loss": 1.0})
+    assert lines(tmp_path / "metrics.jsonl") == [
+        {"step": 1, "lm_loss": 2.5, "jepa_loss": 0.4, "loss": 2.58, "grad_norm": None, "learning_rate": None,
+         "tokens_per_s": 150.0},
+        {"step": 2, "lm_loss": 1.0, "jepa_loss": None, "loss": 1.0, "grad_norm": None, "learning_rate": None,
+         "tokens_per_s": 10.0},
+    ]
 
 
-def test_a_period_averages_its_steps_each_weighted_within(tiny_gpt2, tmp_path):
-    """Step 1: LM 6 over 3 tokens = 2.0; step 2: LM 1 over 1 token = 1.0. The period logs the mean of the steps,
-    1.5, as the Trainer averages ``loss`` over them (not 7 / 4 = 1.75); JEPA only in step 2: 0.9 / 3 = 0.3."""
-    trainer = make_trainer(tiny_gpt2, tmp_path)
-    fill(trainer, "train", step=1, lm_sum=6.0, lm_tokens=3, tokens=10)
-    fill(trainer, "train", step=2, lm_sum=1.0, lm_tokens=1, jepa_sum=0.9, pairs=3, tokens=10)
+def test_a_period_averages_its_steps_each_weighted_within(tiny_gpt2, tmp_path, monkeypatch):
+    """Step 1, two micro-batches: LM 2.5 over 2 tokens and 1.0 over 1 token -> (5 + 1) / 3 = 2.0 (token-weighted,
+    not (2.5 + 1) / 2 = 1.75). Step 2: LM 1.0 over 1 token twice -> 1.0; JEPA 0.2 over 1 pair and 0.35 over 2
+    pairs -> (0.2 + 0.7) / 3 = 0.3. The period logs the mean of its steps, LM (2.0 + 1.0) / 2 = 1.5, as the
+    Trainer averages ``loss`` over them (not all tokens at once, 8 / 5 = 1.6); JEPA only in step 2: 0.3."""
+    trainer = logging_trainer(tiny_gpt2, tmp_path, monkeypatch, Clock(0.0))
+    micro_batch(trainer, monkeypatch, step=1, lm=2.5, lm_tokens=2, tokens=10)
+    micro_batch(trainer, monkeypatch, step=1, lm=1.0, lm_tokens=1, tokens=10)
+    micro_batch(trainer, monkeypatch, step=2, lm=1.0, lm_tokens=1, jepa=0.2, pairs=1, tokens=10)
+    micro_batch(trainer, monkeypatch, step=2, lm=1.0, lm_tokens=1, jepa=0.35, pairs=2, tokens=10)
     trainer.log({"loss": 1.5})
     logged = trainer.state.log_history[-1]
     assert logged["lm_loss"] == pytest.approx(1.5) and logged["jepa_loss"] == pytest.approx(0.3)
+    [row] = lines(tmp_path / "metrics.jsonl")
+    assert (row["lm_loss"], row["jepa_loss"]) == (pytest.approx(1.5), pytest.approx(0.3))
 
 
-def test_a_period_without_jepa_batches_logs_no_jepa_loss(tiny_gpt2, tmp_path):
+def test_a_period_without_jepa_batches_logs_no_jepa_loss(tiny_gpt2, tmp_path, monkeypatch):
     """jepa_ratio dropped the term in every batch: no JEPA mean (not 0/0, not 0; the metrics file writes
-    null, trackers take numbers only); LM 4.5 / 3 = 1.5."""
-    trainer = make_trainer(tiny_gpt2, tmp_path)
-    fill(trainer, "train", lm_sum=4.5, lm_tokens=3, tokens=30)
+    null, trackers take numbers only); LM 1.5 over 3 tokens and 1.5 over 1 -> 1.5."""
+    trainer = logging_trainer(tiny_gpt2, tmp_path, monkeypatch, Clock(0.0))
+    micro_batch(trainer, monkeypatch, step=0, lm=1.5, lm_tokens=3, tokens=30)
+    micro_batch(trainer, monkeypatch, step=0, lm=1.5, lm_tokens=1, tokens=5)
     trainer.log({"loss": 1.5})
     logged = trainer.state.log_history[-1]
     assert logged["lm_loss"] == 1.5 and "jepa_loss" not in logged
+    assert lines(tmp_path / "metrics.jsonl")[0]["jepa_loss"] is None
 
 
-def test_eval_logs_get_eval_means_from_the_eval_sums(tiny_gpt2, tmp_path):
-    """Eval sums (LM 2.8 over 2 tokens, JEPA 0.6 over 2 pairs) -> eval_lm_loss 1.4, eval_jepa_loss 0.3; the
-    training sums are left for the next training log and no throughput is logged."""
-    trainer = make_trainer(tiny_gpt2, tmp_path)
-    fill(trainer, "train", lm_sum=9.0, lm_tokens=1, tokens=10)
-    fill(trainer, "eval", lm_sum=2.8, lm_tokens=2, jepa_sum=0.6, pairs=2, tokens=20)
+def test_eval_logs_get_eval_means_from_the_eval_sums(tiny_gpt2, tmp_path, monkeypatch):
+    """Eval micro-batches (LM 1.0 over 1 token and 1.6 over 3 -> (1 + 4.8) / 4 = 1.45; JEPA 0.3 over 2 pairs)
+    at any step are one evaluation: eval_lm_loss 1.45, eval_jepa_loss 0.3, no throughput. The training step
+    before it (LM 9.0 over 1 token) is left for the next training log: lm_loss 9.0."""
+    trainer = logging_trainer(tiny_gpt2, tmp_path, monkeypatch, Clock(0.0))
+    micro_batch(trainer, monkeypatch, step=4, lm=9.0, lm_tokens=1, tokens=10)
+    micro_batch(trainer, monkeypatch, step=4, lm=1.0, lm_tokens=1, jepa=0.3, pairs=2, tokens=20, split="eval")
+    micro_batch(trainer, monkeypatch, step=5, lm=1.6, lm_tokens=3, tokens=20, split="eval")
     trainer.log({"eval_loss": 1.43})
     logged = trainer.state.log_history[-1]
-    assert logged["eval_lm_loss"] == pytest.approx(1.4) and logged["eval_jepa_loss"] == pytest.approx(0.3)
+    assert logged["eval_lm_loss"] == pytest.approx(1.45) and logged["eval_jepa_loss"] == pytest.approx(0.3)
     assert "tokens_per_s" not in logged and "lm_loss" not in logged
-    assert dict(trainer._sums["train"]) == {0: [9.0, 1, 0.0, 0.0, 10]}
-    assert dict(trainer._sums["eval"]) == {}
+    assert lines(tmp_path / "eval_metrics.jsonl") == [
+        {"step": 5, "eval_loss": 1.43, "eval_lm_loss": pytest.approx(1.45), "eval_jepa_loss": pytest.approx(0.3)}]
+    trainer.log({"loss": 9.0})
+    assert trainer.state.log_history[-1]["lm_loss"] == 9.0 and "jepa_loss" not in trainer.state.log_history[-1]
+    # A second evaluation starts from nothing: LM 2.0 over 1 token, no JEPA.
+    micro_batch(trainer, monkeypatch, step=6, lm=2.0, lm_tokens=1, tokens=20, split="eval")
+    trainer.log({"eval_loss": 2.0})
+    assert lines(tmp_path / "eval_metrics.jsonl")[-1] == {"step": 6, "eval_loss": 2.0, "eval_lm_loss": 2.0,
+                                                          "eval_jepa_loss": None}
 
 
-def test_a_log_without_loss_passes_through_and_keeps_the_sums(tiny_gpt2, tmp_path):
-    """The Trainer's end-of-training summary (no "loss" key) is not a metrics period."""
-    trainer = make_trainer(tiny_gpt2, tmp_path)
-    fill(trainer, "train", lm_sum=3.0, lm_tokens=2, tokens=8)
+def test_a_log_without_loss_passes_through_and_keeps_the_sums(tiny_gpt2, tmp_path, monkeypatch):
+    """The Trainer's end-of-training summary (no "loss" key) is not a metrics period: it gets no means and
+    writes no line, and the step's LM 1.5 over 2 tokens is logged by the next log with a loss."""
+    trainer = logging_trainer(tiny_gpt2, tmp_path, monkeypatch, Clock(0.0))
+    micro_batch(trainer, monkeypatch, step=0, lm=1.5, lm_tokens=2, tokens=8)
     trainer.log({"train_runtime": 1.0})
     assert "lm_loss" not in trainer.state.log_history[-1]
-    assert dict(trainer._sums["train"]) == {0: [3.0, 2, 0.0, 0.0, 8]}
+    assert not (tmp_path / "metrics.jsonl").exists()
+    trainer.log({"loss": 1.5})
+    assert trainer.state.log_history[-1]["lm_loss"] == 1.5
 
 
 def test_sums_are_added_over_ranks_before_dividing(tiny_gpt2, tmp_path, monkeypatch):
-    """Rank 0: LM sum 3.0 over 2 tokens, JEPA 0.2 over 1 pair; rank 1: LM 3.0 over 1 token, JEPA 0.6 over 1 pair.
-    Over both: LM (3 + 3) / (2 + 1) = 2.0, not the mean of the ranks' means (1.5 + 3) / 2 = 2.25; JEPA 0.8 / 2 = 0.4."""
-    trainer = make_trainer(tiny_gpt2, tmp_path)
-    other_rank = torch.tensor([[3.0, 1.0, 0.6, 1.0, 50.0]], dtype=torch.float64)  # the SUM_COLUMNS of one step
-    reduced = []
-
-    def reduce(values, reduction):
-        assert reduction == "sum"
-        if values.dim() == 1:  # the collapse sums (no pairs on either rank here)
-            return values
-        reduced.append(values.clone())
-        return values + other_rank
-
+    """Rank 0: LM 1.5 over 2 tokens, JEPA 0.2 over 1 pair, 70 tokens; rank 1: LM 3.0 over 1 token, JEPA 0.6 over
+    1 pair, 50 tokens. Over both: LM (3 + 3) / (2 + 1) = 2.0, not the mean of the ranks' means (1.5 + 3) / 2 =
+    2.25; JEPA (0.2 + 0.6) / 2 = 0.4; 120 tokens in 1 s. Each rank hands its numbers to a sum-reduce; rank 0's
+    returns its own plus rank 1's, which logged first (call by call: a log may reduce more than one tensor)."""
     monkeypatch.setattr(TrainingArguments, "world_size", property(lambda self: 2))
-    monkeypatch.setattr(trainer.accelerator, "reduce", reduce)
-    fill(trainer, "train", lm_sum=3.0, lm_tokens=2, jepa_sum=0.2, pairs=1, tokens=70)
-    lm, jepa, tokens = trainer._period_means("train")
-    assert reduced[0].tolist() == [pytest.approx([3.0, 2.0, 0.2, 1.0, 70.0])]
-    assert (lm, jepa, tokens) == (pytest.approx(2.0), pytest.approx(0.4), pytest.approx(120.0))
-    fill(trainer, "train", lm_sum=3.0, lm_tokens=2, jepa_sum=0.2, pairs=1, tokens=70)
-    trainer.log({"loss": 2.08})
-    logged = trainer.state.log_history[-1]
-    assert (logged["lm_loss"], logged["jepa_loss"]) == (2.0, 0.4)
+    handed = {0: [], 1: []}  # rank -> the tensors it handed to reduce, in order
+
+    def reduce_of(rank: int):
+        def reduce(values, reduction):
+            assert reduction == "sum"
+            handed[rank].append(values.clone())
+            return values if rank == 1 else values + handed[1][len(handed[0]) - 1]
+        return reduce
+
+    clock = Clock(10.0)
+    ranks = []
+    for rank, (lm, lm_tokens, jepa, tokens) in enumerate([(1.5, 2, 0.2, 70), (3.0, 1, 0.6, 50)]):
+        trainer = logging_trainer(tiny_gpt2, tmp_path / f"rank{rank}", monkeypatch, clock)
+        monkeypatch.setattr(trainer.accelerator, "reduce", reduce_of(rank))
+        micro_batch(trainer, monkeypatch, step=0, lm=lm, lm_tokens=lm_tokens, jepa=jepa, pairs=1, tokens=tokens)
+        ranks.append(trainer)
+    clock.now = 11.0
+    ranks[1].log({"loss": 3.6})
+    ranks[0].log({"loss": 2.08})
+    assert [t.shape for t in handed[0]] == [t.shape for t in handed[1]]  # the same reduces on both ranks
+    logged = ranks[0].state.log_history[-1]
+    assert (logged["lm_loss"], logged["jepa_loss"], logged["tokens_per_s"]) == (2.0, 0.4, 120.0)
 
 
 # --- the metrics file ---------------------------------------------------------------------------------------------
