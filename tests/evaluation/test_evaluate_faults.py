@@ -69,11 +69,14 @@ def test_restart_regenerates_every_problem_under_the_new_settings(evaluated, cap
     assert run_command("evaluate", [*argv, "--max_new_tokens", "5"]) == 0
 
 
-def test_restart_discards_only_results_of_evaluate(tiny_model_dirs, chat_file, capsys) -> None:
-    """--restart with the test file as --output_file: refused, the test file kept."""
-    before = chat_file.read_bytes()
+def test_restart_discards_only_results_of_evaluate(tiny_model_dirs, chat_file, tmp_path, capsys) -> None:
+    """--restart with a chat file that is not evaluate's results as --output_file: refused, the file kept. (The test
+    file itself as --output_file is refused earlier, as an output over its input: tests/training/test_faults.py.)"""
+    other = tmp_path / "other_chats.jsonl"
+    other.write_bytes(chat_file.read_bytes())
+    before = other.read_bytes()
     argv = ["--model_path", str(tiny_model_dirs["gpt2"]), "--test_file", str(chat_file), "--output_file",
-            str(chat_file), "--max_examples", "1", "--max_new_tokens", "2", "--device", "cpu", "--restart"]
+            str(other), "--max_examples", "1", "--max_new_tokens", "2", "--device", "cpu", "--restart"]
     assert run_command("evaluate", argv) == 2
     assert "not a result row of stepjepa evaluate" in capsys.readouterr().err
-    assert chat_file.read_bytes() == before
+    assert other.read_bytes() == before
