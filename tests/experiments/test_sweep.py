@@ -387,7 +387,7 @@ def test_sweep_evaluates_and_probes_the_base_and_each_run(data_files, tmp_path, 
     run_report(ReportConfig(runs_dir=str(out)))
     text = (out / "report.md").read_text()
     table = text[text.index("| configuration | seeds"):].splitlines()
-    assert table[2].startswith("| base | 1 |") and table[3].startswith("| regular | 1 |")
+    assert table[2].startswith("| base | — |") and table[3].startswith("| regular | 1 |")  # the base has no seed
     assert "## Held-out JEPA probe" in text
     assert "| step_jepa_lbd0.1_k1_cosine | K1 | 1 |" in text and "| base | K0 | 1 |" in text
 
