@@ -61,6 +61,14 @@ class TrainConfig:
     overwrite_output_dir: bool = field(default=False, metadata=_help("Allow a non-empty output directory (files this run writes are replaced)."))
     resume_from_checkpoint: Optional[str] = field(default=None, metadata=_help("Checkpoint directory, or 'latest' in --output_dir."))
     group_by_length: bool = field(default=False, metadata=_help("Batch examples of similar length together (less padding)."))
+    packing: bool = field(default=False, metadata=_help(
+        "Several whole conversations per row, with their view blocks (placed by best-fit decreasing, longest "
+        "first): no padding to speak of, and each conversation still sees only itself. --batch_size then counts "
+        "rows, so the examples per step vary (about --pack_length / mean example length per row)."))
+    pack_length: Optional[int] = field(default=None, metadata=_help(
+        "--packing: most tokens of a row, conversations and view blocks together (default --max_length: the "
+        "widest row an unpacked run at the same --max_length may already meet); a longer example gets a row "
+        "of its own."))
     gradient_checkpointing: bool = field(default=False, metadata=_help("Recompute activations in backward (less memory, slower)."))
     attn_implementation: str = field(default="sdpa", metadata=_help(
         "Attention kernel: sdpa (default; dense mask), eager, or flex_attention (CUDA only: a BlockMask built on "
@@ -140,6 +148,14 @@ class TrainConfig:
             raise UsageError("--group_by_length sorts the whole data set; it cannot with --streaming")
         if self.shuffle_buffer < 1:
             raise UsageError(f"--shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
+        if self.pack_length is not None and not self.packing:
+            raise UsageError("--pack_length sizes the rows of --packing; add --packing or drop --pack_length")
+        if self.pack_length is not None and self.pack_length < 1:
+            raise UsageError(f"--pack_length must be >= 1, got {self.pack_length}")
+        if self.packing and self.streaming:
+            raise UsageError("--packing plans its rows over the whole data set; it cannot with --streaming")
+        if self.packing and self.group_by_length:
+            raise UsageError("--packing fills each row already; drop --group_by_length")
         if self.num_proc is not None and self.num_proc < 1:
             raise UsageError(f"--num_proc must be >= 1, got {self.num_proc}")
         if not self.train_file:
@@ -158,6 +174,11 @@ class TrainConfig:
     def last_token_offset(self) -> int | None:
         """None for 'auto' (the view's last content token)."""
         return None if self.last_token == "auto" or self.mode == "step_jepa" else int(self.last_token)
+
+    @property
+    def row_length(self) -> int:
+        """--packing: the most tokens a row holds (--pack_length, by default --max_length)."""
+        return self.pack_length if self.pack_length is not None else self.max_length
 
     @property
     def peak_learning_rate(self) -> float:

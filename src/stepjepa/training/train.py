@@ -45,6 +45,22 @@ def _packed_rows(cfg: TrainConfig, path: str, tokenizer, settings: RowSettings, 
                        use_cache=not cfg.no_data_cache, num_proc=cfg.num_proc, data_sha256=data_sha256)
 
 
+def _packs(cfg: TrainConfig, rows):
+    """--packing: a data file's rows in packs of at most --pack_length tokens, planned by best-fit decreasing
+    over the stored rows' lengths (the same plan on every rank and every resume)."""
+    import pyarrow.compute as pc
+
+    from stepjepa.core.packing import PackedDataset, best_fit_decreasing, fill_ratio
+    from stepjepa.data.cache import expand_row
+
+    lengths = pc.list_value_length(rows.dataset.data.column("input_ids")).to_pylist()
+    plan = best_fit_decreasing(lengths, cfg.row_length)
+    _say(cfg, 1, f"packing: {len(lengths)} examples in {len(plan)} rows of at most {cfg.row_length} tokens "
+                 f"({len(lengths) / len(plan):.2f} examples a row, {fill_ratio(lengths, plan, cfg.row_length):.1%} "
+                 f"filled); --batch_size {cfg.batch_size} rows a micro-batch")
+    return PackedDataset(rows.dataset, plan, expand_row)
+
+
 def _check_rows(cfg: TrainConfig, rows, args, num_predictors: int) -> None:
     """Say where the rows came from and what they train; refuse a JEPA run without any JEPA view."""
     counts = rows.counts
@@ -164,6 +180,9 @@ def _train(cfg: TrainConfig) -> int:
     else:
         train_dataset, counts = rows.dataset, rows.counts
         _check_rows(cfg, rows, args, len(predictor_ids))
+    eval_dataset = eval_rows.dataset if eval_rows else None
+    if cfg.packing:  # the collator takes packs of expanded rows; --streaming is refused with --packing
+        train_dataset, eval_dataset = _packs(cfg, rows), _packs(cfg, eval_rows) if eval_rows else None
     if cfg.step_jepa and cfg.last_token != "auto":
         _say(cfg, 1, "note: --last_token is not used by Step-JEPA (its views end at their embedding token)")
     # --step_pairs random drops pairs from collated batches (select_pairs): each pair's blocks stay in its row.
@@ -193,8 +212,8 @@ def _train(cfg: TrainConfig) -> int:
         model=model,
         args=args,
         train_dataset=train_dataset,
-        eval_dataset=eval_rows.dataset if eval_rows else None,
-        data_collator=ExpandingCollator(collator),
+        eval_dataset=eval_dataset,
+        data_collator=collator if cfg.packing else ExpandingCollator(collator),
         processing_class=tokenizer,
         callbacks=[MetricsFileCallback(cfg.output_dir)],
         objective=Objective(mode=cfg.mode, loss=cfg.loss_kind, lbd=cfg.lbd, gamma=cfg.gamma,

@@ -66,11 +66,11 @@ class JepaTrainer(Trainer):
         return rng.random() < self.jepa_ratio
 
     def _pairs_trained(self, batch: dict) -> int:
-        """The JEPA pairs a micro-batch trains: all of them, or one per row with ``--step_pairs random``."""
+        """The JEPA pairs a micro-batch trains: all of them, or one per example with ``--step_pairs random``."""
         if self.objective.mode == "regular":
             return 0
         if self.one_pair_per_example:
-            return len(set(batch["pair_row"].tolist()))
+            return len(set(batch["pair_example"].tolist()))
         return len(batch["pair_row"])
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
