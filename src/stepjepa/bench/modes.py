@@ -29,6 +29,7 @@ from stepjepa.core.examples import pack_chat
 from stepjepa.core.layout import PackedCollator
 from stepjepa.core.multipass import multipass_batch, multipass_objective
 from stepjepa.core.objective import Objective, ObjectiveOutput, compute_objective
+from stepjepa.core.packing import best_fit_decreasing
 from stepjepa.core.tokenization import IGNORE_INDEX, encode_chat
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT, Dropped, chat_row, gsm8k_problem, read_jsonl
 from stepjepa.errors import UsageError
@@ -120,6 +121,8 @@ def build_batches(cfg: BenchConfig, mode: str, tokenizer: Any, chats: list[list[
                   predictor_ids: list[int]) -> tuple[list[dict], list[float]]:
     """The fixed batches of ``mode`` (``cfg.steps`` of them) and the seconds each took to build on the host."""
     training_mode, step_pairs = TRAINING_MODES[MULTIPASS.get(mode, mode)]
+    if cfg.packing:
+        return _packed_batches(cfg, training_mode, step_pairs, tokenizer, chats, predictor_ids)
     collate = multipass_batch if mode in MULTIPASS else lambda rows, pad: PackedCollator(pad)(rows)
     batches, build_s = [], []
     for start in range(0, len(chats), cfg.batch_size):
@@ -128,6 +131,28 @@ def build_batches(cfg: BenchConfig, mode: str, tokenizer: Any, chats: list[list[
                 for m in chats[start : start + cfg.batch_size]]
         batches.append(collate(rows, tokenizer.pad_token_id))
         build_s.append(time.perf_counter() - began)
+    return batches, build_s
+
+
+def _packed_batches(cfg: BenchConfig, training_mode: str, step_pairs: str, tokenizer: Any, chats: list[list[dict]],
+                    predictor_ids: list[int]) -> tuple[list[dict], list[float]]:
+    """--packing: the pool of chats planned into rows of at most ``cfg.row_length`` tokens by best-fit
+    decreasing, as ``train --packing`` plans its data set; ``cfg.steps`` batches of ``cfg.batch_size`` rows
+    drawn from those packs (seeded; cycled if too few). A batch's build time: tokenizing its chats and collating."""
+    rows, seconds = [], []
+    for messages in chats:
+        began = time.perf_counter()
+        rows.append(pack_chat(tokenizer, messages, training_mode, predictor_ids, None, cfg.max_length, step_pairs))
+        seconds.append(time.perf_counter() - began)
+    plan = best_fit_decreasing([len(row["input_ids"]) for row in rows], cfg.row_length)
+    random.Random(cfg.seed).shuffle(plan)
+    collate = PackedCollator(tokenizer.pad_token_id)
+    batches, build_s = [], []
+    for step in range(cfg.steps):
+        packs = [plan[(step * cfg.batch_size + i) % len(plan)] for i in range(cfg.batch_size)]
+        began = time.perf_counter()
+        batches.append(collate([[rows[i] for i in pack] for pack in packs]))
+        build_s.append(time.perf_counter() - began + sum(seconds[i] for pack in packs for i in pack))
     return batches, build_s
 
 
