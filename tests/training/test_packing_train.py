@@ -64,3 +64,20 @@ def test_packing_flags_refused_in_one_line(chat_file, tmp_path, capsys, flags, m
     assert run_command("train", ["--train_file", str(chat_file), "--output_dir", str(out), *flags]) == 2
     assert capsys.readouterr().err == f"stepjepa train: error: {message}\n"
     assert not out.exists()
+
+
+def test_debug_7_prints_each_pack_as_one_row(tiny_model_dirs, chat_file, tmp_path, capsys):
+    """The layout print shows the rows as trained: two conversations in the first row, the second seeing only
+    itself (its first token's mask row has one mark, on itself), each with its own pair."""
+    argv = ["--train_file", str(chat_file), "--step_jepa", "--predictors", "1", "--packing", "--pack_length", "300",
+            "--debug", "7", "--model_name", str(tiny_model_dirs["gpt2"]), "--output_dir", str(tmp_path / "out")]
+    assert run_command("train", argv) == 0
+    printed = capsys.readouterr().out
+    first = printed.split("--- row 1")[0]
+    assert first.count("pair p") >= 2 and first.count("predictor p1") >= 2
+    lines = [line for line in first.splitlines() if line[:4].strip().isdigit()]
+    restarts = [line for line in lines[1:] if line.split()[1] == "0" and "prompt" in line]  # position 0 again
+    assert restarts, first
+    index = int(restarts[0].split()[0])
+    assert restarts[0].split()[-1] == "." * index + "#" + "." * (len(lines) - index - 1)
+    assert not (tmp_path / "out").exists()

@@ -87,7 +87,8 @@ def print_first_batch(tokenizer, rows: list[dict], count: int = 2) -> None:
     from stepjepa.core.layout import allowed_attention, render_layout
 
     for b, row in enumerate(rows[:count]):
-        columns = [torch.tensor([row[key]]) for key in ("block_start", "context_end")]
+        columns = [torch.tensor([row[key]]) if key in row else None for key in ("block_start", "context_end",
+                                                                               "doc_start")]
         allowed = allowed_attention(*columns)[0]
         tokens = tokenizer.convert_ids_to_tokens(row["input_ids"])
         print(f"--- row {b} ({len(tokens)} tokens, conversation {row['conversation_length']}) ---")
@@ -192,7 +193,14 @@ def _train(cfg: TrainConfig) -> int:
         count = min(cfg.batch_size, 2)
         first = [expand_row(row) for row in islice(train_dataset, count)] if rows is None else [
             rows.row(i) for i in range(min(count, len(rows.dataset)))]
-        print_first_batch(tokenizer, with_regions(first, cfg.train_file, tokenizer, settings), len(first))
+        if cfg.packing:  # the first rows as trained: each pack joined into one row
+            from stepjepa.core.layout import join_rows
+
+            first = [join_rows(with_regions(train_dataset[i], cfg.train_file, tokenizer, settings))
+                     for i in range(min(count, len(train_dataset)))]
+        else:
+            first = with_regions(first, cfg.train_file, tokenizer, settings)
+        print_first_batch(tokenizer, first, len(first))
         return 0
 
     if cfg.attn_implementation == "flex_attention" and not torch.cuda.is_available():
