@@ -18,12 +18,14 @@ from test_objective import MAX_LENGTH, batch_chats, grads, oracle, oracle_pairs,
 from stepjepa.core.attention import flex_block_mask
 from stepjepa.core.examples import pack_chat
 from stepjepa.core.layout import (
+    TOKEN_KEYS,
     PackedCollator,
     allowed_attention,
     conversation_only,
     draw_one_pair_per_row,
     pack_llm_jepa,
     pack_step_jepa,
+    padding_columns,
     select_pairs,
     step_pair_numbers,
 )
@@ -129,6 +131,19 @@ def test_one_example_per_item_is_the_unpacked_batch():
         assert plain.keys() == packs.keys()
         for key in plain:
             assert torch.equal(plain[key], packs[key]), key
+
+
+def test_one_padding_table_gives_every_token_column():
+    """The batch's (B, T) columns are exactly the table's, and a padding token holds the pad id, no label, and
+    sees only itself."""
+    batch = PackedCollator(pad_token_id=7)([[pack_step_jepa(CHAT, [99])], [pack_step_jepa(SHORT, [99])]])
+    shape = batch["input_ids"].shape
+    assert {key for key, value in batch.items() if value.shape == shape} == set(TOKEN_KEYS)
+    pad = padding_columns(1, 3, 7)
+    assert list(pad) == list(TOKEN_KEYS)
+    assert pad["input_ids"].tolist() == [[7, 7, 7]] and pad["labels"].tolist() == [[IGNORE_INDEX] * 3]
+    assert allowed_attention(pad["block_start"], pad["context_end"], pad["doc_start"])[0].tolist() == [
+        [True, False, False], [False, True, False], [False, False, True]]
 
 
 # --- placement property --------------------------------------------------------------------------------------------

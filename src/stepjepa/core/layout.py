@@ -295,12 +295,7 @@ class PackedCollator:
     def _empty(self, count: int, total: int) -> dict[str, Any]:
         """``count`` rows of ``total`` padding tokens (each sees only itself) and no pairs yet."""
         return {
-            "input_ids": torch.full((count, total), self.pad_token_id, dtype=torch.long),
-            "labels": torch.full((count, total), IGNORE_INDEX, dtype=torch.long),
-            "position_ids": torch.zeros((count, total), dtype=torch.long),
-            "block_start": torch.arange(total).repeat(count, 1),
-            "context_end": torch.zeros((count, total), dtype=torch.long),
-            "doc_start": torch.zeros((count, total), dtype=torch.long),
+            **padding_columns(count, total, self.pad_token_id),
             **{key: [] for key in ("view_a_index", "view_b_index", *PAIR_KEYS)},
         }
 
@@ -352,8 +347,21 @@ class PackedCollator:
         return batch
 
 
+# The per-token columns of a packed row and of a batch, each with what a padding token holds there: the pad id,
+# no label, position 0, a block of its own (its own column: it sees only itself), no context, document start 0.
+PADDING = {"input_ids": "pad id", "labels": IGNORE_INDEX, "position_ids": 0, "block_start": "own column",
+           "context_end": 0, "doc_start": 0}
+TOKEN_KEYS = tuple(PADDING)
 PAIR_KEYS = ("pair_row", "pair_example", "pair_a_row", "pair_b_row", "pair_view_a", "pair_view_b", "pair_span")
-TOKEN_KEYS = ("input_ids", "labels", "position_ids", "block_start", "context_end", "doc_start")
+
+
+def padding_columns(count: int, total: int, pad_token_id: int, device: torch.device | str | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """Every column of :data:`PADDING` for ``count`` rows of ``total`` padding tokens, ``(count, total)`` each."""
+    own_column = torch.arange(total, device=device).repeat(count, 1)
+    return {key: own_column if value == "own column" else
+            torch.full((count, total), pad_token_id if value == "pad id" else value, dtype=torch.long, device=device)
+            for key, value in PADDING.items()}
 
 
 def conversation_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -393,12 +401,7 @@ def select_pairs(batch: dict[str, torch.Tensor], keep: torch.Tensor, pad_token_i
     new_total = max(len(c) for c in columns)
     device = batch["input_ids"].device
     selected = dict(batch)
-    selected["input_ids"] = batch["input_ids"].new_full((rows, new_total), pad_token_id)
-    selected["labels"] = torch.full((rows, new_total), IGNORE_INDEX, dtype=torch.long, device=device)
-    selected["position_ids"] = torch.zeros((rows, new_total), dtype=torch.long, device=device)
-    selected["block_start"] = torch.arange(new_total, device=device).repeat(rows, 1)  # padding: only itself
-    selected["context_end"] = torch.zeros((rows, new_total), dtype=torch.long, device=device)
-    selected["doc_start"] = torch.zeros((rows, new_total), dtype=torch.long, device=device)
+    selected.update(padding_columns(rows, new_total, pad_token_id, device))
     new_column = torch.full((rows, total), NO_VIEW, dtype=torch.long, device=device)  # old column -> new column
     for b, kept in enumerate(columns):
         index = torch.tensor(kept, dtype=torch.long, device=device)
