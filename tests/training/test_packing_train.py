@@ -81,3 +81,13 @@ def test_debug_7_prints_each_pack_as_one_row(tiny_model_dirs, chat_file, tmp_pat
     index = int(restarts[0].split()[0])
     assert restarts[0].split()[-1] == "." * index + "#" + "." * (len(lines) - index - 1)
     assert not (tmp_path / "out").exists()
+
+
+def test_default_pack_length_holds_an_example_with_its_views():
+    """--max_length, or twice that for LLM-JEPA (its two views about double an example's row)."""
+    from stepjepa.training.config import TrainConfig
+
+    rows = {flags: TrainConfig(train_file="t.jsonl", packing=True, max_length=300, **dict(flags)).row_length
+            for flags in ((("regular", True),), (("step_jepa", True),), ())}
+    assert rows == {(("regular", True),): 300, (("step_jepa", True),): 300, (): 600}
+    assert TrainConfig(train_file="t.jsonl", packing=True, pack_length=128).row_length == 128

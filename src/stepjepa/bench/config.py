@@ -60,7 +60,7 @@ class BenchConfig:
         "Several conversations per row, as `stepjepa train --packing`: --batch_size counts rows of at most "
         "--pack_length tokens, filled by best-fit decreasing from a pool of the chats; tokens/s counts real tokens."))
     pack_length: Optional[int] = field(default=None, metadata=_help(
-        "--packing: most tokens of a row (default --max_length)."))
+        "--packing: most tokens of a row (default as `stepjepa train --packing`: --max_length, LLM-JEPA twice that)."))
     device: str = field(default="auto", metadata=_help(
         "auto (cuda if available, else mps, else cpu), cpu, mps, cuda or cuda:N."))
     bf16: bool = field(default=False, metadata=_help(
@@ -135,12 +135,15 @@ class BenchConfig:
         device_type = resolve_device(self.device).split(":")[0]
         return [precision_name(use_bf16(self.bf16, self.no_bf16, device_type))]
 
-    @property
-    def row_length(self) -> int:
-        """--packing: the most tokens of a row (--pack_length, by default --max_length)."""
-        return self.pack_length if self.pack_length is not None else self.max_length
+    def row_length(self, mode: str) -> int:
+        """--packing: the most tokens of a row of training ``mode`` (--pack_length, else as train's default)."""
+        from stepjepa.core.packing import default_pack_length
+
+        return self.pack_length if self.pack_length is not None else default_pack_length(mode, self.max_length)
 
     def num_examples(self) -> int:
         """Chats in the fixed batches: one batch per measured step; with --packing a pool that fills every row
-        (rows of 32 tokens or more; the packs are then drawn from the pool)."""
-        return self.batch_size * self.steps * (max(self.row_length // PACK_POOL_TOKENS, 1) if self.packing else 1)
+        (chats of 32 tokens or more; the packs are then drawn from the pool)."""
+        if not self.packing:
+            return self.batch_size * self.steps
+        return self.batch_size * self.steps * max(self.row_length("llm_jepa") // PACK_POOL_TOKENS, 1)

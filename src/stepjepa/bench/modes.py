@@ -136,7 +136,7 @@ def build_batches(cfg: BenchConfig, mode: str, tokenizer: Any, chats: list[list[
 
 def _packed_batches(cfg: BenchConfig, training_mode: str, step_pairs: str, tokenizer: Any, chats: list[list[dict]],
                     predictor_ids: list[int]) -> tuple[list[dict], list[float]]:
-    """--packing: the pool of chats planned into rows of at most ``cfg.row_length`` tokens by best-fit
+    """--packing: the pool of chats planned into rows of at most ``cfg.row_length(mode)`` tokens by best-fit
     decreasing, as ``train --packing`` plans its data set; ``cfg.steps`` batches of ``cfg.batch_size`` rows
     drawn from those packs (seeded; cycled if too few). A batch's build time: tokenizing its chats and collating."""
     rows, seconds = [], []
@@ -144,7 +144,7 @@ def _packed_batches(cfg: BenchConfig, training_mode: str, step_pairs: str, token
         began = time.perf_counter()
         rows.append(pack_chat(tokenizer, messages, training_mode, predictor_ids, None, cfg.max_length, step_pairs))
         seconds.append(time.perf_counter() - began)
-    plan = best_fit_decreasing([len(row["input_ids"]) for row in rows], cfg.row_length)
+    plan = best_fit_decreasing([len(row["input_ids"]) for row in rows], cfg.row_length(training_mode))
     random.Random(cfg.seed).shuffle(plan)
     collate = PackedCollator(tokenizer.pad_token_id)
     batches, build_s = [], []

@@ -13,6 +13,14 @@ from typing import Any, Callable, Sequence
 from stepjepa.errors import UsageError
 
 
+def default_pack_length(mode: str, max_length: int) -> int:
+    """The row length ``--packing`` fills when ``--pack_length`` is not given: ``max_length`` (every conversation
+    fits; a row is no wider than an unpacked batch may already be), twice that for LLM-JEPA, whose two views about
+    double an example's row (GSM8K, SmolLM2's tokenizer: 427 tokens a row against 210 for the conversation alone;
+    rows of ``max_length`` would hold 1.02 examples each)."""
+    return 2 * max_length if mode == "llm_jepa" else max_length
+
+
 def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """The indices of ``lengths`` in packs of at most ``capacity`` tokens: longest first (ties: lower index first),
     each into the pack it leaves the least room in, a new pack when none has room; a length over ``capacity`` gets

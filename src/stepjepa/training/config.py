@@ -66,9 +66,9 @@ class TrainConfig:
         "first): no padding to speak of, and each conversation still sees only itself. --batch_size then counts "
         "rows, so the examples per step vary (about --pack_length / mean example length per row)."))
     pack_length: Optional[int] = field(default=None, metadata=_help(
-        "--packing: most tokens of a row, conversations and view blocks together (default --max_length: the "
-        "widest row an unpacked run at the same --max_length may already meet); a longer example gets a row "
-        "of its own."))
+        "--packing: most tokens of a row, conversations and view blocks together (default --max_length, the "
+        "widest conversation an unpacked run meets; LLM-JEPA 2 x --max_length, as its views double an "
+        "example); a longer example gets a row of its own."))
     gradient_checkpointing: bool = field(default=False, metadata=_help("Recompute activations in backward (less memory, slower)."))
     attn_implementation: str = field(default="sdpa", metadata=_help(
         "Attention kernel: sdpa (default; dense mask), eager, or flex_attention (CUDA only: a BlockMask built on "
@@ -177,8 +177,10 @@ class TrainConfig:
 
     @property
     def row_length(self) -> int:
-        """--packing: the most tokens a row holds (--pack_length, by default --max_length)."""
-        return self.pack_length if self.pack_length is not None else self.max_length
+        """--packing: the most tokens a row holds (--pack_length, by default :func:`default_pack_length`)."""
+        from stepjepa.core.packing import default_pack_length
+
+        return self.pack_length if self.pack_length is not None else default_pack_length(self.mode, self.max_length)
 
     @property
     def peak_learning_rate(self) -> float:
