@@ -249,3 +249,26 @@ def test_the_profile_script_finds_no_read_back_in_forward_or_backward(tmp_path):
     line = next(line for line in done.stdout.splitlines() if line.startswith("host read-backs per step"))
     assert "forward" not in line and "backward" not in line
     assert "attention sdpa (auto: no CUDA GPU)" in done.stdout and trace.stat().st_size > 0
+
+
+def test_packed_bench_fills_rows_with_several_conversations(tiny_model_dirs, chat_file, capsys):
+    """--packing: the same row count as unpacked (batch size x steps), more conversation tokens in them, and
+    less of each row padding; the multi-pass modes are left out by default and refused when named."""
+    reports = {}
+    for packing in (False, True):
+        cfg = tiny_config(tiny_model_dirs["gpt2"], chat_file, packing=packing, modes="regular,step_jepa")
+        assert run_bench(cfg) == 0
+        reports[packing] = json.loads(capsys.readouterr().out)["modes"]
+    for mode in ("regular", "step_jepa"):
+        plain, packed = reports[False][mode], reports[True][mode]
+        assert plain["rows"] == packed["rows"] == 20
+        assert packed["conversation_tokens"] > 1.5 * plain["conversation_tokens"]  # chats of ~100 tokens, rows of 256
+        assert packed["processed_tokens"] <= 20 * 256 * (1.15 if mode == "step_jepa" else 1)
+        padding = {k: 1 - r["conversation_tokens"] / r["processed_tokens"] for k, r in ((0, plain), (1, packed))}
+        assert padding[1] < padding[0]
+    assert reports[True]["step_jepa"]["jepa_pairs"] > reports[False]["step_jepa"]["jepa_pairs"]
+    assert BenchConfig(packing=True).mode_list() == ["regular", "llm_jepa", "step_jepa"]
+    with pytest.raises(ValueError, match="--packing packs the single-pass modes only; drop step_jepa_multipass"):
+        BenchConfig(packing=True, modes="regular,step_jepa_multipass")
+    with pytest.raises(ValueError, match="--pack_length needs --packing"):
+        BenchConfig(pack_length=128)

@@ -24,6 +24,9 @@ PRECISIONS = ("fp32", "bf16")
 
 MIN_MEASURED_STEPS = 10
 
+# --packing: the chat pool holds one chat per this many tokens of the rows to fill (enough for chats of 32 tokens).
+PACK_POOL_TOKENS = 32
+
 MODES = ("regular", "llm_jepa", "step_jepa", "step_jepa_multipass")  # the default run
 
 # Multi-pass modes and the packed mode whose losses they compute; the modes after MODES run only when asked.
@@ -55,7 +58,13 @@ class BenchConfig(PrecisionFlags, DeviceFlags, SeedFlags, LoraFlags, StepFlags, 
     learning_rate: float = override(StepFlags, "learning_rate", default=1e-5, help="AdamW learning rate.")
     seed: int = override(SeedFlags, "seed", default=0, help="Seed of the row choice, new token embeddings and LoRA init.")
     modes: str = field(default=",".join(MODES), metadata=_help(
-        f"Comma-separated modes to run, of {', '.join(ALL_MODES)}."))
+        f"Comma-separated modes to run, of {', '.join(ALL_MODES)} (with --packing the single-pass ones; "
+        "by default regular, llm_jepa, step_jepa)."))
+    packing: bool = field(default=False, metadata=_help(
+        "Several conversations per row, as `stepjepa train --packing`: --batch_size counts rows of at most "
+        "--pack_length tokens, filled by best-fit decreasing from a pool of the chats; tokens/s counts real tokens."))
+    pack_length: Optional[int] = field(default=None, metadata=_help(
+        "--packing: most tokens of a row (default as `stepjepa train --packing`: --max_length, LLM-JEPA twice that)."))
     precisions: str = field(default="", metadata=_help(
         "Comma-separated precisions to time side by side, interleaved on the same batches: fp32,bf16 "
         "(default: the one --bf16/--no_bf16/auto picks)."))
@@ -86,6 +95,13 @@ class BenchConfig(PrecisionFlags, DeviceFlags, SeedFlags, LoraFlags, StepFlags, 
         if self.attn_implementation not in ATTN_CHOICES:
             raise UsageError(f"--attn_implementation must be one of {', '.join(ATTN_CHOICES)}, "
                              f"got {self.attn_implementation!r}")
+        if self.pack_length is not None and (not self.packing or self.pack_length < 1):
+            raise UsageError(f"--pack_length needs --packing and must be at least 1, got {self.pack_length}")
+        if self.packing and self.modes == ",".join(MODES):
+            self.modes = ",".join(m for m in MODES if m not in MULTIPASS)
+        multipass = [m for m in self.mode_list() if m in MULTIPASS]
+        if self.packing and multipass:
+            raise UsageError(f"--packing packs the single-pass modes only; drop {', '.join(multipass)} from --modes")
         modes = self.mode_list()
         unknown = [m for m in modes if m not in ALL_MODES]
         if unknown or not modes or len(set(modes)) != len(modes):
@@ -104,6 +120,15 @@ class BenchConfig(PrecisionFlags, DeviceFlags, SeedFlags, LoraFlags, StepFlags, 
         device_type = resolve_device(self.device).split(":")[0]
         return [precision_name(use_bf16(self.bf16, self.no_bf16, device_type))]
 
+    def row_length(self, mode: str) -> int:
+        """--packing: the most tokens of a row of training ``mode`` (--pack_length, else as train's default)."""
+        from stepjepa.core.packing import default_pack_length
+
+        return self.pack_length if self.pack_length is not None else default_pack_length(mode, self.max_length)
+
     def num_examples(self) -> int:
-        """Chats in the fixed batches: one batch per measured step."""
-        return self.batch_size * self.steps
+        """Chats in the fixed batches: one batch per measured step; with --packing a pool that fills every row
+        (chats of 32 tokens or more; the packs are then drawn from the pool)."""
+        if not self.packing:
+            return self.batch_size * self.steps
+        return self.batch_size * self.steps * max(self.row_length("llm_jepa") // PACK_POOL_TOKENS, 1)

@@ -31,6 +31,7 @@ from stepjepa.core.examples import pack_chat
 from stepjepa.core.layout import PackedCollator
 from stepjepa.core.multipass import multipass_batch, multipass_objective
 from stepjepa.core.objective import Objective, ObjectiveOutput, add_host_counts, compute_objective
+from stepjepa.core.packing import best_fit_decreasing
 from stepjepa.core.tokenization import IGNORE_INDEX, encode_chat
 from stepjepa.data import DEFAULT_SYSTEM_PROMPT, Dropped, chat_row, gsm8k_problem, read_jsonl
 
@@ -146,6 +147,8 @@ def build_batches(cfg: BenchConfig, mode: str, tokenizer: Any, chats: list[list[
     training_mode, step_pairs = TRAINING_MODES[MULTIPASS.get(mode, mode)]
     collator = PackedCollator(tokenizer.pad_token_id, dense_mask=host_builds_dense_mask(attn_implementation, cuda),
                               pad_to_multiple_of=batch_width_multiple(attn_implementation, cuda))
+    if cfg.packing:
+        return _packed_batches(cfg, training_mode, step_pairs, tokenizer, chats, predictor_ids, collator)
 
     def packed(rows, pad):
         return {**add_host_counts(collator(rows)), "placed_tokens": sum(len(row["input_ids"]) for row in rows)}
@@ -158,6 +161,28 @@ def build_batches(cfg: BenchConfig, mode: str, tokenizer: Any, chats: list[list[
                 for m in chats[start : start + cfg.batch_size]]
         batches.append(collate(rows, tokenizer.pad_token_id))
         build_s.append(time.perf_counter() - began)
+    return batches, build_s
+
+
+def _packed_batches(cfg: BenchConfig, training_mode: str, step_pairs: str, tokenizer: Any, chats: list[list[dict]],
+                    predictor_ids: list[int], collate: PackedCollator) -> tuple[list[dict], list[float]]:
+    """--packing: the pool of chats planned into rows of at most ``cfg.row_length(mode)`` tokens by best-fit
+    decreasing, as ``train --packing`` plans its data set; ``cfg.steps`` batches of ``cfg.batch_size`` rows
+    drawn from those packs (seeded; cycled if too few). A batch's build time: tokenizing its chats and collating."""
+    rows, seconds = [], []
+    for messages in chats:
+        began = time.perf_counter()
+        rows.append(pack_chat(tokenizer, messages, training_mode, predictor_ids, None, cfg.max_length, step_pairs))
+        seconds.append(time.perf_counter() - began)
+    plan = best_fit_decreasing([len(row["input_ids"]) for row in rows], cfg.row_length(training_mode))
+    random.Random(cfg.seed).shuffle(plan)
+    batches, build_s = [], []
+    for step in range(cfg.steps):
+        packs = [plan[(step * cfg.batch_size + i) % len(plan)] for i in range(cfg.batch_size)]
+        began = time.perf_counter()
+        batch = add_host_counts(collate([[rows[i] for i in pack] for pack in packs]))
+        batches.append({**batch, "placed_tokens": sum(len(rows[i]["input_ids"]) for pack in packs for i in pack)})
+        build_s.append(time.perf_counter() - began + sum(seconds[i] for pack in packs for i in pack))
     return batches, build_s
 
 

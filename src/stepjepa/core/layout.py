@@ -1,8 +1,11 @@
 """The packed single-pass layout: conversation and view blocks in one row, their positions and attention mask.
 
-A packed row is ``[conversation][view blocks]``. Token ``i`` may attend to token ``j`` iff ``j <= i`` and
-either ``j >= block_start[i]`` (causal inside its own block) or ``j < context_end[i]`` (a prefix of the
-conversation it is allowed to see). Conversation tokens have ``block_start = 0``: the plain causal mask.
+A packed row is ``[conversation][view blocks]``. Token ``i`` may attend to token ``j`` iff ``j <= i``,
+``j >= doc_start[i]`` (nothing before its own conversation) and either ``j >= block_start[i]`` (causal inside its
+own block) or ``j < context_end[i]`` (a prefix of the conversation it is allowed to see). Conversation tokens have
+``block_start = 0``: the plain causal mask. With ``--packing`` a batch row holds several examples
+(:func:`join_rows`): their conversations side by side, then their view blocks, each token bounded below by
+``doc_start``; with one example per row ``doc_start`` is 0 for all but the isolated blocks, where it changes nothing.
 A row holds any number of JEPA pairs (Step-JEPA ``--step_pairs all``: one per step that has a successor); each
 pair's blocks are contiguous and never see another pair's. Everything here is pure: lists and tensors in, lists
 and tensors out.
@@ -151,18 +154,79 @@ def pack_llm_jepa(
     return _packed(chat, [user, assistant], [(length + view_a, length + len(user_ids) + view_b)], [(length, end)])
 
 
-def may_attend(query: torch.Tensor, key: torch.Tensor, block_start: torch.Tensor,
-               context_end: torch.Tensor) -> torch.Tensor:
-    """The packed rule on broadcastable tensors of query and key columns and the query's block start and context
-    end: ``key <= query and (key >= block_start or key < context_end)``. The dense mask and FlexAttention's
-    ``mask_mod`` both call it."""
-    return (key <= query) & ((key >= block_start) | (key < context_end))
+def may_attend(query: torch.Tensor, key: torch.Tensor, block_start: torch.Tensor, context_end: torch.Tensor,
+               doc_start: torch.Tensor) -> torch.Tensor:
+    """The packed rule on broadcastable tensors of query and key columns and the query's block start, context
+    end and document start: ``key <= query and key >= doc_start and (key >= block_start or key < context_end)``.
+    The dense mask and FlexAttention's ``mask_mod`` both call it."""
+    return (key <= query) & (key >= doc_start) & ((key >= block_start) | (key < context_end))
 
 
-def allowed_attention(block_start: torch.Tensor, context_end: torch.Tensor) -> torch.Tensor:
-    """Boolean ``(B, T, T)``: may query ``i`` attend to key ``j``; from ``(B, T)`` block starts and context ends."""
+def allowed_attention(block_start: torch.Tensor, context_end: torch.Tensor,
+                      doc_start: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean ``(B, T, T)``: may query ``i`` attend to key ``j``; from ``(B, T)`` block starts, context ends and
+    document starts (None: 0, one example per row)."""
     index = torch.arange(block_start.shape[-1], device=block_start.device)
-    return may_attend(index[:, None], index[None, :], block_start[:, :, None], context_end[:, :, None])
+    lower = torch.zeros_like(block_start) if doc_start is None else doc_start
+    return may_attend(index[:, None], index[None, :], block_start[:, :, None], context_end[:, :, None],
+                      lower[:, :, None])
+
+
+def join_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several examples' packed rows as one row (``--packing``): their conversations side by side from column 0,
+    then each example's view blocks, in example order. Nothing of an example moves relative to itself, so each
+    computes as alone: positions stay its own (they restart per conversation), and ``doc_start``, the first
+    column a token may see at all, is its conversation's first column (for a block that sees only itself, its
+    own first column, so the block may move to any row). A later conversation's first label is dropped: in its
+    own pass no token predicts it. ``pair_examples``: each pair's example (its place in ``rows``);
+    ``example_view_a``/``example_view_b``/``example_indices``: one per example. One row gives itself, plus these.
+    """
+    width = sum(row["conversation_length"] for row in rows)
+    joined: dict[str, Any] = {key: [] for key in TOKEN_KEYS}
+    with_regions = all("regions" in row for row in rows)
+    if with_regions:
+        joined["regions"] = []
+    starts, block_columns, column = [], [], width
+    for row in rows:  # each example's first conversation column and first block column
+        starts.append(len(joined["input_ids"]))
+        block_columns.append(column)
+        column += len(row["input_ids"]) - row["conversation_length"]
+        length = row["conversation_length"]
+        joined["input_ids"] += row["input_ids"][:length]
+        joined["labels"] += row["labels"][:length]
+        if starts[-1]:
+            joined["labels"][starts[-1]] = IGNORE_INDEX
+        joined["position_ids"] += row["position_ids"][:length]
+        joined["block_start"] += [starts[-1]] * length
+        joined["context_end"] += [0] * length
+        joined["doc_start"] += [starts[-1]] * length
+        if with_regions:
+            joined["regions"] += row["regions"][:length]
+    joined.update(conversation_length=width, view_pairs=[], pair_spans=[], pair_examples=[], example_view_a=[],
+                  example_view_b=[])
+    for example, (row, start, blocks) in enumerate(zip(rows, starts, block_columns)):
+        length = row["conversation_length"]
+
+        def moved(index: int) -> int:
+            return start + index if index < length else blocks + index - length
+
+        for key in ("input_ids", "labels", "position_ids"):
+            joined[key] += row[key][length:]
+        for block_start, context_end in zip(row["block_start"][length:], row["context_end"][length:]):
+            joined["block_start"].append(moved(block_start))
+            joined["context_end"].append(start + context_end if context_end else 0)
+            joined["doc_start"].append(start if context_end else moved(block_start))
+        if with_regions:
+            joined["regions"] += row["regions"][length:]
+        joined["view_pairs"] += [(moved(a), moved(b)) for a, b in row["view_pairs"]]
+        joined["pair_spans"] += [(moved(first), moved(end - 1) + 1) for first, end in row["pair_spans"]]
+        joined["pair_examples"] += [example] * len(row["view_pairs"])
+        for key in ("view_a", "view_b"):
+            index = row[f"{key}_index"]
+            joined[f"example_{key}"].append(NO_VIEW if index == NO_VIEW else moved(index))
+    if all("example_index" in row for row in rows):
+        joined["example_indices"] = [row["example_index"] for row in rows]
+    return joined
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -176,20 +240,22 @@ class PackedCollator:
     """Pads packed rows into a batch: conversations left-aligned in rows of their own, view blocks placed where
     they cost least (:mod:`stepjepa.core.view_rows`).
 
-    Aligning the conversation region lets the LM head run on it alone; padding tokens see only themselves.
-    Blocks that see their conversation (Step-JEPA's predictors) follow it in its row; blocks that see only
-    themselves go into the batch's padding (``fill_padding``, longest first), or, ``view_rows``, into rows of
-    their own after the B conversation rows when every block of the batch is isolated (LLM-JEPA): ``auto``
-    whenever that costs less (:func:`stepjepa.core.view_rows.layout_cost`), ``always``, or ``never``. Without
-    ``fill_padding`` every row's blocks follow the batch's longest conversation, as ``select_pairs`` needs.
-    ``dense_mask``: add the ``(B, 1, T, T)`` additive ``attention_mask`` (sdpa, eager); without it the model
-    builds its mask from ``block_start`` and ``context_end`` ``(B, T)`` on the device (flex_attention).
-    Every JEPA pair of the batch, in example order: ``pair_row`` (its example's row), ``pair_a_row``,
-    ``pair_b_row`` (the rows holding view_a and view_b), ``pair_view_a``, ``pair_view_b`` (their columns) ``(P,)``
-    and ``pair_span`` ``(P, 2)`` (its blocks' columns when they lie together in its example's row, else
-    ``(0, 0)``); ``view_a_index``/``view_b_index`` ``(B,)`` are the columns of each example's first pair
-    (NO_VIEW: the example trains LM only). ``pad_to_multiple_of``: the batch width is padded up to a multiple of
-    it (compiled kernels on CUDA are reused across batches of nearby widths).
+    Each item is one example's packed row, or a pack (a list of them, ``--packing``) that shares one batch row
+    (:func:`join_rows`). Aligning the conversation region lets the LM head run on it alone; padding tokens see
+    only themselves. Blocks that see their conversation (Step-JEPA's predictors) follow it in its row; blocks that
+    see only themselves go into the batch's padding (``fill_padding``, longest first), or, ``view_rows``, into
+    rows of their own after the B conversation rows when every block of the batch is isolated (LLM-JEPA):
+    ``auto`` whenever that costs less (:func:`stepjepa.core.view_rows.layout_cost`), ``always``, or ``never``.
+    Without ``fill_padding`` every row's blocks follow the batch's longest conversation region, as
+    ``select_pairs`` needs. ``dense_mask``: add the ``(B, 1, T, T)`` additive ``attention_mask`` (sdpa, eager);
+    without it the model builds its mask from ``block_start``, ``context_end`` and ``doc_start`` ``(B, T)`` on the
+    device (flex_attention). Every JEPA pair of the batch, in example order: ``pair_row`` (its example's row),
+    ``pair_example`` (its example's place among the batch's N examples), ``pair_a_row``, ``pair_b_row`` (the rows
+    holding view_a and view_b), ``pair_view_a``, ``pair_view_b`` (their columns) ``(P,)`` and ``pair_span``
+    ``(P, 2)`` (its blocks' columns when they lie together in its example's row, else ``(0, 0)``);
+    ``view_a_index``/``view_b_index`` ``(N,)`` are the columns of each example's first pair (NO_VIEW: the example
+    trains LM only), ``example_index`` ``(N,)`` each example's index in its data set when the rows carry it. ``pad_to_multiple_of``: the batch width is
+    padded up to a multiple of it (compiled kernels on CUDA are reused across batches of nearby widths).
 
     >>> batch = PackedCollator(pad_token_id=0)([pack_regular(EncodedChat([5, 6, 7], [-100, 6, 7], 1, [], False))])
     >>> batch["input_ids"].tolist(), batch["attention_mask"].shape
@@ -202,9 +268,10 @@ class PackedCollator:
     fill_padding: bool = True
     pad_to_multiple_of: int | None = None
 
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, items: list[dict[str, Any] | list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
         if self.view_rows not in VIEW_ROWS:
             raise UsageError(f"unknown view_rows {self.view_rows!r}; expected one of {VIEW_ROWS}")
+        rows = [join_rows(item if isinstance(item, list) else [item]) for item in items]
         width = max(row["conversation_length"] for row in rows)
         placement, total = appended_placement(rows, width, self.fill_padding)
         own_rows = own_row_placement(rows, width, self.view_rows, total) if self.view_rows != "never" else None
@@ -215,14 +282,15 @@ class PackedCollator:
             total = -(-total // self.pad_to_multiple_of) * self.pad_to_multiple_of
         batch = self._assemble(rows, placement, count, total)
         if self.dense_mask:
-            batch["attention_mask"] = additive_mask(allowed_attention(batch["block_start"], batch["context_end"]))
-        for key in ("pair_row", "pair_a_row", "pair_b_row", "pair_view_a", "pair_view_b"):
+            batch["attention_mask"] = additive_mask(allowed_attention(batch["block_start"], batch["context_end"],
+                                                                      batch["doc_start"]))
+        for key in ("pair_row", "pair_example", "pair_a_row", "pair_b_row", "pair_view_a", "pair_view_b",
+                    "view_a_index", "view_b_index"):
             batch[key] = torch.tensor(batch[key], dtype=torch.long)
         batch["pair_span"] = torch.tensor(batch["pair_span"], dtype=torch.long).reshape(-1, 2)
-        batch["view_a_index"] = torch.tensor(batch["view_a_index"], dtype=torch.long)
-        batch["view_b_index"] = torch.tensor(batch["view_b_index"], dtype=torch.long)
-        if all("example_index" in row for row in rows):
-            batch["example_index"] = torch.tensor([row["example_index"] for row in rows], dtype=torch.long)
+        if all("example_indices" in row for row in rows):
+            batch["example_index"] = torch.tensor([i for row in rows for i in row["example_indices"]],
+                                                  dtype=torch.long)
         batch["conversation_width"] = torch.tensor(width, dtype=torch.long)
         batch["conversation_rows"] = torch.tensor(len(rows), dtype=torch.long)
         batch["num_tokens"] = torch.tensor(sum(row["conversation_length"] for row in rows), dtype=torch.long)
@@ -231,28 +299,25 @@ class PackedCollator:
     def _empty(self, count: int, total: int) -> dict[str, Any]:
         """``count`` rows of ``total`` padding tokens (each sees only itself) and no pairs yet."""
         return {
-            "input_ids": torch.full((count, total), self.pad_token_id, dtype=torch.long),
-            "labels": torch.full((count, total), IGNORE_INDEX, dtype=torch.long),
-            "position_ids": torch.zeros((count, total), dtype=torch.long),
-            "block_start": torch.arange(total).repeat(count, 1),
-            "context_end": torch.zeros((count, total), dtype=torch.long),
-            **{key: [] for key in ("view_a_index", "view_b_index", "pair_row", "pair_a_row", "pair_b_row",
-                                   "pair_view_a", "pair_view_b", "pair_span")},
+            **padding_columns(count, total, self.pad_token_id),
+            **{key: [] for key in ("view_a_index", "view_b_index", *PAIR_KEYS)},
         }
 
     @staticmethod
     def _place(batch: dict[str, Any], row: dict[str, Any], b: int, into: int, start: int, end: int) -> None:
-        """Copy ``row``'s columns ``[start, end)`` to batch row ``b`` from column ``into``; their block starts
-        move with them (a block starting at ``start`` or later shifts by ``into - start``)."""
+        """Copy ``row``'s columns ``[start, end)`` to batch row ``b`` from column ``into``; their block and document
+        starts move with them (a start at ``start`` or later shifts by ``into - start``)."""
         for key in ("input_ids", "labels", "position_ids", "context_end"):
             batch[key][b, into : into + end - start] = torch.tensor(row[key][start:end], dtype=torch.long)
-        starts = torch.tensor(row["block_start"][start:end], dtype=torch.long)
-        batch["block_start"][b, into : into + end - start] = torch.where(starts >= start, starts + into - start, starts)
+        for key in ("block_start", "doc_start"):
+            starts = torch.tensor(row[key][start:end], dtype=torch.long)
+            batch[key][b, into : into + end - start] = torch.where(starts >= start, starts + into - start, starts)
 
     def _assemble(self, rows: list[dict[str, Any]], placement: Placement, count: int, total: int) -> dict[str, Any]:
-        """``count`` rows of ``total`` columns: the B conversations from column 0 of rows 0..B-1, each view block
-        where ``placement`` puts it, and every pair's rows and columns."""
+        """``count`` rows of ``total`` columns: the B conversation regions from column 0 of rows 0..B-1, each view
+        block where ``placement`` puts it, and every pair's rows and columns."""
         batch = self._empty(count, total)
+        examples = 0  # examples in the rows before this one
         for b, row in enumerate(rows):
             self._place(batch, row, b, 0, 0, row["conversation_length"])
             for start, end, into_row, column in placement[b]:
@@ -265,11 +330,13 @@ class PackedCollator:
                 start, _, into_row, column = next(block for block in placement[b] if block[0] <= index < block[1])
                 return into_row, column + index - start
 
-            for key in ("view_a_index", "view_b_index"):
-                batch[key].append(locate(row[key])[1] if row["view_pairs"] else NO_VIEW)
-            for (a, v), (start, end) in zip(row["view_pairs"], row["pair_spans"]):
+            for key in ("view_a", "view_b"):
+                batch[f"{key}_index"] += [NO_VIEW if index == NO_VIEW else locate(index)[1]
+                                          for index in row[f"example_{key}"]]
+            for (a, v), (start, end), example in zip(row["view_pairs"], row["pair_spans"], row["pair_examples"]):
                 (row_a, column_a), (row_b, column_b) = locate(a), locate(v)
                 batch["pair_row"].append(b)
+                batch["pair_example"].append(examples + example)
                 batch["pair_a_row"].append(row_a)
                 batch["pair_b_row"].append(row_b)
                 batch["pair_view_a"].append(column_a)
@@ -280,11 +347,25 @@ class PackedCollator:
                 together = len(shifts) == 1 and next(iter(shifts))[0] == b
                 shift = next(iter(shifts))[1] if together else 0
                 batch["pair_span"].append((start + shift, end + shift) if together else (0, 0))
+            examples += len(row["example_view_a"])
         return batch
 
 
-PAIR_KEYS = ("pair_row", "pair_a_row", "pair_b_row", "pair_view_a", "pair_view_b", "pair_span")
-TOKEN_KEYS = ("input_ids", "labels", "position_ids", "block_start", "context_end")
+# The per-token columns of a packed row and of a batch, each with what a padding token holds there: the pad id,
+# no label, position 0, a block of its own (its own column: it sees only itself), no context, document start 0.
+PADDING = {"input_ids": "pad id", "labels": IGNORE_INDEX, "position_ids": 0, "block_start": "own column",
+           "context_end": 0, "doc_start": 0}
+TOKEN_KEYS = tuple(PADDING)
+PAIR_KEYS = ("pair_row", "pair_example", "pair_a_row", "pair_b_row", "pair_view_a", "pair_view_b", "pair_span")
+
+
+def padding_columns(count: int, total: int, pad_token_id: int, device: torch.device | str | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """Every column of :data:`PADDING` for ``count`` rows of ``total`` padding tokens, ``(count, total)`` each."""
+    own_column = torch.arange(total, device=device).repeat(count, 1)
+    return {key: own_column if value == "own column" else
+            torch.full((count, total), pad_token_id if value == "pad id" else value, dtype=torch.long, device=device)
+            for key, value in PADDING.items()}
 
 
 def conversation_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -307,7 +388,7 @@ def conversation_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 def select_pairs(batch: dict[str, torch.Tensor], keep: torch.Tensor, pad_token_id: int) -> dict[str, torch.Tensor]:
     """The batch with only the pairs where ``keep (P,)`` is true; the other pairs' blocks are removed and each
     row's remaining blocks close up behind the conversations, exactly as if the rows had been packed with the
-    kept pairs alone (so the cost is that of the kept blocks).
+    kept pairs alone (so the cost is that of the kept blocks). Packed rows (several examples a row) too.
     """
     width = int(batch["conversation_width"])
     rows, total = batch["input_ids"].shape
@@ -316,40 +397,41 @@ def select_pairs(batch: dict[str, torch.Tensor], keep: torch.Tensor, pad_token_i
         raise UsageError("select_pairs needs every pair's blocks together in its example's row "
                          "(PackedCollator(fill_padding=False, view_rows='never'))")
     kept_pairs = keep.to(torch.bool).nonzero().flatten().tolist()
-    spans, pair_rows = batch["pair_span"].tolist(), batch["pair_row"].tolist()  # host copies: no sync per pair
+    # Host copies: no sync per pair.
+    spans, pair_rows, pair_examples = (batch[key].tolist() for key in ("pair_span", "pair_row", "pair_example"))
     columns = [list(range(width)) for _ in range(rows)]
     for p in kept_pairs:
         columns[pair_rows[p]].extend(range(*spans[p]))
     new_total = max(len(c) for c in columns)
     device = batch["input_ids"].device
     selected = dict(batch)
-    selected["input_ids"] = batch["input_ids"].new_full((rows, new_total), pad_token_id)
-    selected["labels"] = torch.full((rows, new_total), IGNORE_INDEX, dtype=torch.long, device=device)
-    selected["position_ids"] = torch.zeros((rows, new_total), dtype=torch.long, device=device)
-    selected["block_start"] = torch.arange(new_total, device=device).repeat(rows, 1)  # padding: only itself
-    selected["context_end"] = torch.zeros((rows, new_total), dtype=torch.long, device=device)
+    selected.update(padding_columns(rows, new_total, pad_token_id, device))
     new_column = torch.full((rows, total), NO_VIEW, dtype=torch.long, device=device)  # old column -> new column
     for b, kept in enumerate(columns):
         index = torch.tensor(kept, dtype=torch.long, device=device)
         new_column[b, index] = torch.arange(len(kept), device=device)
         for key in ("input_ids", "labels", "position_ids", "context_end"):
             selected[key][b, : len(kept)] = batch[key][b, index]
-        # A kept token's block start is its own block's first column (kept with it) or 0 (the conversation).
-        selected["block_start"][b, : len(kept)] = new_column[b, batch["block_start"][b, index]]
+        # A kept token's block and document starts are its own block's first column (kept with it) or a column
+        # of the conversation region (kept in place).
+        for key in ("block_start", "doc_start"):
+            selected[key][b, : len(kept)] = new_column[b, batch[key][b, index]]
     if "attention_mask" in batch:
         selected["attention_mask"] = additive_mask(
-            allowed_attention(selected["block_start"], selected["context_end"]), batch["attention_mask"].dtype)
+            allowed_attention(selected["block_start"], selected["context_end"], selected["doc_start"]),
+            batch["attention_mask"].dtype)
     kept = torch.tensor(kept_pairs, dtype=torch.long, device=device)
     pair_row = batch["pair_row"][kept]
     selected["pair_row"] = selected["pair_a_row"] = selected["pair_b_row"] = pair_row
+    selected["pair_example"] = batch["pair_example"][kept]
     selected["pair_view_a"] = new_column[pair_row, batch["pair_view_a"][kept]]
     selected["pair_view_b"] = new_column[pair_row, batch["pair_view_b"][kept]]
     starts = new_column[pair_row, batch["pair_span"][kept, 0]]
     lengths = batch["pair_span"][kept, 1] - batch["pair_span"][kept, 0]
     selected["pair_span"] = torch.stack([starts, starts + lengths], dim=1)
-    first_kept = {}  # row -> position of its first kept pair
+    first_kept = {}  # example -> position of its first kept pair
     for position, p in enumerate(kept_pairs):
-        first_kept.setdefault(pair_rows[p], position)
+        first_kept.setdefault(pair_examples[p], position)
     with_pairs = torch.tensor(list(first_kept), dtype=torch.long, device=device)
     firsts = torch.tensor(list(first_kept.values()), dtype=torch.long, device=device)
     for name, key in (("view_a_index", "pair_view_a"), ("view_b_index", "pair_view_b")):
@@ -359,14 +441,14 @@ def select_pairs(batch: dict[str, torch.Tensor], keep: torch.Tensor, pad_token_i
 
 
 def draw_one_pair_per_row(batch: dict[str, torch.Tensor], seed: int, step: int) -> torch.Tensor:
-    """``(P,)`` booleans keeping one pair per row, drawn uniformly from (seed, step, example index) only, so a
-    resumed run draws what the uninterrupted one did (``--step_pairs random``).
+    """``(P,)`` booleans keeping one pair per example (per row unless packed), drawn uniformly from (seed, step,
+    example index) only, so a resumed run draws what the uninterrupted one did (``--step_pairs random``).
     """
     keep = torch.zeros(len(batch["pair_row"]), dtype=torch.bool)
     first = 0
-    for row, group in groupby(batch["pair_row"].tolist()):  # a row's pairs are consecutive
+    for example_number, group in groupby(batch["pair_example"].tolist()):  # an example's pairs are consecutive
         count = len(list(group))
-        example = int(batch["example_index"][row])
+        example = int(batch["example_index"][example_number])
         keep[first + random.Random(f"{seed}:{step}:{example}").randrange(count)] = True
         first += count
     return keep

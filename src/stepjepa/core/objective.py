@@ -67,7 +67,8 @@ def add_host_counts(batch: dict[str, Any]) -> dict[str, Any]:
     ``pair_examples``, and ``conversation_rows``, ``conversation_width``, ``num_tokens``."""
     batch["lm_lo"], batch["lm_hi"] = lm_window(batch["labels"])
     batch["lm_tokens"] = int((batch["labels"] != IGNORE_INDEX).sum())  # view rows and padding carry no label
-    batch["pair_examples"] = len(set(batch["pair_row"].tolist()))  # examples with a JEPA pair
+    # Examples with a JEPA pair (a packed row holds several examples: count examples, not rows).
+    batch["pair_examples"] = len(set(batch["pair_example" if "pair_example" in batch else "pair_row"].tolist()))
     for key in ("conversation_rows", "conversation_width", "num_tokens"):
         if key in batch:
             batch[key] = int(batch[key])

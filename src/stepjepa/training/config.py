@@ -55,6 +55,14 @@ class TrainConfig(PrecisionFlags, SeedFlags, LoraFlags, StepFlags, ModelFlags):
     overwrite_output_dir: bool = field(default=False, metadata=_help("Allow a non-empty output directory (files this run writes are replaced)."))
     resume_from_checkpoint: Optional[str] = field(default=None, metadata=_help("Checkpoint directory, or 'latest' in --output_dir."))
     group_by_length: bool = field(default=False, metadata=_help("Batch examples of similar length together (less padding)."))
+    packing: bool = field(default=False, metadata=_help(
+        "Several whole conversations per row, with their view blocks (placed by best-fit decreasing, longest "
+        "first): no padding to speak of, and each conversation still sees only itself. --batch_size then counts "
+        "rows, so the examples per step vary (about --pack_length / mean example length per row)."))
+    pack_length: Optional[int] = field(default=None, metadata=_help(
+        "--packing: most tokens of a row, conversations and view blocks together (default --max_length, the "
+        "widest conversation an unpacked run meets; LLM-JEPA 2 x --max_length, as its views double an "
+        "example); a longer example gets a row of its own."))
     gradient_checkpointing: bool = field(default=False, metadata=_help("Recompute activations in backward (less memory, slower)."))
     attn_implementation: str = field(default="auto", metadata=_help(
         "Attention kernel: auto (default: flex_attention on CUDA when the model supports it and its head "
@@ -119,6 +127,14 @@ class TrainConfig(PrecisionFlags, SeedFlags, LoraFlags, StepFlags, ModelFlags):
             raise UsageError("--streaming needs --max_steps (a stream has no length to count epochs by)")
         if self.streaming and self.group_by_length:
             raise UsageError("--group_by_length sorts the whole data set; it cannot with --streaming")
+        if self.pack_length is not None and not self.packing:
+            raise UsageError("--pack_length sizes the rows of --packing; add --packing or drop --pack_length")
+        if self.pack_length is not None and self.pack_length < 1:
+            raise UsageError(f"--pack_length must be >= 1, got {self.pack_length}")
+        if self.packing and self.streaming:
+            raise UsageError("--packing plans its rows over the whole data set; it cannot with --streaming")
+        if self.packing and self.group_by_length:
+            raise UsageError("--packing fills each row already; drop --group_by_length")
         if not self.train_file:
             raise UsageError("--train_file is required")
 
@@ -135,6 +151,13 @@ class TrainConfig(PrecisionFlags, SeedFlags, LoraFlags, StepFlags, ModelFlags):
     def last_token_offset(self) -> int | None:
         """None for 'auto' (the view's last content token)."""
         return None if self.last_token == "auto" or self.mode == "step_jepa" else int(self.last_token)
+
+    @property
+    def row_length(self) -> int:
+        """--packing: the most tokens a row holds (--pack_length, by default :func:`default_pack_length`)."""
+        from stepjepa.core.packing import default_pack_length
+
+        return self.pack_length if self.pack_length is not None else default_pack_length(self.mode, self.max_length)
 
     @property
     def peak_learning_rate(self) -> float:

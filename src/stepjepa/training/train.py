@@ -48,6 +48,22 @@ def _packed_rows(cfg: TrainConfig, path: str, tokenizer, settings: RowSettings, 
                        use_cache=not cfg.no_data_cache, num_proc=cfg.num_proc, data_sha256=data_sha256)
 
 
+def _packs(cfg: TrainConfig, rows):
+    """--packing: a data file's rows in packs of at most --pack_length tokens, planned by best-fit decreasing
+    over the stored rows' lengths (the same plan on every rank and every resume)."""
+    import pyarrow.compute as pc
+
+    from stepjepa.core.packing import PackedDataset, best_fit_decreasing, fill_ratio
+    from stepjepa.data.cache import expand_row
+
+    lengths = pc.list_value_length(rows.dataset.data.column("input_ids")).to_pylist()
+    plan = best_fit_decreasing(lengths, cfg.row_length)
+    _say(cfg, 1, f"packing: {len(lengths)} examples in {len(plan)} rows of at most {cfg.row_length} tokens "
+                 f"({len(lengths) / len(plan):.2f} examples a row, {fill_ratio(lengths, plan, cfg.row_length):.1%} "
+                 f"filled); --batch_size {cfg.batch_size} rows a micro-batch")
+    return PackedDataset(rows.dataset, plan, expand_row)
+
+
 def _check_rows(cfg: TrainConfig, rows, args, num_predictors: int) -> None:
     """Say where the rows came from and what they train; refuse a JEPA run without any JEPA view."""
     counts = rows.counts
@@ -74,7 +90,8 @@ def print_first_batch(tokenizer, rows: list[dict], count: int = 2) -> None:
     from stepjepa.core.layout import allowed_attention, render_layout
 
     for b, row in enumerate(rows[:count]):
-        columns = [torch.tensor([row[key]]) for key in ("block_start", "context_end")]
+        columns = [torch.tensor([row[key]]) if key in row else None for key in ("block_start", "context_end",
+                                                                               "doc_start")]
         allowed = allowed_attention(*columns)[0]
         tokens = tokenizer.convert_ids_to_tokens(row["input_ids"])
         print(f"--- row {b} ({len(tokens)} tokens, conversation {row['conversation_length']}) ---")
@@ -181,6 +198,9 @@ def _train(cfg: TrainConfig) -> int:
     else:
         train_dataset, counts = rows.dataset, rows.counts
         _check_rows(cfg, rows, args, len(predictor_ids))
+    eval_dataset = eval_rows.dataset if eval_rows else None
+    if cfg.packing:  # the collator takes packs of expanded rows; --streaming is refused with --packing
+        train_dataset, eval_dataset = _packs(cfg, rows), _packs(cfg, eval_rows) if eval_rows else None
     if cfg.step_jepa and cfg.last_token != "auto":
         _say(cfg, 1, "note: --last_token is not used by Step-JEPA (its views end at their embedding token)")
     # --step_pairs random drops pairs from collated batches (select_pairs): each pair's blocks stay in its row.
@@ -193,7 +213,14 @@ def _train(cfg: TrainConfig) -> int:
         count = min(cfg.batch_size, 2)
         first = [expand_row(row) for row in islice(train_dataset, count)] if rows is None else [
             rows.row(i) for i in range(min(count, len(rows.dataset)))]
-        print_first_batch(tokenizer, with_regions(first, cfg.train_file, tokenizer, settings), len(first))
+        if cfg.packing:  # the first rows as trained: each pack joined into one row
+            from stepjepa.core.layout import join_rows
+
+            first = [join_rows(with_regions(train_dataset[i], cfg.train_file, tokenizer, settings))
+                     for i in range(min(count, len(train_dataset)))]
+        else:
+            first = with_regions(first, cfg.train_file, tokenizer, settings)
+        print_first_batch(tokenizer, first, len(first))
         return 0
 
     set_seed(cfg.seed)
@@ -215,8 +242,8 @@ def _train(cfg: TrainConfig) -> int:
         model=model,
         args=args,
         train_dataset=train_dataset,
-        eval_dataset=eval_rows.dataset if eval_rows else None,
-        data_collator=HostCountingCollator(ExpandingCollator(collator)),
+        eval_dataset=eval_dataset,
+        data_collator=HostCountingCollator(collator if cfg.packing else ExpandingCollator(collator)),
         processing_class=tokenizer,
         callbacks=[MetricsFileCallback(cfg.output_dir)],
         objective=Objective(mode=cfg.mode, loss=cfg.loss_kind, lbd=cfg.lbd, gamma=cfg.gamma,

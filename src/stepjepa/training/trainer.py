@@ -71,7 +71,7 @@ class JepaTrainer(Trainer):
         return rng.random() < self.jepa_ratio
 
     def _pairs_trained(self, batch: dict) -> int:
-        """The JEPA pairs a micro-batch trains: all of them, or one per row with ``--step_pairs random``."""
+        """The JEPA pairs a micro-batch trains: all of them, or one per example with ``--step_pairs random``."""
         if self.objective.mode == "regular":
             return 0
         if self.one_pair_per_example:
