@@ -235,3 +235,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Property tests run a quarter of their examples in the fast tier (`-m "not slow"`) and all of them in `make test`:
+# the fast tier checks every property on fewer cases, the whole suite on as many as each test asks for.
+FAST_TIER = False
+
+
+def pytest_configure(config) -> None:
+    global FAST_TIER
+    FAST_TIER = "not slow" in (config.option.markexpr or "")
+
+
+def property_examples(full: int) -> int:
+    """The hypothesis ``max_examples`` of a property test: ``full`` in the whole suite, a quarter (at least 20) in
+    the fast tier."""
+    return max(20, full // 4) if FAST_TIER else full

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from conftest import property_examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +35,7 @@ def allowed_of(row) -> torch.Tensor:
     return allowed_attention(torch.tensor([row["block_start"]]), torch.tensor([row["context_end"]]))[0]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=property_examples(200), deadline=None)
 @given(chats(), st.integers(0, 3))
 def test_step_jepa_visibility(chat, k):
     row = pack_step_jepa(chat, list(range(100, 100 + k)))
@@ -60,7 +61,7 @@ def test_step_jepa_visibility(chat, k):
     assert row["view_a_index"] == (length + k - 1 if k else step1_end - 1)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=property_examples(100), deadline=None)
 @given(chats(), st.integers(1, 8), st.integers(1, 8), st.integers(0, 2))
 def test_llm_jepa_views_see_only_themselves(chat, user_len, assistant_len, k):
     user = EncodedView(list(range(200, 200 + user_len)), user_len - 1)
@@ -74,7 +75,7 @@ def test_llm_jepa_views_see_only_themselves(chat, user_len, assistant_len, k):
     assert row["view_a_index"] == length + user_block - 1
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=property_examples(60), deadline=None)
 @given(st.lists(st.tuples(chats(), st.integers(0, 3)), min_size=1, max_size=4))
 def test_collated_mask_is_each_rows_mask_with_padding_apart(rows_and_k):
     rows = [pack_step_jepa(chat, list(range(100, 100 + k))) for chat, k in rows_and_k]
@@ -94,7 +95,7 @@ def test_collated_mask_is_each_rows_mask_with_padding_apart(rows_and_k):
                 assert keep[row[key]] == int(batch[key][b])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=property_examples(150), deadline=None)
 @given(chats(), st.integers(0, 3))
 def test_every_pair_sees_what_its_own_pass_sees(chat, k):
     """Pair p's predictors see system..step p and themselves; step p+1's copy sees only itself; no pair sees another."""
@@ -119,7 +120,7 @@ def test_every_pair_sees_what_its_own_pass_sees(chat, k):
     assert column == n
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=property_examples(60), deadline=None)
 @given(st.lists(st.tuples(chats(), st.integers(0, 2), st.integers(0, 10)), min_size=1, max_size=4))
 def test_selecting_pairs_equals_packing_them_alone(rows_k_choice):
     """select_pairs on an all-pairs batch gives the batch of rows packed with the kept pairs only."""
@@ -138,7 +139,7 @@ def test_selecting_pairs_equals_packing_them_alone(rows_k_choice):
         assert torch.equal(selected[key], expected[key]), key
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=property_examples(60), deadline=None)
 @given(st.lists(st.tuples(chats(), st.integers(0, 3), st.booleans()), min_size=1, max_size=4), st.booleans())
 def test_any_placement_computes_each_row_as_alone(rows_k_all, fill_padding):
     """Wherever the collator puts the view blocks (their columns read back from the placement, taken here as a

@@ -8,6 +8,7 @@ import copy
 import random
 
 import pytest
+from conftest import property_examples
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -62,7 +63,7 @@ def reference_loads(lengths: list[int], capacity: int) -> list[int]:
     return sorted(loads)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=property_examples(200), deadline=None)
 @given(st.lists(st.integers(1, 40), max_size=60), st.integers(1, 48))
 def test_plan_places_every_row_once_within_the_pack_length(lengths, capacity):
     plan = best_fit_decreasing(lengths, capacity)
@@ -157,7 +158,7 @@ def example_rows(draw_chat, k: int, kind: str) -> dict:
     return pack_step_jepa(draw_chat, list(range(100, 100 + k)), step_pair_numbers(draw_chat, kind))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=property_examples(60), deadline=None)
 @given(st.lists(st.tuples(chats(), st.integers(0, 2), st.sampled_from(["first", "all", "llm_jepa"])),
                 min_size=1, max_size=7),
        st.integers(12, 90), st.booleans(), st.sampled_from(["never", "always", "auto"]))
@@ -221,7 +222,7 @@ def test_every_token_of_a_pack_sees_exactly_what_it_sees_alone(examples, pack_le
     assert int(batch["num_tokens"]) == sum(row["conversation_length"] for row in rows)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=property_examples(40), deadline=None)
 @given(st.lists(st.tuples(chats(), st.integers(0, 2), st.integers(0, 10)), min_size=1, max_size=6),
        st.integers(12, 70))
 def test_selecting_pairs_in_packs_equals_packing_them_alone(rows_k_choice, pack_length):

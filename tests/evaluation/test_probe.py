@@ -97,7 +97,8 @@ def step_jepa_k2_lora(tiny_model_dirs, tiny_chats, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("which", ["base", "merged", "adapter"])
+# A merged model loads as the base does (a plain model directory): its case is slow; the adapter loads on its base.
+@pytest.mark.parametrize("which", ["base", pytest.param("merged", marks=pytest.mark.slow), "adapter"])
 def test_probe_command(tiny_model_dirs, step_jepa_k2_lora, chat_file, tmp_path, capsys, which) -> None:
     """Base model: the K0 view only; a Step-JEPA model with K=2 (merged or its adapter): K0 and K2."""
     models = {"base": tiny_model_dirs["llama"], "merged": step_jepa_k2_lora, "adapter": step_jepa_k2_lora / "adapter"}

@@ -20,7 +20,7 @@ class FakeChildren:
     """Stands in for the children: writes what each command must leave, records each call's environment and how
     many ran at once. ``interrupt``: the run whose training stops as if by SIGTERM after a whole checkpoint."""
 
-    def __init__(self, delay: float = 0.3, interrupt: str | None = None) -> None:
+    def __init__(self, delay: float = 0.1, interrupt: str | None = None) -> None:
         self.delay, self.interrupt = delay, interrupt
         self.calls: list[dict] = []
         self.active = self.most = 0

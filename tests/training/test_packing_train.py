@@ -31,8 +31,11 @@ def packed_run(tiny_model_dirs, chat_file: Path, out: Path, flags: list[str], ca
     return int(found.group(1)), int(found.group(2)), printed
 
 
-@pytest.mark.parametrize("mode", ["step_jepa", pytest.param("regular", marks=pytest.mark.slow),
-                                  "llm_jepa", "step_jepa_random"])
+# The fast tier trains the richest path (Step-JEPA's random pairs: packs, one pair per example, select_pairs); the
+# modes' packed rows are checked against separate passes in tests/core/test_packing.py, so their runs are slow.
+@pytest.mark.parametrize("mode", [pytest.param("step_jepa", marks=pytest.mark.slow),
+                                  pytest.param("regular", marks=pytest.mark.slow),
+                                  pytest.param("llm_jepa", marks=pytest.mark.slow), "step_jepa_random"])
 def test_packing_trains_every_mode(tiny_model_dirs, chat_file, tmp_path, capsys, mode):
     """An epoch of 20 chats (about 100 tokens each, with their views) in rows of 300: several a row, so fewer
     steps than the 10 an unpacked epoch at --batch_size 2 takes; every step's losses finite."""
