@@ -356,6 +356,12 @@ class PackedCollator:
 PADDING = {"input_ids": "pad id", "labels": IGNORE_INDEX, "position_ids": 0, "block_start": "own column",
            "context_end": 0, "doc_start": 0}
 TOKEN_KEYS = tuple(PADDING)
+# A packed row's per-example columns beside its per-token ones, with their Arrow types (one value each), and its
+# pair lists ((a, b) tuples); the tokenized-row cache derives its stored and expanded forms and its Arrow schema
+# from these (stepjepa.data.cache).
+EXAMPLE_COLUMNS = {"conversation_length": "int32", "view_a_index": "int32", "view_b_index": "int32",
+                   "truncated": "bool", "num_steps": "int32", "example_index": "int64"}
+PAIR_LIST_COLUMNS = ("view_pairs", "pair_spans")
 PAIR_KEYS = ("pair_row", "pair_example", "pair_a_row", "pair_b_row", "pair_view_a", "pair_view_b", "pair_span")
 
 

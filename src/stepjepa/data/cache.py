@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from stepjepa.core.errors import UsageError
+from stepjepa.core.layout import EXAMPLE_COLUMNS, PAIR_LIST_COLUMNS
 from stepjepa.core.tokenization import IGNORE_INDEX
 from stepjepa.data import chat_problem
 from stepjepa.data.files import file_sha256
@@ -144,14 +145,8 @@ def compact_row(row: dict[str, Any]) -> dict[str, Any]:
         "input_ids": row["input_ids"],
         "label_spans": spans.ravel().tolist(),
         "runs": runs.ravel().tolist(),
-        "conversation_length": row["conversation_length"],
-        "view_a_index": row["view_a_index"],
-        "view_b_index": row["view_b_index"],
-        "view_pairs": [index for pair in row["view_pairs"] for index in pair],
-        "pair_spans": [column for span in row["pair_spans"] for column in span],
-        "truncated": row["truncated"],
-        "num_steps": row["num_steps"],
-        "example_index": row["example_index"],
+        **{key: row[key] for key in EXAMPLE_COLUMNS},
+        **{key: [value for pair in row[key] for value in pair] for key in PAIR_LIST_COLUMNS},
     }
 
 
@@ -176,10 +171,8 @@ def expand_row(stored: dict[str, Any]) -> dict[str, Any]:
         context_end.extend([end] * size)
     return {
         "input_ids": ids, "labels": labels, "position_ids": positions, "block_start": block_start,
-        "context_end": context_end, "conversation_length": stored["conversation_length"],
-        "view_a_index": stored["view_a_index"], "view_b_index": stored["view_b_index"],
-        "view_pairs": _pairs(stored["view_pairs"]), "pair_spans": _pairs(stored["pair_spans"]),
-        "truncated": stored["truncated"], "num_steps": stored["num_steps"], "example_index": stored["example_index"],
+        "context_end": context_end, **{key: stored[key] for key in EXAMPLE_COLUMNS},
+        **{key: _pairs(stored[key]) for key in PAIR_LIST_COLUMNS},
     }
 
 
@@ -199,9 +192,7 @@ def features():
     ints = List(Value("int32"))
     return Features({
         "input_ids": ints, "label_spans": ints, "runs": ints,
-        "conversation_length": Value("int32"), "view_a_index": Value("int32"), "view_b_index": Value("int32"),
-        "view_pairs": ints, "pair_spans": ints, "truncated": Value("bool"), "num_steps": Value("int32"),
-        "example_index": Value("int64"),
+        **{key: Value(kind) for key, kind in EXAMPLE_COLUMNS.items()}, **{key: ints for key in PAIR_LIST_COLUMNS},
     })
 
 
