@@ -60,7 +60,7 @@ def child(args: argparse.Namespace) -> None:
         from stepjepa.data import load_chats
         from stepjepa.core.examples import build_rows
 
-        rows, _ = build_rows(tokenizer, load_chats(args.data), args.mode, ids, None, args.max_length, "first")
+        rows, _ = build_rows(tokenizer, load_chats(args.data), RowSettings(args.mode, ids, None, args.max_length, "first"))
         tokens, seconds, hit = sum(len(row["input_ids"]) for row in rows), time.perf_counter() - started, False
         ready, touched = memory(), None
     else:

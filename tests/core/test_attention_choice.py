@@ -18,7 +18,7 @@ from stepjepa.core.attention import (
     model_attention_mask,
 )
 from stepjepa.core.errors import UsageError
-from stepjepa.core.examples import pack_chat
+from stepjepa.core.examples import RowSettings, pack_chat
 from stepjepa.core.layout import PackedCollator
 from stepjepa.core.objective import HostCountingCollator, Objective, add_host_counts, compute_objective
 from stepjepa.models import attention_facts
@@ -95,7 +95,7 @@ def test_batch_shape_decisions(implementation, cuda, compiled, host_mask, multip
 
 
 def rows_of(tokenizer, chats, mode, predictor_ids):
-    return [pack_chat(tokenizer, m, mode, predictor_ids, None, MAX_LENGTH) for m in chats]
+    return [pack_chat(tokenizer, m, RowSettings(mode, predictor_ids, None, MAX_LENGTH)) for m in chats]
 
 
 @pytest.mark.parametrize("mode", ["regular", "llm_jepa", "step_jepa"])

@@ -12,7 +12,7 @@ import torch
 from test_objective import MAX_LENGTH, batch_chats, check_against_oracle, oracle, setup
 
 from stepjepa.core.attention import flex_block_mask, model_attention_mask, uses_dense_mask
-from stepjepa.core.examples import pack_chat
+from stepjepa.core.examples import RowSettings, pack_chat
 from stepjepa.core.layout import PackedCollator, allowed_attention, conversation_only
 from stepjepa.core.objective import Objective, compute_objective
 
@@ -39,7 +39,7 @@ def test_eager_attention_matches_the_oracle(tiny_model_dir, tiny_chats, mode):
 
 
 def packed_rows(tokenizer, chats, mode, predictor_ids):
-    return [pack_chat(tokenizer, m, mode, predictor_ids, None, MAX_LENGTH) for m in chats]
+    return [pack_chat(tokenizer, m, RowSettings(mode, predictor_ids, None, MAX_LENGTH)) for m in chats]
 
 
 def test_flex_batch_holds_no_square_tensor(tiny_model_dirs, tiny_chats):

@@ -16,7 +16,7 @@ import torch
 from test_objective import MAX_LENGTH, batch_chats, grads, oracle, setup
 
 from stepjepa.cli import run_command
-from stepjepa.core.examples import pack_chat
+from stepjepa.core.examples import RowSettings, pack_chat
 from stepjepa.core.layout import PackedCollator
 from stepjepa.core.objective import Objective, compute_objective
 from stepjepa.evaluation.generation import generate_responses
@@ -52,7 +52,7 @@ def assert_gradients_close(packed: dict, reference: dict, relative: float) -> No
 
 def packed_and_oracle(model, packed_model, tokenizer, chats, mode, predictor_ids, collator, autocast: bool):
     objective = Objective(mode=mode, loss="cosine", lbd=0.7, gamma=1.3)
-    batch = to_device(collator([pack_chat(tokenizer, m, mode, predictor_ids, None, MAX_LENGTH) for m in chats]))
+    batch = to_device(collator([pack_chat(tokenizer, m, RowSettings(mode, predictor_ids, None, MAX_LENGTH)) for m in chats]))
     with torch.autocast(CUDA, dtype=torch.bfloat16, enabled=autocast):
         packed = compute_objective(packed_model, batch, objective)
         packed.loss.backward()
@@ -154,7 +154,7 @@ def test_a_cuda_step_reads_nothing_back(tiny_flex_model_dir, tiny_chats):
 
     model, tokenizer, predictor_ids = setup(tiny_flex_model_dir, 2)
     model.to(CUDA)
-    rows = [pack_chat(tokenizer, m, "step_jepa", predictor_ids, None, MAX_LENGTH) for m in batch_chats(tiny_chats)]
+    rows = [pack_chat(tokenizer, m, RowSettings("step_jepa", predictor_ids, None, MAX_LENGTH)) for m in batch_chats(tiny_chats)]
     batch = HostCountingCollator(PackedCollator(tokenizer.eos_token_id, dense_mask=False))(rows)
     batch = {k: v.pin_memory().to(CUDA, non_blocking=True) if isinstance(v, torch.Tensor) else v
              for k, v in batch.items()}

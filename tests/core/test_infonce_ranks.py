@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 from conftest import free_port
 from test_objective import MAX_LENGTH, batch_chats, grads, setup
 
-from stepjepa.core.examples import build_rows
+from stepjepa.core.examples import RowSettings, build_rows
 from stepjepa.core.layout import PackedCollator
 from stepjepa.core.losses import jepa_loss
 from stepjepa.core.objective import LossScale, Objective, compute_objective
@@ -31,7 +31,7 @@ SPLITS = {"two_and_two": [[0, 1], [2, 3]], "rank_without_pairs": [[0, 1, 2], [3]
 
 def packed_batch(model_dir, chats):
     model, tokenizer, predictor_ids = setup(model_dir, 1)
-    rows, _ = build_rows(tokenizer, chats, "step_jepa", predictor_ids, None, MAX_LENGTH, "all")
+    rows, _ = build_rows(tokenizer, chats, RowSettings("step_jepa", predictor_ids, None, MAX_LENGTH, "all"))
     return model, PackedCollator(tokenizer.eos_token_id)(rows)
 
 

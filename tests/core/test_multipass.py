@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from stepjepa.core.examples import pack_chat
+from stepjepa.core.examples import RowSettings, pack_chat
 from stepjepa.core.layout import PackedCollator, pack_step_jepa
 from stepjepa.core.multipass import multipass_batch, multipass_objective, view_sequence
 from stepjepa.core.objective import Objective, compute_objective
@@ -78,14 +78,14 @@ def assert_same_losses(model, rows, pad, objective):
 @pytest.mark.parametrize("num_predictors", [0, 2])
 def test_multipass_computes_the_packed_losses(tiny_model_dir, tiny_chats, mode, num_predictors):
     model, tokenizer, predictor_ids = tiny_setup(tiny_model_dir, num_predictors)
-    rows = [pack_chat(tokenizer, row["messages"], mode, predictor_ids, None, MAX_LENGTH) for row in tiny_chats[:4]]
+    rows = [pack_chat(tokenizer, row["messages"], RowSettings(mode, predictor_ids, None, MAX_LENGTH)) for row in tiny_chats[:4]]
     assert_same_losses(model, rows, tokenizer.pad_token_id, Objective(mode=mode, lbd=0.7, gamma=1.3))
 
 
 @pytest.mark.parametrize("num_predictors", [0, 2])
 def test_all_pairs_multipass_computes_the_packed_losses(tiny_model_dir, tiny_chats, num_predictors):
     model, tokenizer, predictor_ids = tiny_setup(tiny_model_dir, num_predictors)
-    rows = [pack_chat(tokenizer, row["messages"], "step_jepa", predictor_ids, None, MAX_LENGTH, "all")
+    rows = [pack_chat(tokenizer, row["messages"], RowSettings("step_jepa", predictor_ids, None, MAX_LENGTH, "all"))
             for row in tiny_chats[:4]]
     assert sum(len(row["view_pairs"]) for row in rows) > len(rows)  # several pairs per chat
     assert_same_losses(model, rows, tokenizer.pad_token_id, Objective(mode="step_jepa", lbd=0.7, gamma=1.3))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from stepjepa.core.examples import build_rows, pack_chat
+from stepjepa.core.examples import RowSettings, build_rows, pack_chat
 from stepjepa.core.layout import PackedCollator, draw_one_pair_per_row, select_pairs
 from stepjepa.core.losses import JEPA_LOSSES, jepa_loss
 from stepjepa.core.objective import Objective, compute_objective
@@ -129,7 +129,7 @@ def grads(model) -> dict[str, torch.Tensor]:
 def check_against_oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind, stop_grad=False,
                          fill_padding=True):
     objective = Objective(mode=mode, loss=loss_kind, lbd=0.7, gamma=1.3, target_stop_grad=stop_grad)
-    rows = [pack_chat(tokenizer, m, mode, predictor_ids, None, MAX_LENGTH) for m in chats]
+    rows = [pack_chat(tokenizer, m, RowSettings(mode, predictor_ids, None, MAX_LENGTH)) for m in chats]
     batch = PackedCollator(tokenizer.pad_token_id or 0, fill_padding=fill_padding)(rows)
     packed = compute_objective(model, batch, objective)
     packed.loss.backward()
@@ -181,7 +181,7 @@ def test_step_copies_in_other_rows_match_oracle(tiny_model_dir, tiny_chats, num_
     chats = batch_chats(tiny_chats)
     chats = [[{**m, "content": m["content"] + " Think." * (6 * i)} if m["role"] == "user" else m for m in chat]
              for i, chat in enumerate(chats)]
-    rows = [pack_chat(tokenizer, m, "step_jepa", predictor_ids, None, MAX_LENGTH) for m in chats]
+    rows = [pack_chat(tokenizer, m, RowSettings("step_jepa", predictor_ids, None, MAX_LENGTH)) for m in chats]
     batch = PackedCollator(tokenizer.pad_token_id or 0)(rows)
     assert (batch["pair_b_row"] != batch["pair_row"]).any()
     check_against_oracle(model, tokenizer, chats, "step_jepa", predictor_ids, "cosine")
@@ -204,7 +204,7 @@ def test_lm_only_step_drops_view_blocks(tiny_model_dirs, tiny_chats):
     """use_jepa=False gives the LM loss of the plain conversation, with no JEPA term."""
     model, tokenizer, predictor_ids = setup(tiny_model_dirs["gpt2"], 2)
     chats = batch_chats(tiny_chats)
-    rows = [pack_chat(tokenizer, m, "step_jepa", predictor_ids, None, MAX_LENGTH) for m in chats]
+    rows = [pack_chat(tokenizer, m, RowSettings("step_jepa", predictor_ids, None, MAX_LENGTH)) for m in chats]
     batch = PackedCollator(tokenizer.pad_token_id or 0)(rows)
     out = compute_objective(model, batch, Objective(mode="step_jepa", lbd=0.7, gamma=1.3), use_jepa=False)
     _, lm, _, _ = oracle(model, tokenizer, chats, "regular", [], "cosine")
@@ -245,7 +245,7 @@ def drawn_pairs(model, tokenizer, chats, predictor_ids, packed) -> list[list[int
 
 def packed_pairs(model, tokenizer, chats, step_pairs, predictor_ids, objective, seed, step):
     """The trainer's path: rows with every pair; for random one drawn per example, the others' blocks removed."""
-    rows, _ = build_rows(tokenizer, chats, "step_jepa", predictor_ids, None, MAX_LENGTH, step_pairs)
+    rows, _ = build_rows(tokenizer, chats, RowSettings("step_jepa", predictor_ids, None, MAX_LENGTH, step_pairs))
     pad = tokenizer.pad_token_id or 0
     batch = PackedCollator(pad, fill_padding=step_pairs != "random")(rows)
     if step_pairs == "random":
@@ -270,7 +270,7 @@ def test_the_random_draw_is_uniform_and_follows_the_example(tiny_model_dirs, tin
     in (the draw follows its example index)."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["gpt2"])
     chats = [row["messages"] for row in tiny_chats[:6]]
-    rows, _ = build_rows(tokenizer, chats, "step_jepa", [], None, MAX_LENGTH, "all")
+    rows, _ = build_rows(tokenizer, chats, RowSettings("step_jepa", [], None, MAX_LENGTH, "all"))
     forward = PackedCollator(0, fill_padding=False)(rows)
     backward = PackedCollator(0, fill_padding=False)(rows[::-1])
     counts = [[0] * len(steps_by_hand(messages)) for messages in chats]  # counts[chat][pair number]

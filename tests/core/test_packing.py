@@ -17,7 +17,7 @@ from test_layout_properties import allowed_of, chats
 from test_objective import MAX_LENGTH, batch_chats, drawn_pairs, every_pair_by_hand, grads, oracle, setup
 
 from stepjepa.core.attention import flex_block_mask
-from stepjepa.core.examples import pack_chat
+from stepjepa.core.examples import RowSettings, pack_chat
 from stepjepa.core.layout import (
     TOKEN_KEYS,
     PackedCollator,
@@ -287,7 +287,7 @@ def nine_chats(tiny_chats):
 
 def packed_output(model, tokenizer, chats, mode, predictor_ids, objective, step_pairs="first", fill_padding=True,
                   view_rows="auto", dense_mask=True, seed=5, step=3):
-    rows = [pack_chat(tokenizer, m, mode, predictor_ids, None, MAX_LENGTH, step_pairs) for m in chats]
+    rows = [pack_chat(tokenizer, m, RowSettings(mode, predictor_ids, None, MAX_LENGTH, step_pairs)) for m in chats]
     for index, row in enumerate(rows):
         row["example_index"] = index
     pad = tokenizer.pad_token_id or 0
@@ -424,7 +424,7 @@ def test_lm_only_step_of_packed_rows_matches_the_oracle(tiny_model_dirs, tiny_ch
     """use_jepa=False on packed rows (the view blocks dropped): the conversations' LM loss as in separate passes."""
     model, tokenizer, predictor_ids = setup(tiny_model_dirs["gpt2"], 2)
     chats = nine_chats(tiny_chats)
-    rows = [pack_chat(tokenizer, m, "step_jepa", predictor_ids, None, MAX_LENGTH) for m in chats]
+    rows = [pack_chat(tokenizer, m, RowSettings("step_jepa", predictor_ids, None, MAX_LENGTH)) for m in chats]
     batch = PackedCollator(tokenizer.pad_token_id or 0)([[rows[i] for i in pack] for pack in PACKS])
     out = compute_objective(model, batch, Objective(mode="step_jepa", lbd=0.7, gamma=1.3), use_jepa=False)
     _, lm, _, _ = oracle(model, tokenizer, chats, "regular", [], "cosine")

@@ -8,7 +8,7 @@ import torch
 from test_objective import MAX_LENGTH, batch_chats, grads, oracle, setup
 from transformers import TrainerCallback, TrainingArguments
 
-from stepjepa.core.examples import build_rows
+from stepjepa.core.examples import RowSettings, build_rows
 from stepjepa.core.layout import PackedCollator
 from stepjepa.core.objective import LossScale, Objective, compute_objective
 from stepjepa.training.trainer import JepaTrainer
@@ -29,7 +29,7 @@ class GradientsBeforeStep(TrainerCallback):
 def one_step(model_dir, chats, tmp_path, batch_size: int, grad_accum: int) -> tuple[dict, float]:
     """The gradient and loss of one optimizer step of the JepaTrainer over all of ``chats``."""
     model, tokenizer, predictor_ids = setup(model_dir, 1)
-    rows, _ = build_rows(tokenizer, chats, "step_jepa", predictor_ids, None, MAX_LENGTH)
+    rows, _ = build_rows(tokenizer, chats, RowSettings("step_jepa", predictor_ids, None, MAX_LENGTH))
     assert len(rows) == batch_size * grad_accum
     args = TrainingArguments(
         output_dir=str(tmp_path / f"b{batch_size}x{grad_accum}"), per_device_train_batch_size=batch_size,
@@ -69,7 +69,7 @@ def test_mean_of_micro_batch_means_is_a_different_gradient(tiny_model_dirs, tiny
     model, tokenizer, predictor_ids = setup(tiny_model_dirs["llama"], 1)
     chats = batch_chats(tiny_chats)
     collator = PackedCollator(tokenizer.eos_token_id)
-    halves = [collator(build_rows(tokenizer, part, "step_jepa", predictor_ids, None, MAX_LENGTH)[0])
+    halves = [collator(build_rows(tokenizer, part, RowSettings("step_jepa", predictor_ids, None, MAX_LENGTH))[0])
               for part in (chats[:2], chats[2:])]
     assert [len(half["pair_row"]) for half in halves] == [2, 1]
     for half in halves:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_objective import MAX_LENGTH, batch_chats, grads, oracle, setup
 
-from stepjepa.core.examples import pack_chat
+from stepjepa.core.examples import RowSettings, pack_chat
 from stepjepa.core.layout import (
     PackedCollator,
     allowed_attention,
@@ -21,7 +21,7 @@ from stepjepa.core.view_rows import isolated_blocks, layout_cost
 
 
 def llm_rows(tokenizer, chats, predictor_ids):
-    return [pack_chat(tokenizer, m, "llm_jepa", predictor_ids, None, MAX_LENGTH) for m in chats]
+    return [pack_chat(tokenizer, m, RowSettings("llm_jepa", predictor_ids, None, MAX_LENGTH)) for m in chats]
 
 
 # The view-row layout depends on the family (its tokenizer) and the predictors, not on the loss, a function of the
@@ -124,7 +124,7 @@ def test_auto_chooses_the_cheaper_layout(tiny_model_dirs, tiny_chats):
     auto = PackedCollator(tokenizer.eos_token_id, fill_padding=False)(rows)
     assert auto["input_ids"].shape == (4, width + 92)
     assert layout_cost(4, width + 92) < layout_cost(6, width)  # the 8 views fill 2 rows of their own
-    step_rows = [pack_chat(tokenizer, m, "step_jepa", predictor_ids, None, MAX_LENGTH) for m in chats]
+    step_rows = [pack_chat(tokenizer, m, RowSettings("step_jepa", predictor_ids, None, MAX_LENGTH)) for m in chats]
     assert all(isolated_blocks(row) is None for row in step_rows if row["view_pairs"])  # K = 0: view_a in the chat
     step = PackedCollator(tokenizer.eos_token_id, view_rows="always")(step_rows)
     assert len(step["input_ids"]) == len(chats)

@@ -37,7 +37,7 @@ def train_argv(chat_file: Path, model: Path, tmp_path: Path, *extra: str) -> lis
 
 def fresh_ids(chat_file: Path, model: Path) -> list[list[int]]:
     """The token ids of the file's rows packed without the cache (the oracle)."""
-    rows, _ = build_rows(load_tokenizer(str(model)), load_chats(chat_file), "step_jepa", [], None, 512, "first")
+    rows, _ = build_rows(load_tokenizer(str(model)), load_chats(chat_file), RowSettings("step_jepa", [], None, 512, "first"))
     return [row["input_ids"] for row in rows]
 
 

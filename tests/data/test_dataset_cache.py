@@ -87,7 +87,7 @@ def test_cached_rows_equal_freshly_built_rows(tiny_model_dir, data_file, tmp_pat
         settings = RowSettings(mode, tuple(ids), last_token, max_length, pairs)
         packed = packed_rows(data_file, tokenizer, "tiny", settings, cache_dir=tmp_path / "c", num_proc=processes)
         assert packed.processes == processes
-        fresh, counts = build_rows(tokenizer, load_chats(data_file), mode, ids, last_token, max_length, pairs)
+        fresh, counts = build_rows(tokenizer, load_chats(data_file), RowSettings(mode, ids, last_token, max_length, pairs))
         for row in fresh:
             del row["regions"]  # debug-only: not stored
         assert [packed.row(i) for i in range(len(packed.dataset))] == fresh
@@ -239,7 +239,7 @@ def test_streamed_rows_are_the_cached_rows_in_a_shuffled_order(tiny_model_dirs, 
     monkeypatch.setattr(dataset_cache, "SHARD_BYTES", 700)  # several shards, read in a shuffled order
     tokenizer = load_tokenizer(str(tiny_model_dirs["llama"]))
     settings = RowSettings("step_jepa", (), None, 512, "all")
-    fresh, _ = build_rows(tokenizer, load_chats(data_file), "step_jepa", [], None, 512, "all")
+    fresh, _ = build_rows(tokenizer, load_chats(data_file), RowSettings("step_jepa", [], None, 512, "all"))
     for row in fresh:
         del row["regions"]
     stream = streamed_rows(data_file, tokenizer, settings, seed=3, buffer_size=5)

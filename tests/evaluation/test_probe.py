@@ -10,6 +10,7 @@ import torch
 
 from stepjepa.cli import main, run_command
 from stepjepa.evaluation.probe import alignment_metrics, effective_rank, model_predictor_count
+from stepjepa.core.examples import RowSettings
 
 
 def test_alignment_metrics_by_hand() -> None:
@@ -76,7 +77,7 @@ def test_views_are_the_training_views(tiny_model_dirs, tiny_chats) -> None:
     chats = [row["messages"] for row in tiny_chats[:5]]
     rows = view_rows(tokenizer, chats, "step_jepa", [], 256)
     view_a, view_b, lm = view_embeddings(model, tokenizer, rows, "step_jepa", batch_size=2)
-    batch = PackedCollator(tokenizer.pad_token_id)([pack_chat(tokenizer, c, "step_jepa", [], None, 256) for c in chats])
+    batch = PackedCollator(tokenizer.pad_token_id)([pack_chat(tokenizer, c, RowSettings("step_jepa", [], None, 256)) for c in chats])
     with torch.no_grad():
         out = compute_objective(model, batch, Objective(mode="step_jepa"))
     assert torch.allclose(view_a, out.view_a, atol=1e-5) and torch.allclose(view_b, out.view_b, atol=1e-5)

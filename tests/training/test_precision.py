@@ -8,6 +8,7 @@ import torch
 import stepjepa.precision as precision
 from stepjepa.cli import parse_config
 from stepjepa.precision import fast_bf16, inference_dtype, use_bf16
+from stepjepa.core.examples import RowSettings
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ def packed_batch(tokenizer, chats, mode: str, predictor_ids: list[int]):
     from stepjepa.core.examples import pack_chat
     from stepjepa.core.layout import PackedCollator
 
-    rows = [pack_chat(tokenizer, chat["messages"], mode, predictor_ids, None, 256) for chat in chats]
+    rows = [pack_chat(tokenizer, chat["messages"], RowSettings(mode, predictor_ids, None, 256)) for chat in chats]
     return PackedCollator(tokenizer.pad_token_id)(rows)
 
 

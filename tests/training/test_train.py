@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from stepjepa.cli import parse_config, run_command
 from stepjepa.core.steps import split_steps
 from stepjepa.models import load_model
+from stepjepa.core.examples import RowSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--max_steps", "2", "--batch_size", "4", "--logging_steps", "1", "--debug", "1"]
@@ -45,7 +46,7 @@ def test_a_misspelled_mode_never_trains_as_another(tiny_model_dirs, tiny_chats):
         Objective(mode="stepjepa")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["llama"])
     with pytest.raises(ValueError, match="unknown mode 'Regular'"):
-        pack_chat(tokenizer, tiny_chats[0]["messages"], "Regular", [], None, 64)
+        pack_chat(tokenizer, tiny_chats[0]["messages"], RowSettings("Regular", [], None, 64))
 
 
 GUIDE_MODES = {

@@ -27,7 +27,7 @@ import torch
 from stepjepa.bench.config import MULTIPASS, TRAINING_MODES
 from stepjepa.core.attention import AttentionChoice, batch_width_multiple, choose_attention, host_builds_dense_mask
 from stepjepa.core.errors import UsageError
-from stepjepa.core.examples import pack_chat
+from stepjepa.core.examples import RowSettings, pack_chat
 from stepjepa.core.layout import PackedCollator
 from stepjepa.core.multipass import multipass_batch, multipass_objective
 from stepjepa.core.objective import Objective, ObjectiveOutput, add_host_counts, compute_objective
@@ -157,7 +157,7 @@ def build_batches(cfg: BenchConfig, mode: str, tokenizer: Any, chats: list[list[
     batches, build_s = [], []
     for start in range(0, len(chats), cfg.batch_size):
         began = time.perf_counter()
-        rows = [pack_chat(tokenizer, m, training_mode, predictor_ids, None, cfg.max_length, step_pairs)
+        rows = [pack_chat(tokenizer, m, RowSettings(training_mode, predictor_ids, None, cfg.max_length, step_pairs))
                 for m in chats[start : start + cfg.batch_size]]
         batches.append(collate(rows, tokenizer.pad_token_id))
         build_s.append(time.perf_counter() - began)
@@ -172,7 +172,7 @@ def _packed_batches(cfg: BenchConfig, training_mode: str, step_pairs: str, token
     rows, seconds = [], []
     for messages in chats:
         began = time.perf_counter()
-        rows.append(pack_chat(tokenizer, messages, training_mode, predictor_ids, None, cfg.max_length, step_pairs))
+        rows.append(pack_chat(tokenizer, messages, RowSettings(training_mode, predictor_ids, None, cfg.max_length, step_pairs)))
         seconds.append(time.perf_counter() - began)
     plan = best_fit_decreasing([len(row["input_ids"]) for row in rows], cfg.row_length(training_mode))
     random.Random(cfg.seed).shuffle(plan)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from stepjepa.core.errors import UsageError
+from stepjepa.core.examples import RowSettings
 from stepjepa.core.layout import EXAMPLE_COLUMNS, PAIR_LIST_COLUMNS
 from stepjepa.core.tokenization import IGNORE_INDEX
 from stepjepa.data import chat_problem
@@ -42,17 +43,6 @@ PACKING_MODULES = ("core/tokenization.py", "core/steps.py", "core/layout.py", "c
                    "data/cache.py")
 SHARD_BYTES = 1 << 20  # one tokenizing task reads about this much of the file
 MANIFEST = "manifest.json"
-
-
-@dataclass(frozen=True)
-class RowSettings:
-    """Everything besides the data and the tokenizer that changes a packed row."""
-
-    mode: str
-    predictor_ids: tuple[int, ...]
-    last_token: int | None
-    max_length: int
-    step_pairs: str
 
 
 @dataclass
@@ -276,8 +266,7 @@ def _shard_rows(path: Path, shard: dict[str, int], tokenizer, settings: RowSetti
 
     for index, messages in iter_chats(path, shard["start"], shard["end"], shard["first_line"],
                                       shard["first_example"], shard.get("xxh3")):
-        row = pack_chat(tokenizer, messages, settings.mode, list(settings.predictor_ids), settings.last_token,
-                        settings.max_length, settings.step_pairs)
+        row = pack_chat(tokenizer, messages, settings)
         if any(label != IGNORE_INDEX for label in row["labels"]):
             row["example_index"] = index
             yield compact_row(row)
@@ -544,7 +533,6 @@ def with_regions(rows: list[dict[str, Any]], path: str | os.PathLike, tokenizer,
     chats = {index: messages for index, messages in iter_chats(Path(path)) if index in wanted}
     out = []
     for row in rows:
-        fresh = pack_chat(tokenizer, chats[row["example_index"]], settings.mode, list(settings.predictor_ids),
-                          settings.last_token, settings.max_length, settings.step_pairs)
+        fresh = pack_chat(tokenizer, chats[row["example_index"]], settings)
         out.append({**row, "regions": fresh["regions"]})
     return out

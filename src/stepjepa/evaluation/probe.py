@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from stepjepa.core.errors import UsageError
-from stepjepa.core.examples import pack_chat
+from stepjepa.core.examples import RowSettings, pack_chat
 from stepjepa.core.layout import NO_VIEW, PackedCollator
 from stepjepa.core.objective import Objective, compute_objective
 from stepjepa.core.tokenization import IGNORE_INDEX
@@ -89,7 +89,7 @@ def model_predictor_count(tokenizer: Any) -> int:
 def view_rows(tokenizer: Any, chats: list[list[dict]], mode: str, predictor_ids: list[int],
               max_length: int, step_pairs: str = "first") -> list[dict[str, Any]]:
     """The packed training rows of the chats that have ``mode``'s views (the others are left out)."""
-    rows = [pack_chat(tokenizer, chat, mode, predictor_ids, None, max_length, step_pairs) for chat in chats]
+    rows = [pack_chat(tokenizer, chat, RowSettings(mode, predictor_ids, None, max_length, step_pairs)) for chat in chats]
     return [row for row in rows if row["view_a_index"] != NO_VIEW]
 
 
