@@ -30,3 +30,4 @@ from stepjepa.core.steps import split_steps, step_char_spans
 def test_spans_and_steps_by_hand(text: str, spans: list[tuple[int, int]], steps: list[str]) -> None:
     assert step_char_spans(text) == spans
     assert split_steps(text) == steps
+

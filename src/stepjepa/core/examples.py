@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from stepjepa.core.errors import UsageError
@@ -54,24 +56,31 @@ def build_rows(tokenizer: PreTrainedTokenizerBase, chats: list[list[dict]],
     ``lm_only_truncated``, ``dropped_no_labels``, ``truncated``. Each row keeps its chat's ``example_index``
     (``--step_pairs random`` draws from it).
     """
-    rows, counts = [], Counter()
+    rows = []
     for example_index, messages in enumerate(chats):
         row = pack_chat(tokenizer, messages, settings)
         row["example_index"] = example_index
-        if all(label == IGNORE_INDEX for label in row["labels"]):
-            counts["dropped_no_labels"] += 1
-            continue
-        counts["truncated"] += row["truncated"]
-        if settings.mode != "regular":
-            if row["view_a_index"] != NO_VIEW:
-                counts["jepa"] += 1
-                counts["pairs"] += len(row["view_pairs"])
-            elif row["truncated"]:
-                counts["lm_only_truncated"] += 1
-            else:
-                counts["lm_only_few_steps"] += 1
-        rows.append(row)
-    counts["rows"] = len(rows)
+        if any(label != IGNORE_INDEX for label in row["labels"]):
+            rows.append(row)
+    counts = row_counts(len(chats), settings.mode, [row["truncated"] for row in rows],
+                        [row["view_a_index"] != NO_VIEW for row in rows], sum(len(row["view_pairs"]) for row in rows))
     if not rows:
         raise UsageError(f"--max_length {settings.max_length} leaves no assistant token in any example")
     return rows, counts
+
+
+def row_counts(examples: int, mode: str, truncated: Sequence[bool], has_view: Sequence[bool], pairs: int) -> Counter:
+    """What ``examples`` chats train, from the flags of the rows kept (those with an assistant token): ``rows``,
+    ``truncated``, ``dropped_no_labels``, and in a JEPA mode ``jepa`` (rows with a view pair), ``pairs``,
+    ``lm_only_truncated``, ``lm_only_few_steps`` (LM-only rows, cut by --max_length or with too few steps). A key
+    is present only where it counts something (``truncated``: whenever a row is kept); the row cache counts its stored columns with it too."""
+    truncated, has_view = np.asarray(truncated, dtype=bool), np.asarray(has_view, dtype=bool)
+    counts = Counter(rows=len(truncated))
+    if len(truncated):
+        counts["truncated"] = int(truncated.sum())  # present, 0 included, whenever a row is kept
+    found = {"dropped_no_labels": examples - len(truncated)}
+    if mode != "regular":
+        found.update(jepa=int(has_view.sum()), pairs=pairs, lm_only_truncated=int((~has_view & truncated).sum()),
+                     lm_only_few_steps=int((~has_view & ~truncated).sum()))
+    counts.update({key: value for key, value in found.items() if value})
+    return counts

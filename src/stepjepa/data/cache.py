@@ -29,8 +29,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from stepjepa.core.errors import UsageError
-from stepjepa.core.examples import RowSettings
-from stepjepa.core.layout import EXAMPLE_COLUMNS, PAIR_LIST_COLUMNS
+from stepjepa.core.examples import RowSettings, row_counts
+from stepjepa.core.layout import EXAMPLE_COLUMNS, NO_VIEW, PAIR_LIST_COLUMNS
 from stepjepa.core.tokenization import IGNORE_INDEX
 from stepjepa.data import chat_problem
 from stepjepa.data.files import file_sha256
@@ -303,25 +303,14 @@ def streamed_rows(path: str | os.PathLike, tokenizer, settings: RowSettings, see
 
 
 def count_rows(dataset, examples: int, mode: str) -> Counter:
-    """``build_rows``' counts from the stored columns (a key is present where ``build_rows`` sets it)."""
+    """``build_rows``' counts (:func:`stepjepa.core.examples.row_counts`) from the stored columns."""
     import pyarrow.compute as pc
 
     table = dataset.data.table if hasattr(dataset.data, "table") else dataset.data
     truncated = np.asarray(table.column("truncated").to_numpy(zero_copy_only=False), dtype=bool)
-    counts = Counter(rows=len(dataset))
-    if len(dataset):
-        counts["truncated"] = int(truncated.sum())
-    if examples > len(dataset):
-        counts["dropped_no_labels"] = examples - len(dataset)
-    if mode != "regular":
-        has_view = np.asarray(table.column("view_a_index").to_numpy(zero_copy_only=False)) != -1
-        pairs = int(pc.sum(pc.list_value_length(table.column("view_pairs"))).as_py() or 0) // 2
-        for key, value in (("jepa", int(has_view.sum())), ("pairs", pairs),
-                           ("lm_only_truncated", int((~has_view & truncated).sum())),
-                           ("lm_only_few_steps", int((~has_view & ~truncated).sum()))):
-            if value:
-                counts[key] = value
-    return counts
+    has_view = np.asarray(table.column("view_a_index").to_numpy(zero_copy_only=False)) != NO_VIEW
+    pairs = int(pc.sum(pc.list_value_length(table.column("view_pairs"))).as_py() or 0) // 2
+    return row_counts(examples, mode, truncated, has_view, pairs)
 
 
 # --- building and loading ------------------------------------------------------------------------------------------
