@@ -51,7 +51,7 @@ class TrainConfig(PrecisionFlags, SeedFlags, LoraFlags, StepFlags, ModelFlags):
     infonce: bool = field(default=False, metadata=_help(f"JEPA loss InfoNCE (temperature {INFONCE_TEMPERATURE}, in-batch negatives)."))
     jepa_ratio: float = field(default=-1.0, metadata=_help("Random JEPA dropout: each batch gets the JEPA term with this probability (<= 0: always)."))
     seed: int = override(SeedFlags, "seed", aliases=["--finetune_seed"])
-    debug: int = field(default=5, metadata=_help("0 quiet, 1 basic info, 5 losses during training, 7 print the first batch's layout and exit."))
+    debug: int = field(default=5, metadata=_help("0 quiet, 1 basic info (no step bar), 2-4 and a step bar, 5 losses during training, 7 print the first batch's layout and exit."))
     overwrite_output_dir: bool = field(default=False, metadata=_help("Allow a non-empty output directory (files this run writes are replaced)."))
     resume_from_checkpoint: Optional[str] = field(default=None, metadata=_help("Checkpoint directory, or 'latest' in --output_dir."))
     group_by_length: bool = field(default=False, metadata=_help("Batch examples of similar length together (less padding)."))

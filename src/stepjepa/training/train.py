@@ -259,7 +259,7 @@ def _train(cfg: TrainConfig) -> int:
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-        if cfg.debug > 0:
+        if cfg.debug > 1:  # 1 (basic info, as the sweep's children run): no step bar
             trainer.add_callback(QuietProgressCallback())
 
     if resume:

@@ -64,8 +64,8 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
         remove_unused_columns=False,
         label_names=["labels"],
         report_to=report_to(cfg.report_to),
-        # The step bar belongs to a run watched live (--debug 5, the default); the sweep's children run at --debug 1.
-        disable_tqdm=cfg.debug < 5,
+        # The step bar belongs to a run watched live (--debug 2 and up); the sweep's children run at --debug 1.
+        disable_tqdm=cfg.debug < 2,
         dataloader_num_workers=workers,
         dataloader_pin_memory=cuda,
         dataloader_persistent_workers=workers > 0,
