@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from test_objective import MAX_LENGTH, batch_chats, check_against_oracle, oracle, setup
+from test_objective import MAX_LENGTH, assert_matches_oracle, batch_chats, check_against_oracle, oracle, setup
 
 from stepjepa.core.attention import flex_block_mask, model_attention_mask, uses_dense_mask
 from stepjepa.core.examples import RowSettings, pack_chat
@@ -85,13 +85,8 @@ def test_flex_forward_matches_the_oracle(tiny_model_dirs, tiny_chats, eager_flex
     objective = Objective(mode=mode, loss="cosine", lbd=0.7, gamma=1.3)
     with torch.no_grad():
         packed = compute_objective(flex, batch, objective)
-        loss, lm, view_a, view_b = oracle(model, tokenizer, chats, mode, predictor_ids, "cosine")
-    tol = dict(rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(packed.lm_loss, lm, **tol)
-    torch.testing.assert_close(packed.loss, loss, **tol)
-    if mode != "regular":
-        torch.testing.assert_close(packed.view_a, view_a, **tol)
-        torch.testing.assert_close(packed.view_b, view_b, **tol)
+        expected = oracle(model, tokenizer, chats, mode, predictor_ids, "cosine")
+    assert_matches_oracle(packed, expected, mode)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU refusal")

@@ -124,19 +124,29 @@ def test_every_pair_sees_what_its_own_pass_sees(chat, k):
 @given(st.lists(st.tuples(chats(), st.integers(0, 2), st.integers(0, 10)), min_size=1, max_size=4))
 def test_selecting_pairs_equals_packing_them_alone(rows_k_choice):
     """select_pairs on an all-pairs batch gives the batch of rows packed with the kept pairs only."""
-    packed, alone, keep = [], [], []
+    packed, alone, keeps = all_and_kept_rows(rows_k_choice)
+    collate = PackedCollator(pad_token_id=0, fill_padding=False)
+    keep = torch.tensor([flag for flags in keeps for flag in flags], dtype=torch.bool)
+    assert_same_batch(select_pairs(collate(packed), keep, pad_token_id=0), collate(alone))
+
+
+def all_and_kept_rows(rows_k_choice) -> tuple[list[dict], list[dict], list[list[bool]]]:
+    """Per ``(chat, K, choice)``: its Step-JEPA row with every step pair, its row with only the chosen pair (choice
+    modulo its pairs), and the keep mask over its pairs."""
+    packed, alone, keeps = [], [], []
     for chat, k, choice in rows_k_choice:
         numbers = step_pair_numbers(chat, "all")
         kept = [numbers[choice % len(numbers)]] if numbers else []
         packed.append(pack_step_jepa(chat, list(range(100, 100 + k)), numbers))
         alone.append(pack_step_jepa(chat, list(range(100, 100 + k)), kept))
-        keep += [number in kept for number in numbers]
-    collate = PackedCollator(pad_token_id=0, fill_padding=False)
-    selected = select_pairs(collate(packed), torch.tensor(keep, dtype=torch.bool), pad_token_id=0)
-    expected = collate(alone)
-    assert selected.keys() == expected.keys()
+        keeps.append([number in kept for number in numbers])
+    return packed, alone, keeps
+
+
+def assert_same_batch(got: dict, expected: dict) -> None:
+    assert got.keys() == expected.keys()
     for key in expected:
-        assert torch.equal(selected[key], expected[key]), key
+        assert torch.equal(got[key], expected[key]), key
 
 
 @settings(max_examples=property_examples(60), deadline=None)

@@ -13,8 +13,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_layout import CHAT, picture
-from test_layout_properties import allowed_of, chats
-from test_objective import MAX_LENGTH, batch_chats, drawn_pairs, every_pair_by_hand, grads, oracle, setup
+from test_layout_properties import all_and_kept_rows, allowed_of, assert_same_batch, chats
+from test_objective import (MAX_LENGTH, assert_matches_oracle, batch_chats, drawn_pairs, every_pair_by_hand, grads,
+                            oracle, setup)
 
 from stepjepa.core.attention import flex_block_mask
 from stepjepa.core.examples import RowSettings, pack_chat
@@ -227,24 +228,12 @@ def test_every_token_of_a_pack_sees_exactly_what_it_sees_alone(examples, pack_le
        st.integers(12, 70))
 def test_selecting_pairs_in_packs_equals_packing_them_alone(rows_k_choice, pack_length):
     """--step_pairs random, packed: select_pairs on all-pairs packs gives the packs built with the kept pairs."""
-    packed, alone, keep = [], [], []
-    for chat, k, choice in rows_k_choice:
-        numbers = step_pair_numbers(chat, "all")
-        kept = [numbers[choice % len(numbers)]] if numbers else []
-        packed.append(pack_step_jepa(chat, list(range(100, 100 + k)), numbers))
-        alone.append(pack_step_jepa(chat, list(range(100, 100 + k)), kept))
+    packed, alone, keeps = all_and_kept_rows(rows_k_choice)
     plan = best_fit_decreasing([len(row["input_ids"]) for row in packed], pack_length)
-    for i in (i for pack in plan for i in pack):
-        numbers = step_pair_numbers(rows_k_choice[i][0], "all")
-        chosen = numbers[rows_k_choice[i][2] % len(numbers)] if numbers else None
-        keep += [number == chosen for number in numbers]
+    keep = torch.tensor([flag for pack in plan for i in pack for flag in keeps[i]], dtype=torch.bool)
     collate = PackedCollator(pad_token_id=0, fill_padding=False, view_rows="never")
-    selected = select_pairs(collate([[packed[i] for i in pack] for pack in plan]), torch.tensor(keep, dtype=torch.bool),
-                            pad_token_id=0)
-    expected = collate([[alone[i] for i in pack] for pack in plan])
-    assert selected.keys() == expected.keys()
-    for key in expected:
-        assert torch.equal(selected[key], expected[key]), key
+    selected = select_pairs(collate([[packed[i] for i in pack] for pack in plan]), keep, pad_token_id=0)
+    assert_same_batch(selected, collate([[alone[i] for i in pack] for pack in plan]))
 
 
 def test_one_pair_is_drawn_per_example_not_per_row():
@@ -309,28 +298,21 @@ def check_packed_against_oracle(model, tokenizer, chats, mode, predictor_ids, lo
     packed_grads = grads(model)
 
     # The pairs, found without the code's draw: every pair read off the text, or the one per chat whose separate-pass
-    # views equal the packed pass's (test_objective.drawn_pairs).
-    pairs = {"first": None, "all": every_pair_by_hand(chats)}.get(step_pairs) if step_pairs != "random" else \
-        drawn_pairs(model, tokenizer, chats, predictor_ids, packed)
+    # views equal the packed pass's (test_objective.drawn_pairs); None: the first pair of each chat.
+    pairs = None
+    if step_pairs == "all":
+        pairs = every_pair_by_hand(chats)
+    elif step_pairs == "random":
+        pairs = drawn_pairs(model, tokenizer, chats, predictor_ids, packed)
     loss, lm, view_a, view_b = oracle(model, tokenizer, chats, mode, predictor_ids, loss_kind, stop_grad=stop_grad,
                                       pairs_per_chat=pairs)
     loss.backward()
     oracle_grads = grads(model)
 
-    tol = dict(rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(packed.lm_loss, lm, **tol)
-    torch.testing.assert_close(packed.loss, loss, **tol)
-    if mode == "regular":
-        assert packed.jepa_loss is None
-    else:
-        # Step-JEPA: chat 3 has one step; first: 8 pairs, all: 2-3 for each other chat, random: one each.
-        expected = len(chats) - (mode == "step_jepa") if pairs is None else sum(map(len, pairs))
-        assert packed.view_a.shape[0] == expected >= 8
-        torch.testing.assert_close(packed.view_a, view_a, **tol)
-        torch.testing.assert_close(packed.view_b, view_b, **tol)
-    assert packed_grads.keys() == oracle_grads.keys() and packed_grads
-    for name in oracle_grads:
-        torch.testing.assert_close(packed_grads[name], oracle_grads[name], **tol, msg=lambda m: f"{name}: {m}")
+    # Step-JEPA: chat 3 has one step; first: 8 pairs, all: 2-3 for each other chat, random: one each.
+    expected = len(chats) - (mode == "step_jepa") if pairs is None else sum(map(len, pairs))
+    assert expected >= 8
+    assert_matches_oracle(packed, (loss, lm, view_a, view_b), mode, expected, packed_grads, oracle_grads)
 
 
 # The fast tier: one case per path. Step-JEPA's predictors (bounded below by doc_start) and step copies moved into
@@ -411,13 +393,8 @@ def test_packed_flex_forward_matches_the_oracle(tiny_model_dirs, tiny_chats, eag
     objective = Objective(mode=mode, loss="cosine", lbd=0.7, gamma=1.3)
     with torch.no_grad():
         packed = packed_output(flex, tokenizer, chats, mode, predictor_ids, objective, dense_mask=False)
-        loss, lm, view_a, view_b = oracle(model, tokenizer, chats, mode, predictor_ids, "cosine")
-    tol = dict(rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(packed.lm_loss, lm, **tol)
-    torch.testing.assert_close(packed.loss, loss, **tol)
-    if mode != "regular":
-        torch.testing.assert_close(packed.view_a, view_a, **tol)
-        torch.testing.assert_close(packed.view_b, view_b, **tol)
+        expected = oracle(model, tokenizer, chats, mode, predictor_ids, "cosine")
+    assert_matches_oracle(packed, expected, mode)
 
 
 def test_lm_only_step_of_packed_rows_matches_the_oracle(tiny_model_dirs, tiny_chats):
