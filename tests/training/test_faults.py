@@ -185,6 +185,24 @@ def test_resuming_with_another_lora_setting_is_one_line(tiny_model_dirs, chat_fi
     assert tree(out) == before
 
 
+@pytest.mark.parametrize("packed_first", [True, False])
+def test_resuming_with_another_packing_is_one_line(tiny_model_dirs, chat_file, tmp_path, capsys, packed_first):
+    """A --packing run's checkpoint resumed without it (or an unpacked one with it) would continue another data
+    order and step size: refused naming the difference, nothing changed."""
+    out = tmp_path / "out"
+    argv = train_argv(chat_file, tiny_model_dirs["gpt2"], out, "--save_steps", "1")
+    packed = ["--packing", "--pack_length", "96"]
+    first, then = (packed, []) if packed_first else ([], packed)
+    assert run_command("train", [*argv, "--max_steps", "1", *first]) == 0
+    capsys.readouterr()
+    before = tree(out)
+    assert run_command("train", [*argv, "--max_steps", "2", *then, "--resume_from_checkpoint", "latest"]) == 2
+    err = capsys.readouterr().err
+    was, now = (96, None) if packed_first else (None, 96)
+    assert err.count("\n") == 1 and f"(pack_length {was} there, {now} here)" in err, err
+    assert tree(out) == before
+
+
 @pytest.mark.slow  # a training run and a resume, the first under a file size limit
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line_keeping_the_last_complete_one(
         tiny_model_dirs, chat_file, tmp_path, capsys):

@@ -34,8 +34,9 @@ def model_identity(name: str) -> str:
 
 
 def run_record(mode: Mode, model_name: str, train_file: str, predictors: int, seed: int,
-               lora: bool = False) -> dict[str, Any]:
-    """The identity of a fresh run, with a new ``run_id`` (a resumed run takes its checkpoint's ``run_id``)."""
+               lora: bool = False, pack_length: int | None = None) -> dict[str, Any]:
+    """The identity of a fresh run, with a new ``run_id`` (a resumed run takes its checkpoint's ``run_id``);
+    ``pack_length``: the row length of a --packing run, None without packing."""
     return {
         "mode": mode,
         "model": model_identity(model_name),
@@ -43,13 +44,14 @@ def run_record(mode: Mode, model_name: str, train_file: str, predictors: int, se
         "predictors": predictors,
         "seed": seed,
         "lora": lora,
+        "pack_length": pack_length,
         "run_id": f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
     }
 
 
 def check_same_run(checkpoint: Path, record: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's own record; raises when it was made by a run with another mode, model, data, K, seed or
-    LoRA setting (its weights and optimizer state would not fit this run)."""
+    LoRA setting or packing (its weights and optimizer state would not fit this run)."""
     reason = incomplete_reason(checkpoint)
     if reason:
         raise UsageError(f"--resume_from_checkpoint {checkpoint}: incomplete checkpoint ({reason})")

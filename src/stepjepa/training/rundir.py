@@ -23,7 +23,9 @@ RUN_RECORD = "stepjepa_run.json"
 TRAINER_STATE = "trainer_state.json"
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 # What must match for a checkpoint (or a finished run's summary) to be this run's; ``run_id`` tells attempts apart.
-IDENTITY_KEYS = ("mode", "model", "train_file_sha256", "predictors", "seed", "lora")
+# ``pack_length`` is None for a run of one conversation per row (records older than it read as such): a packed
+# run's data order and steps are its packs', which an unpacked resume would not continue.
+IDENTITY_KEYS = ("mode", "model", "train_file_sha256", "predictors", "seed", "lora", "pack_length")
 
 
 def read_record(checkpoint: Path) -> dict[str, Any] | None:

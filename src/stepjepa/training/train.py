@@ -138,7 +138,7 @@ def _train(cfg: TrainConfig) -> int:
 
     run = RunDir(cfg.output_dir)
     record = run_record(cfg.mode, cfg.model_name, cfg.train_file, cfg.predictors if cfg.mode != "regular" else 0,
-                        cfg.seed, cfg.lora)
+                        cfg.seed, cfg.lora, cfg.row_length if cfg.packing else None)
     resume = resume_checkpoint(cfg, record) if cfg.resume_from_checkpoint else None
     finished = resume is not None and is_finished(cfg, resume)
     # Only this run's own summary, its model whole, says so: another run's (an overwritten directory) does not.
