@@ -80,3 +80,17 @@ def test_restart_discards_only_results_of_evaluate(tiny_model_dirs, chat_file, t
     assert run_command("evaluate", argv) == 2
     assert "not a result row of stepjepa evaluate" in capsys.readouterr().err
     assert other.read_bytes() == before
+
+
+def test_debug_0_draws_no_progress_bar_but_still_reports(evaluated, tmp_path, capsys) -> None:
+    """A sweep's evaluations run at --debug 0: no per-problem bar on the console, the same result lines."""
+    argv, _ = evaluated
+    outputs = {}
+    for debug in ("1", "0"):
+        capsys.readouterr()
+        out = tmp_path / f"debug{debug}.jsonl"
+        assert run_command("evaluate", [*argv, "--output_file", str(out), "--debug", debug]) == 0
+        outputs[debug] = capsys.readouterr()
+    assert "problem" in outputs["1"].err and outputs["0"].err == ""  # tqdm draws on stderr
+    assert outputs["0"].out.replace("debug0", "debug1") == outputs["1"].out
+

@@ -69,6 +69,9 @@ class EvaluateConfig(PrecisionFlags, DeviceFlags, SeedFlags):
         metadata={"help": "Evaluate these models (after --model_path, if given) on the same problems and print "
                   "one table; each gets its own output file <stem>_<model><suffix>."},
     )
+    debug: int = field(default=1, metadata={
+        "help": "0: no per-problem progress bar (a sweep's evaluations run so); 1: the bar. The results line and "
+                "the termination line print at both.", "min": 0})
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -180,7 +180,8 @@ def evaluate_model(
         started = time.perf_counter()
         prompts = render_prompts(tokenizer, [p.messages for p in todo])
         batches = iter_generations(model, tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, cfg.temperature)
-        with tqdm(total=len(problems), initial=len(done), desc=model_path, unit="problem") as bar:
+        with tqdm(total=len(problems), initial=len(done), desc=model_path, unit="problem",
+                  disable=cfg.debug == 0) as bar:
             for results in batches:
                 for generation in results:
                     problem = todo[generation.position]

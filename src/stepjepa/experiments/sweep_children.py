@@ -40,7 +40,8 @@ def eval_command(cfg: SweepConfig, run_dir: Path, model: str | None = None) -> l
     return [
         sys.executable, "-m", "stepjepa", "evaluate",
         "--model_path", model or str(run_dir), "--test_file", str(cfg.test_file),
-        "--output_file", str(run_dir / EVAL_OUTPUT), *limit, *split_flags(cfg.eval_args, "eval_args"),
+        "--output_file", str(run_dir / EVAL_OUTPUT), *limit, "--debug", "0",  # no bar; --eval_args may override
+        *split_flags(cfg.eval_args, "eval_args"),
     ]
 
 
