@@ -123,7 +123,8 @@ def test_report_with_termination_collapse_dose_and_provenance(tmp_path, capsys) 
     assert "| base | — | 20.0 | 90.0 | — |" in text  # no seed; ended 90%
     assert "| base | — | 20.0 [" in text
     # The last logged window of the one run with diagnostics.
-    assert "| step_jepa_lbd0.5_k2_cosine_seed1 | 20 | 0.9000 | 0.0100 | 0.0050 | 0.0030 |" in text
+    # The JEPA loss of its first and last window (0.2 -> 0.1), then the last logged window's diagnostics.
+    assert "| step_jepa_lbd0.5_k2_cosine_seed1 | 20 | 0.2000 | 0.1000 | 0.9000 | 0.0100 | 0.0050 | 0.0030 |" in text
     # 50/100: Wilson centre 0.5, half 1.959964 sqrt(0.0025 + 0.000096) / 1.038415 = 0.096170.
     assert "| regular_seed1 | 1 | 50.0 [40.4, 59.6] | 25.0 | 50/100 | 90.0 | 10.0 | 61.2 | 60.0 |" in text
     assert "- Runs' code: `stepjepa 0.1.0, 0123456789ab` (6 runs)" in text

@@ -318,13 +318,22 @@ def plot_collapse(runs_dir: Path, entries: list[dict], path: Path) -> int:
 
 
 def collapse_table(runs_dir: Path, entries: list[dict]) -> str | None:
-    """The Markdown table of each JEPA run's last logged collapse diagnostics; None when no run logged them."""
-    lines = ["| run | step | " + " | ".join(COLLAPSE_KEYS) + " |", "|---|---:|" + "---:|" * len(COLLAPSE_KEYS)]
+    """The Markdown table of each JEPA run's last logged collapse diagnostics, beside its JEPA loss (unweighted by
+    lambda) in the first and the last logged window: whether a larger lambda moved the loss it weights; None when
+    no run logged diagnostics."""
+    lines = ["| run | step | jepa loss first | jepa loss last | " + " | ".join(COLLAPSE_KEYS) + " |",
+             "|---|---:|---:|---:|" + "---:|" * len(COLLAPSE_KEYS)]
+
+    def cell(value: float | None) -> str:
+        return "—" if value is None else f"{value:.4f}"
+
     for entry in entries:
-        rows = [r for r in read_metrics(RunDir(runs_dir / entry["run"]).metrics)
-                if any(r.get(key) is not None for key in COLLAPSE_KEYS)]
+        metrics = read_metrics(RunDir(runs_dir / entry["run"]).metrics)
+        rows = [r for r in metrics if any(r.get(key) is not None for key in COLLAPSE_KEYS)]
         if rows:
-            cells = ["—" if rows[-1].get(key) is None else f"{rows[-1][key]:.4f}" for key in COLLAPSE_KEYS]
+            losses = [r["jepa_loss"] for r in metrics if r.get("jepa_loss") is not None]
+            cells = [cell(losses[0] if losses else None), cell(losses[-1] if losses else None),
+                     *(cell(rows[-1].get(key)) for key in COLLAPSE_KEYS)]
             lines.append(f"| {entry['run']} | {rows[-1]['step']} | {' | '.join(cells)} |")
     return "\n".join(lines) if len(lines) > 2 else None
 
@@ -484,7 +493,8 @@ def _collapse_section(table: str) -> list[str]:
     return [
         "## Collapse diagnostics while training",
         "",
-        "Each JEPA run's last logged window (metrics.jsonl; the plot shows every window): the mean pairwise cosine "
+        "Each JEPA run's JEPA loss (as logged, before lambda weights it) in its first and last logged window, and "
+        "the last logged window's diagnostics (metrics.jsonl; the plot shows every window): the mean pairwise cosine "
         "of the view_b embeddings (1: all alike), the mean per-dimension standard deviation of the normalised "
         "view_a and view_b (0: collapsed; about 1/sqrt(hidden size) when spread evenly), and the matched minus "
         "mismatched cosine of the pairs within each batch.",
