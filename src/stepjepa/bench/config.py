@@ -64,7 +64,8 @@ class BenchConfig(PrecisionFlags, DeviceFlags, SeedFlags, LoraFlags, StepFlags, 
         "Several conversations per row, as `stepjepa train --packing`: --batch_size counts rows of at most "
         "--pack_length tokens, filled by best-fit decreasing from a pool of the chats; tokens/s counts real tokens."))
     pack_length: Optional[int] = field(default=None, metadata=_help(
-        "--packing: most tokens of a row (default as `stepjepa train --packing`: --max_length, LLM-JEPA twice that)."))
+        "--packing: most tokens of a row (default as `stepjepa train --packing`: --max_length, LLM-JEPA twice that).",
+        min=1))
     precisions: str = field(default="", metadata=_help(
         "Comma-separated precisions to time side by side, interleaved on the same batches: fp32,bf16 "
         "(default: the one --bf16/--no_bf16/auto picks)."))
@@ -95,8 +96,8 @@ class BenchConfig(PrecisionFlags, DeviceFlags, SeedFlags, LoraFlags, StepFlags, 
         if self.attn_implementation not in ATTN_CHOICES:
             raise UsageError(f"--attn_implementation must be one of {', '.join(ATTN_CHOICES)}, "
                              f"got {self.attn_implementation!r}")
-        if self.pack_length is not None and (not self.packing or self.pack_length < 1):
-            raise UsageError(f"--pack_length needs --packing and must be at least 1, got {self.pack_length}")
+        if self.pack_length is not None and not self.packing:
+            raise UsageError(f"--pack_length needs --packing, got {self.pack_length} without it")
         if self.packing and self.modes == ",".join(MODES):
             self.modes = ",".join(m for m in MODES if m not in MULTIPASS)
         multipass = [m for m in self.mode_list() if m in MULTIPASS]

@@ -62,7 +62,7 @@ class TrainConfig(PrecisionFlags, SeedFlags, LoraFlags, StepFlags, ModelFlags):
     pack_length: Optional[int] = field(default=None, metadata=_help(
         "--packing: most tokens of a row, conversations and view blocks together (default --max_length, the "
         "widest conversation an unpacked run meets; LLM-JEPA 2 x --max_length, as its views double an "
-        "example); a longer example gets a row of its own."))
+        "example); a longer example gets a row of its own.", min=1))
     gradient_checkpointing: bool = field(default=False, metadata=_help("Recompute activations in backward (less memory, slower)."))
     attn_implementation: str = field(default="auto", metadata=_help(
         "Attention kernel: auto (default: flex_attention on CUDA when the model supports it and its head "
@@ -72,7 +72,7 @@ class TrainConfig(PrecisionFlags, SeedFlags, LoraFlags, StepFlags, ModelFlags):
         "Compile the model with torch.compile (the first steps take longer while it compiles)."))
     dataloader_num_workers: Optional[int] = field(default=None, metadata=_help(
         "Processes that collate batches while the model trains (default: 0 on the CPU, whose cores train; "
-        "4 on CUDA, with pinned memory and non-blocking copies)."))
+        "4 on CUDA, with pinned memory and non-blocking copies).", min=0))
     num_proc: Optional[int] = field(default=None, metadata=_help(
         "Processes that tokenize the data (default: the machine's cores, at most one per MiB of data).", min=1))
     cache_dir: Optional[str] = field(default=None, metadata=_help(
@@ -120,8 +120,6 @@ class TrainConfig(PrecisionFlags, SeedFlags, LoraFlags, StepFlags, ModelFlags):
         if self.attn_implementation not in ATTN_CHOICES:
             raise UsageError(f"--attn_implementation must be one of {', '.join(ATTN_CHOICES)}, "
                              f"got {self.attn_implementation!r}")
-        if self.dataloader_num_workers is not None and self.dataloader_num_workers < 0:
-            raise UsageError(f"--dataloader_num_workers must be >= 0, got {self.dataloader_num_workers}")
         check_trackers(report_to(self.report_to))
         if self.streaming and self.max_steps < 1:
             raise UsageError("--streaming needs --max_steps (a stream has no length to count epochs by)")
@@ -129,8 +127,6 @@ class TrainConfig(PrecisionFlags, SeedFlags, LoraFlags, StepFlags, ModelFlags):
             raise UsageError("--group_by_length sorts the whole data set; it cannot with --streaming")
         if self.pack_length is not None and not self.packing:
             raise UsageError("--pack_length sizes the rows of --packing; add --packing or drop --pack_length")
-        if self.pack_length is not None and self.pack_length < 1:
-            raise UsageError(f"--pack_length must be >= 1, got {self.pack_length}")
         if self.packing and self.streaming:
             raise UsageError("--packing plans its rows over the whole data set; it cannot with --streaming")
         if self.packing and self.group_by_length:
